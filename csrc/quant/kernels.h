@@ -1,0 +1,37 @@
+// The kernel table: one per ISA path, each entry a plain function over rows.
+// Paths that have no specialised kernel for a type point at the scalar one.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "quant/formats.h"
+#include "runtime/cpu_features.h"
+
+namespace duet {
+
+// Most activation rows one vec_dot call takes; the matmul loops over groups.
+constexpr int kMaxActRows = 8;
+
+struct TypeKernels {
+  // y[0..n) = the n elements of one weight row w.
+  void (*dequantize_row)(const void* w, float* y, int64_t n);
+  // out[i] = dot(weight row w, activation row i) for i < n_act. Activation row i
+  // starts at act + i * act_stride bytes and is in type_traits(type).act_format.
+  // Row i's result must not depend on n_act or on the other rows (batch
+  // invariance): the same operations in the same order as with n_act == 1.
+  void (*vec_dot)(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out);
+};
+
+struct KernelTable {
+  Isa isa;
+  TypeKernels types[kNumTypes];  // indexed by type_index()
+  // Activation quantizers; every path must produce the same bytes as scalar.
+  void (*quantize_q8_32)(const float* x, void* dst, int64_t n);
+  void (*quantize_q8_256)(const float* x, void* dst, int64_t n);
+};
+
+// The table for a runnable ISA; throws std::invalid_argument otherwise.
+const KernelTable& kernel_table(Isa isa);
+inline const TypeKernels& kernels_for(const KernelTable& t, GgmlType type) { return t.types[type_index(type)]; }
+
+}  // namespace duet
