@@ -1,0 +1,36 @@
+# The README's two commands, and a development build.
+PYTHON ?= python3
+PROMPT ?= Write a Python function that returns the n-th Fibonacci number.
+
+.PHONY: install run test test-fast dev cpp-test bench
+
+install:
+	$(PYTHON) -m pip install .
+
+# Installs everything and runs the main job on the default model pair.
+run: install
+	$(PYTHON) -m duet models pull
+	$(PYTHON) -m duet run -p "$(PROMPT)" -n 128 --verbose
+
+# Installs the test dependencies and runs every test, the real-model ones included.
+test:
+	$(PYTHON) -m pip install ".[test]"
+	$(PYTHON) -m duet models pull
+	$(PYTHON) -m pytest -q
+
+# Only the tests that need no model download.
+test-fast:
+	$(PYTHON) -m pytest -q -m "not real"
+
+# In-tree build for development: python/duet/_core*.so and build/duet_kernel_tests.
+# Use it with PYTHONPATH=python.
+dev:
+	cmake -S . -B build -G Ninja -DDUET_BUILD_TESTS=ON -Dpybind11_DIR=$$($(PYTHON) -m pybind11 --cmakedir)
+	cmake --build build
+
+cpp-test: dev
+	./build/duet_kernel_tests
+
+bench:
+	$(PYTHON) bench/bench_matmul.py
+	$(PYTHON) bench/bench_decode.py

@@ -1,0 +1,50 @@
+"""Shared pieces of the benchmarks: prompts, llama.cpp baseline, output."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import sys
+from pathlib import Path
+
+HUMANEVAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "HumanEval.jsonl.gz"
+OUT_DIR = Path(__file__).resolve().parent / "out"
+
+
+def humaneval_prompts(path: Path | None = None) -> list[str]:
+    path = Path(os.environ.get("DUET_HUMANEVAL", path or HUMANEVAL))
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return [json.loads(line)["prompt"] for line in f]
+
+
+def llama_cpp_model(path, threads: int, n_ctx: int = 2048, n_batch: int = 512):
+    """llama.cpp over the same GGUF, the baseline; None when llama-cpp-python is absent."""
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        print("llama-cpp-python not installed: no baseline", file=sys.stderr)
+        return None
+    return Llama(model_path=str(path), n_threads=threads, n_threads_batch=threads, n_ctx=n_ctx,
+                 n_batch=n_batch, n_ubatch=n_batch, verbose=False)
+
+
+def print_table(rows: list[dict], columns: list[str]) -> None:
+    widths = [max(len(c), *(len(fmt(r.get(c))) for r in rows)) for c in columns]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    for r in rows:
+        print("  ".join(fmt(r.get(c)).ljust(w) for c, w in zip(columns, widths)))
+
+
+def fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 100 else f"{value:.1f}"
+    return "" if value is None else str(value)
+
+
+def write_json(name: str, payload) -> Path:
+    OUT_DIR.mkdir(exist_ok=True)
+    path = OUT_DIR / name
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    tmp.replace(path)
+    return path

@@ -1,0 +1,129 @@
+"""A qwen2/llama decoder over a GGUF file: embedding, N layers, final norm, LM head.
+
+Weights are addressed in place in the memory-mapped file; each layer runs in one
+C++ call (duet._core.TransformerLayer) and the LM head is one quantized matmul."""
+from __future__ import annotations
+
+import numpy as np
+
+from duet import _core
+from duet.config import ModelConfig
+from duet.gguf_file import GGUFFile
+from duet.kv_cache import KVCache
+
+F32 = 0
+ROPE_MODES = {"normal": 0, "neox": 2}
+LAYER_TENSORS = (
+    "attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
+    "ffn_norm", "ffn_gate", "ffn_up", "ffn_down",
+)
+LAYER_BIASES = ("attn_q", "attn_k", "attn_v")
+
+
+def tensor_entry(gguf: GGUFFile, name: str) -> tuple:
+    """(type id, data, ne0, ne1): how duet._core takes a tensor."""
+    info = gguf.tensor(name)
+    ne0 = info.shape[0]
+    ne1 = info.shape[1] if len(info.shape) > 1 else 1
+    return (info.type_id, info.data, ne0, ne1)
+
+
+def layer_tensors(gguf: GGUFFile, index: int) -> dict:
+    prefix = f"blk.{index}."
+    tensors = {name: tensor_entry(gguf, prefix + name + ".weight") for name in LAYER_TENSORS}
+    for name in LAYER_BIASES:
+        if prefix + name + ".bias" in gguf.tensors:
+            tensors[name + "_bias"] = tensor_entry(gguf, prefix + name + ".bias")
+    return tensors
+
+
+def layer_shape(config: ModelConfig) -> dict:
+    return {
+        "n_embd": config.n_embd, "n_ff": config.n_ff, "n_head": config.n_head, "n_head_kv": config.n_head_kv,
+        "head_dim": config.head_dim, "rms_eps": config.rms_eps, "rope_freq_base": config.rope_freq_base,
+        "rope_mode": ROPE_MODES[config.rope_mode],
+    }
+
+
+class Model:
+    """Forward passes of one model. Not thread-safe: one pass at a time."""
+
+    def __init__(self, gguf: GGUFFile, pool: "_core.ThreadPool", isa: str = ""):
+        self.gguf = gguf
+        self.config = ModelConfig.from_gguf(gguf)
+        self.pool = pool
+        self.isa = isa
+        shape = layer_shape(self.config)
+        self.layers = [_core.TransformerLayer(shape, layer_tensors(gguf, i)) for i in range(self.config.n_layer)]
+        self.token_embd = tensor_entry(gguf, "token_embd.weight")  # (type, [n_vocab rows of n_embd])
+        self.output_norm = np.asarray(gguf.tensor("output_norm.weight").data, dtype=np.float32)  # [n_embd]
+        head = "token_embd.weight" if self.config.tied_embeddings else "output.weight"
+        self.output = tensor_entry(gguf, head)  # (type, [n_vocab rows of n_embd])
+
+    def new_cache(self, n_ctx: int, kv_type: str = "f16") -> KVCache:
+        c = self.config
+        return KVCache(c.n_layer, n_ctx, c.n_head_kv, c.head_dim, kv_type)
+
+    def embed(self, tokens: np.ndarray) -> np.ndarray:
+        """[n] token ids -> [n, n_embd] rows of the embedding table."""
+        type_id, table, n_embd, n_vocab = self.token_embd
+        return _core.embedding(type_id, table, n_vocab, n_embd, tokens, self.isa)
+
+    def run_layers(self, x: np.ndarray, positions: np.ndarray, cache: KVCache, mask: np.ndarray | None) -> None:
+        """Runs every layer on x [n, n_embd] in place, appending n rows to the cache."""
+        for index, layer in enumerate(self.layers):
+            layer.forward(x, positions, cache.k[index], cache.v[index], cache.n, mask, self.pool, self.isa)
+        cache.n += x.shape[0]
+
+    def logits(self, hidden: np.ndarray) -> np.ndarray:
+        """[n, n_embd] final hidden states -> [n, n_vocab] logits."""
+        h = _core.rms_norm(np.ascontiguousarray(hidden), self.output_norm, self.config.rms_eps)
+        type_id, data, n_embd, n_vocab = self.output
+        return _core.matmul(type_id, data, n_vocab, n_embd, h, self.pool, self.isa)
+
+    def forward(
+        self,
+        tokens,
+        cache: KVCache,
+        positions=None,
+        mask: np.ndarray | None = None,
+        logits_rows="last",
+    ) -> np.ndarray | None:
+        """Appends `tokens` to the cache and returns logits.
+
+        positions: [n] RoPE positions; default cache.n, cache.n+1, ...
+        mask: [n, cache.n + n] uint8 visibility over the cache slots (a token tree);
+              default causal.
+        logits_rows: "last", "all", row indices into tokens, or None for no logits.
+        """
+        tokens = np.ascontiguousarray(tokens, dtype=np.int32)
+        n = tokens.shape[0]
+        if n == 0:
+            raise ValueError("forward needs at least one token")
+        if cache.n + n > cache.n_ctx:
+            raise ValueError(f"context full: {cache.n} + {n} tokens exceed the context size {cache.n_ctx}")
+        if positions is None:
+            positions = np.arange(cache.n, cache.n + n, dtype=np.int32)
+        x = self.embed(tokens)
+        self.run_layers(x, np.ascontiguousarray(positions, dtype=np.int32), cache, mask)
+        if logits_rows is None:
+            return None
+        if isinstance(logits_rows, str):
+            rows = slice(n - 1, n) if logits_rows == "last" else slice(0, n)
+        else:
+            rows = np.asarray(logits_rows, dtype=np.int64)
+        return self.logits(x[rows])
+
+    def prefill(self, tokens, cache: KVCache, block: int = 256) -> np.ndarray:
+        """Processes a prompt in blocks of `block` tokens; returns the last token's logits [n_vocab]."""
+        tokens = np.asarray(tokens, dtype=np.int32)
+        if tokens.size == 0:
+            raise ValueError("the prompt is empty")
+        if cache.n + tokens.size > cache.n_ctx:
+            raise ValueError(
+                f"prompt of {tokens.size} tokens does not fit the context ({cache.free} of {cache.n_ctx} slots free)")
+        logits = None
+        for start in range(0, tokens.size, block):
+            is_last = start + block >= tokens.size
+            logits = self.forward(tokens[start:start + block], cache, logits_rows="last" if is_last else None)
+        return logits[0]

@@ -1,0 +1,102 @@
+"""Parity with llama.cpp on the default model pair (marked real: needs the pulled
+models and llama-cpp-python)."""
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.real
+
+MODELS = ["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
+HUMANEVAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "HumanEval.jsonl.gz"
+N_PROMPTS = 20
+N_TOKENS = 64
+
+
+def humaneval_prompts(n: int) -> list[str]:
+    if not HUMANEVAL.exists():
+        pytest.skip(f"HumanEval prompts not found at {HUMANEVAL}")
+    with gzip.open(HUMANEVAL, "rt", encoding="utf-8") as f:
+        return [json.loads(line)["prompt"] for line in f][:n]
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def pair(request):
+    """(duet model, tokenizer, llama.cpp model) over the same file."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from duet import _core
+    from duet.gguf_file import GGUFFile
+    from duet.model import Model
+    from duet.models import ModelNotFoundError, resolve_model
+    from duet.tokenizer import Tokenizer
+
+    try:
+        path = resolve_model(request.param)
+    except ModelNotFoundError as e:
+        pytest.skip(str(e))
+    gguf = GGUFFile(path)
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=1024, n_batch=512, n_threads=2, logits_all=True,
+                          verbose=False)
+    return Model(gguf, _core.ThreadPool(2)), Tokenizer.from_metadata(gguf.metadata), llm
+
+
+def duet_greedy(model, prompt: list[int], n: int) -> tuple[list[int], np.ndarray]:
+    cache = model.new_cache(len(prompt) + n + 1)
+    logits = model.prefill(prompt, cache)
+    first = logits.copy()
+    out = []
+    for _ in range(n):
+        out.append(int(np.argmax(logits)))
+        logits = model.forward([out[-1]], cache)[0]
+    return out, first
+
+
+def llama_greedy(llm, prompt: list[int], n: int) -> tuple[list[int], np.ndarray]:
+    llm.reset()
+    llm.eval(prompt)
+    first = np.array(llm.scores[llm.n_tokens - 1])
+    out = []
+    for _ in range(n):
+        out.append(int(np.argmax(llm.scores[llm.n_tokens - 1])))
+        llm.eval([out[-1]])
+    return out, first
+
+
+def test_greedy_tokens_match_llama_cpp(pair, record_property):
+    model, tokenizer, llm = pair
+    matches, max_diffs = 0, []
+    for text in humaneval_prompts(N_PROMPTS):
+        prompt = tokenizer.encode(text)
+        ours, our_logits = duet_greedy(model, prompt, N_TOKENS)
+        theirs, their_logits = llama_greedy(llm, prompt, N_TOKENS)
+        assert np.argmax(our_logits) == np.argmax(their_logits), "top-1 differs at the last prompt position"
+        max_diffs.append(float(np.max(np.abs(our_logits - their_logits))))
+        matches += ours == theirs
+    record_property("max_abs_logit_diff", max(max_diffs))
+    print(f"\n{model.gguf.path.name}: {matches}/{N_PROMPTS} prompts token-exact; "
+          f"last-position logits max |diff| {max(max_diffs):.4f}")
+    assert matches >= N_PROMPTS - 1
+
+
+def perplexity(logits: np.ndarray, tokens: list[int]) -> float:
+    """exp(mean NLL) of tokens[1:] given logits rows 0..n-2."""
+    logits = logits[:-1].astype(np.float64)
+    logits -= logits.max(axis=1, keepdims=True)
+    logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    return float(np.exp(-np.mean(logp[np.arange(len(tokens) - 1), tokens[1:]])))
+
+
+def test_perplexity_within_one_percent_of_llama_cpp(pair):
+    model, tokenizer, llm = pair
+    tokens = tokenizer.encode("\n".join(humaneval_prompts(40)))[:512]
+    cache = model.new_cache(len(tokens))
+    ours = perplexity(model.forward(tokens, cache, logits_rows="all"), tokens)
+    llm.reset()
+    llm.eval(tokens)
+    theirs = perplexity(np.array(llm.scores[: len(tokens)]), tokens)
+    print(f"\nperplexity duet {ours:.4f} llama.cpp {theirs:.4f}")
+    assert abs(ours - theirs) / theirs < 0.01
