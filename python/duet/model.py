@@ -48,13 +48,17 @@ def layer_shape(config: ModelConfig) -> dict:
 class Model:
     """Forward passes of one model. Not thread-safe: one pass at a time."""
 
-    def __init__(self, gguf: GGUFFile, pool: "_core.ThreadPool", isa: str = ""):
+    def __init__(self, gguf: GGUFFile, pool: "_core.ThreadPool", isa: str = "", layers=None):
+        """layers: an iterable giving the layers in order for each pass (for instance
+        weight_store.StreamedLayers); default all resident, in place in the mmap."""
         self.gguf = gguf
         self.config = ModelConfig.from_gguf(gguf)
         self.pool = pool
         self.isa = isa
         shape = layer_shape(self.config)
-        self.layers = [_core.TransformerLayer(shape, layer_tensors(gguf, i)) for i in range(self.config.n_layer)]
+        if layers is None:
+            layers = [_core.TransformerLayer(shape, layer_tensors(gguf, i)) for i in range(self.config.n_layer)]
+        self.layers = layers
         self.token_embd = tensor_entry(gguf, "token_embd.weight")  # (type, [n_vocab rows of n_embd])
         self.output_norm = np.asarray(gguf.tensor("output_norm.weight").data, dtype=np.float32)  # [n_embd]
         head = "token_embd.weight" if self.config.tied_embeddings else "output.weight"

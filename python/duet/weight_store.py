@@ -1,0 +1,237 @@
+"""Where the large model's weights live under a memory budget.
+
+Every layer is read once per forward pass, so a resident byte saves the same IO
+time wherever it sits: the plan keeps as many whole layers resident as fit and
+streams the others, each as one contiguous file range, through a few reusable
+buffers. Streamed layers are spread evenly between resident ones so that the IO
+thread reads the next streamed layer while resident layers compute."""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from duet import _core
+from duet.gguf_file import GGUFFile
+from duet.memory import format_size
+
+ALIGN = 4096  # O_DIRECT granularity; a segment's read may cover this much extra on each side
+
+
+class BudgetTooSmallError(ValueError):
+    """The budget cannot run the model at all; the message names the minimum."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    """The weights of one layer: a contiguous range of the file."""
+
+    layer: int
+    offset: int   # absolute file offset of the first byte
+    nbytes: int
+    tensors: tuple[str, ...]
+
+    @property
+    def read_bytes(self) -> int:
+        """Bytes a buffer must hold to read this segment with aligned direct IO."""
+        return self.nbytes + 2 * ALIGN
+
+
+def layer_segments(gguf: GGUFFile, n_layer: int) -> list[Segment]:
+    """One segment per layer; raises ValueError if a layer's tensors are not contiguous."""
+    segments = []
+    for layer in range(n_layer):
+        prefix = f"blk.{layer}."
+        infos = sorted((t for name, t in gguf.tensors.items() if name.startswith(prefix)), key=lambda t: t.offset)
+        if not infos:
+            raise ValueError(f"{gguf.path}: layer {layer} has no tensors")
+        start, end = infos[0].offset, infos[-1].offset + infos[-1].n_bytes
+        gaps = end - start - sum(t.n_bytes for t in infos)
+        if gaps > 64 * len(infos):  # alignment padding only
+            raise ValueError(f"{gguf.path}: the tensors of layer {layer} are not stored together; cannot stream it")
+        segments.append(Segment(layer, start, end - start, tuple(t.name for t in infos)))
+    return segments
+
+
+@dataclass
+class MemoryPlan:
+    budget: int
+    fixed: dict[str, int]            # what is resident whatever the plan: runtime, drafter, caches, ...
+    resident: list[Segment]
+    streamed: list[Segment]          # in layer order
+    n_buffers: int                   # streaming buffers (0 when nothing streams)
+    buffer_bytes: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def resident_bytes(self) -> int:
+        return sum(s.nbytes for s in self.resident)
+
+    @property
+    def buffers_total(self) -> int:
+        return self.n_buffers * self.buffer_bytes
+
+    @property
+    def planned_peak(self) -> int:
+        return sum(self.fixed.values()) + self.resident_bytes + self.buffers_total
+
+    @property
+    def bytes_read_per_pass(self) -> int:
+        return sum(s.nbytes for s in self.streamed)
+
+    def expected_pass_seconds(self, storage_bytes_per_s: float, memory_bytes_per_s: float) -> dict[str, float]:
+        """IO and compute time of one forward pass; the pipeline makes a pass take
+        about the larger of the two."""
+        io = self.bytes_read_per_pass / storage_bytes_per_s
+        compute = (self.resident_bytes + self.bytes_read_per_pass) / memory_bytes_per_s
+        return {"io": io, "compute": compute, "pass": max(io, compute)}
+
+    def describe(self, storage_bytes_per_s: float, memory_bytes_per_s: float) -> str:
+        times = self.expected_pass_seconds(storage_bytes_per_s, memory_bytes_per_s)
+        lines = [f"budget            {format_size(self.budget)}"]
+        lines += [f"  {name:<16}{format_size(n)}" for name, n in self.fixed.items()]
+        lines += [
+            f"  resident layers {format_size(self.resident_bytes)}: {_ranges([s.layer for s in self.resident])}",
+            f"  stream buffers  {format_size(self.buffers_total)} ({self.n_buffers} x {format_size(self.buffer_bytes)})",
+            f"planned peak      {format_size(self.planned_peak)}",
+            f"streamed layers   {_ranges([s.layer for s in self.streamed])}",
+            f"read per pass     {format_size(self.bytes_read_per_pass)}",
+            f"expected per pass {times['pass'] * 1e3:.1f} ms (IO {times['io'] * 1e3:.1f} ms at "
+            f"{storage_bytes_per_s / 1e9:.2f} GB/s, compute {times['compute'] * 1e3:.1f} ms at "
+            f"{memory_bytes_per_s / 1e9:.1f} GB/s)",
+        ]
+        return "\n".join(lines + self.notes)
+
+
+def _ranges(layers: list[int]) -> str:
+    if not layers:
+        return "none"
+    layers = sorted(layers)
+    parts, start = [], layers[0]
+    for prev, cur in zip(layers, layers[1:] + [None]):
+        if cur != prev + 1:
+            parts.append(str(start) if start == prev else f"{start}-{prev}")
+            start = cur
+    return ", ".join(parts)
+
+
+def minimum_budget(segments: list[Segment], fixed: dict[str, int]) -> int:
+    """Nothing resident, two buffers: one computing while the other fills."""
+    return sum(fixed.values()) + 2 * max(s.read_bytes for s in segments)
+
+
+def spread_evenly(n_total: int, n_pick: int) -> list[int]:
+    """n_pick indices out of range(n_total), as evenly spaced as possible."""
+    return sorted({min(n_total - 1, int((j + 0.5) * n_total / n_pick)) for j in range(n_pick)})
+
+
+def plan_memory(segments: list[Segment], budget: int, fixed: dict[str, int], max_buffers: int = 4) -> MemoryPlan:
+    """Splits the layers into resident and streamed under `budget`.
+
+    Raises BudgetTooSmallError naming the minimum if the budget cannot run at all."""
+    floor = minimum_budget(segments, fixed)
+    if budget < floor:
+        raise BudgetTooSmallError(
+            f"a budget of {format_size(budget)} is too small: this model needs at least {format_size(floor)} "
+            f"({', '.join(f'{k} {format_size(v)}' for k, v in fixed.items())}, and two streaming buffers)")
+    room = budget - sum(fixed.values())
+    if sum(s.nbytes for s in segments) <= room:
+        return MemoryPlan(budget, fixed, list(segments), [], 0, 0, ["everything resident: nothing streams"])
+    buffer_bytes = max(s.read_bytes for s in segments)
+    layer_bytes = max(s.nbytes for s in segments)
+    # Each resident layer frees a pass of IO; each buffer past the second only lets
+    # the reader run further ahead. Fill with layers first, then extra buffers.
+    n_resident = max(0, min(len(segments) - 1, (room - 2 * buffer_bytes) // layer_bytes))
+    streamed_idx = set(spread_evenly(len(segments), len(segments) - n_resident))
+    resident = [s for i, s in enumerate(segments) if i not in streamed_idx]
+    streamed = [s for i, s in enumerate(segments) if i in streamed_idx]
+    spare = room - sum(s.nbytes for s in resident) - 2 * buffer_bytes
+    n_buffers = min(max_buffers, len(streamed), 2 + max(0, spare) // buffer_bytes)
+    return MemoryPlan(budget, fixed, resident, streamed, n_buffers, buffer_bytes)
+
+
+def segment_tensors(gguf: GGUFFile, segment: Segment, data: np.ndarray) -> dict:
+    """The layer's tensor entries (as duet._core.TransformerLayer takes them) over
+    `data`, a uint8 array holding the segment's bytes from its first byte on."""
+    entries = {}
+    for name in segment.tensors:
+        info = gguf.tensor(name)
+        start = info.offset - segment.offset
+        view = data[start:start + info.n_bytes]
+        if info.type_id == 0:  # F32 norms and biases are taken as floats
+            view = view.view(np.float32)
+        key = name[len(f"blk.{segment.layer}."):].replace(".weight", "").replace(".bias", "_bias")
+        ne1 = info.shape[1] if len(info.shape) > 1 else 1
+        entries[key] = (info.type_id, view, info.shape[0], ne1)
+    return entries
+
+
+class StreamedLayers:
+    """The layers of a model under a MemoryPlan: resident ones copied into this
+    process's memory at load (no file pages stay mapped), streamed ones read every
+    pass into the reader's buffers, n_buffers reads ahead. The streamed order is
+    the same every pass, so reading runs on cyclically: the next pass's first
+    layers load while this pass finishes (LM head, sampling, drafting)."""
+
+    def __init__(self, gguf: GGUFFile, plan: MemoryPlan, shape: dict, direct_io: bool = True):
+        self.gguf = gguf
+        self.plan = plan
+        self.shape = shape
+        self.n_buffers = max(plan.n_buffers, 1)  # resident layers load through one buffer too
+        buffer_bytes = max(plan.buffer_bytes, max((s.read_bytes for s in plan.resident), default=ALIGN))
+        self.reader = _core.FileReader(str(gguf.path), self.n_buffers, buffer_bytes, direct_io)
+        self.resident = {s.layer: self._load_resident(s) for s in plan.resident}
+        self.streamed = {s.layer: s for s in plan.streamed}
+        self.n_layer = len(self.resident) + len(self.streamed)
+        self._pending: deque = deque()  # (segment, ticket) in flight, in the order they will be used
+        self._next_stream = 0           # index into plan.streamed of the next read to queue
+
+    def _load_resident(self, segment: Segment) -> "_core.TransformerLayer":
+        ticket = self.reader.submit(segment.offset, segment.nbytes)
+        try:
+            data = self.reader.wait(ticket)[: segment.nbytes].copy()
+        finally:
+            self.reader.release(ticket)
+        return _core.TransformerLayer(self.shape, segment_tensors(self.gguf, segment, data))
+
+    def _queue_reads(self) -> None:
+        while self.plan.streamed and len(self._pending) < self.n_buffers:
+            segment = self.plan.streamed[self._next_stream]
+            self._pending.append((segment, self.reader.submit(segment.offset, segment.nbytes)))
+            self._next_stream = (self._next_stream + 1) % len(self.plan.streamed)
+
+    def __iter__(self) -> Iterator["_core.TransformerLayer"]:
+        self._queue_reads()
+        try:
+            for index in range(self.n_layer):
+                if index in self.resident:
+                    yield self.resident[index]
+                    continue
+                segment, ticket = self._pending.popleft()
+                assert segment.layer == index, "streamed reads out of order"
+                try:
+                    data = self.reader.wait(ticket)
+                    yield _core.TransformerLayer(self.shape, segment_tensors(self.gguf, segment, data))
+                finally:
+                    self.reader.release(ticket)
+                    self._queue_reads()
+        except BaseException:
+            self._drain()
+            raise
+
+    def _drain(self) -> None:
+        """After a failed pass: let reads in flight finish, drop them, and start the
+        next pass from the first streamed layer."""
+        while self._pending:
+            _, ticket = self._pending.popleft()
+            try:
+                self.reader.wait(ticket)
+            except Exception:  # the pass already failed; its error is the one to report
+                pass
+            self.reader.release(ticket)
+        self._next_stream = 0
+
+    def io_stats(self) -> dict:
+        return self.reader.stats()
