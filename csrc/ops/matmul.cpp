@@ -1,0 +1,52 @@
+// Quantized matmul: activations are quantized once per call, weight rows are split
+// across threads, and each output element comes from one vec_dot call whose
+// arithmetic does not depend on how many activation rows there are.
+#include "ops/matmul.h"
+
+#include <algorithm>
+#include <vector>
+
+namespace duet {
+
+namespace {
+
+// Weight rows per work item: enough to amortise the shared counter, small enough
+// that two threads finish together on the smallest matrices.
+constexpr int64_t kRowsPerChunk = 32;
+
+// Quantized activation rows in the weight type's activation format; f32
+// activations are used in place. Kept per thread to avoid an allocation per call.
+const uint8_t* activations_prepare(const KernelTable& kt, ActFormat format, const float* x, int64_t n_rows,
+                                   int64_t cols, size_t row_stride) {
+  if (format == ActFormat::F32) return reinterpret_cast<const uint8_t*>(x);
+  thread_local std::vector<uint8_t> buffer;
+  buffer.resize(row_stride * static_cast<size_t>(n_rows));
+  auto quantize = format == ActFormat::Q8_32 ? kt.quantize_q8_32 : kt.quantize_q8_256;
+  for (int64_t m = 0; m < n_rows; ++m) quantize(x + m * cols, buffer.data() + m * row_stride, cols);
+  return buffer.data();
+}
+
+}  // namespace
+
+void matmul(const KernelTable& kt, const WeightView& w, const float* x, int64_t n_rows_x, float* y, int64_t ldy,
+            ThreadPool& pool) {
+  const TypeTraits& traits = type_traits(w.type);
+  const size_t w_row_bytes = row_bytes(w.type, w.cols);
+  const size_t act_stride = act_row_bytes(traits.act_format, w.cols);
+  const uint8_t* act = activations_prepare(kt, traits.act_format, x, n_rows_x, w.cols, act_stride);
+  const auto vec_dot = kernels_for(kt, w.type).vec_dot;
+  const uint8_t* weights = static_cast<const uint8_t*>(w.data);
+  pool.parallel_for(w.rows, kRowsPerChunk, [&](int64_t begin, int64_t end, int) {
+    float results[kMaxActRows];
+    for (int64_t r = begin; r < end; ++r) {
+      const uint8_t* w_row = weights + static_cast<size_t>(r) * w_row_bytes;
+      for (int64_t m0 = 0; m0 < n_rows_x; m0 += kMaxActRows) {
+        const int n_act = static_cast<int>(std::min<int64_t>(kMaxActRows, n_rows_x - m0));
+        vec_dot(w.cols, w_row, act + m0 * act_stride, act_stride, n_act, results);
+        for (int i = 0; i < n_act; ++i) y[(m0 + i) * ldy + r] = results[i];
+      }
+    }
+  });
+}
+
+}  // namespace duet

@@ -1,0 +1,14 @@
+// A plain parallel read of a buffer: the memory-bandwidth baseline that matmul's
+// GEMV speed is measured against.
+#pragma once
+#include <cstdint>
+
+#include "runtime/thread_pool.h"
+
+namespace duet {
+
+// XOR of the buffer's 8-byte words (the tail bytes folded in), read by the pool's
+// threads in chunks from the shared counter, as matmul splits its rows.
+uint64_t read_bytes_checksum(const uint8_t* data, int64_t n, ThreadPool& pool);
+
+}  // namespace duet

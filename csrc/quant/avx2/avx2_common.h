@@ -1,0 +1,46 @@
+// Shared pieces of the AVX2 kernels (compiled only with -mavx2 -mfma -mf16c).
+#pragma once
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "quant/formats.h"
+
+namespace duet::avx2 {
+
+inline float f16_load(uint16_t h) { return _cvtsh_ss(h); }
+
+inline float hsum_f32x8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline float hsum_f32x4(__m128 s) {
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// Products of unsigned bytes u with signed bytes s, summed in pairs and then
+// scaled per pair-of-pairs by 16-bit factors: int32[8]. Exact for the ranges used
+// here (u <= 63, |s| <= 128) since pair sums stay below 2^15.
+inline __m256i dot_u8_i8_scaled(__m256i u, __m256i s, __m256i scale16) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), scale16);
+}
+
+// Sum over 4-byte groups of signed w times signed a, as int32[8]. maddubs takes one
+// unsigned operand, so the signs move onto the activations.
+inline __m256i dot_i8_i8(__m256i w_abs, __m256i w, __m256i a) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(w_abs, _mm256_sign_epi8(a, w)), _mm256_set1_epi16(1));
+}
+
+// The shuffle control that copies 16-bit lane `lo` of each 128-bit half into every
+// lane of the low half and lane `hi` into every lane of the high half.
+inline __m256i broadcast16_control(int lo, int hi) {
+  return _mm256_set_m128i(_mm_set1_epi16(static_cast<short>(((2 * hi + 1) << 8) | (2 * hi))),
+                          _mm_set1_epi16(static_cast<short>(((2 * lo + 1) << 8) | (2 * lo))));
+}
+
+}  // namespace duet::avx2

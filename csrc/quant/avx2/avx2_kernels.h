@@ -1,0 +1,25 @@
+// The AVX2 path's kernels; types without one here use the scalar kernel.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace duet::avx2 {
+
+#define DUET_DECLARE_VEC_DOT(fmt) \
+  void vec_dot_##fmt(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out);
+
+DUET_DECLARE_VEC_DOT(f32)
+DUET_DECLARE_VEC_DOT(f16)
+DUET_DECLARE_VEC_DOT(bf16)
+DUET_DECLARE_VEC_DOT(q4_0)
+DUET_DECLARE_VEC_DOT(q5_0)
+DUET_DECLARE_VEC_DOT(q8_0)
+DUET_DECLARE_VEC_DOT(q4_k)
+DUET_DECLARE_VEC_DOT(q5_k)
+DUET_DECLARE_VEC_DOT(q6_k)
+#undef DUET_DECLARE_VEC_DOT
+
+void quantize_q8_32(const float* x, void* dst, int64_t n);
+void quantize_q8_256(const float* x, void* dst, int64_t n);
+
+}  // namespace duet::avx2

@@ -1,0 +1,109 @@
+// Assembles one kernel table per ISA path. A path starts from the scalar table and
+// replaces the entries it has specialised kernels for.
+#include <stdexcept>
+#include <string>
+
+#include "quant/kernels.h"
+#include "quant/scalar_kernels.h"
+#if defined(DUET_X86)
+#include "quant/avx2/avx2_kernels.h"
+#endif
+
+namespace duet {
+
+namespace {
+
+void set_kernels(KernelTable& t, GgmlType type, decltype(TypeKernels::dequantize_row) dequantize_row,
+                 decltype(TypeKernels::vec_dot) vec_dot) {
+  t.types[type_index(type)] = {dequantize_row, vec_dot};
+}
+
+void set_vec_dot(KernelTable& t, GgmlType type, decltype(TypeKernels::vec_dot) vec_dot) {
+  t.types[type_index(type)].vec_dot = vec_dot;
+}
+
+KernelTable scalar_table() {
+  KernelTable t{};
+  t.isa = Isa::Scalar;
+  set_kernels(t, GgmlType::F32, scalar::dequantize_row_f32, scalar::vec_dot_f32);
+  set_kernels(t, GgmlType::F16, scalar::dequantize_row_f16, scalar::vec_dot_f16);
+  set_kernels(t, GgmlType::BF16, scalar::dequantize_row_bf16, scalar::vec_dot_bf16);
+  set_kernels(t, GgmlType::Q4_0, scalar::dequantize_row_q4_0, scalar::vec_dot_q4_0);
+  set_kernels(t, GgmlType::Q5_0, scalar::dequantize_row_q5_0, scalar::vec_dot_q5_0);
+  set_kernels(t, GgmlType::Q8_0, scalar::dequantize_row_q8_0, scalar::vec_dot_q8_0);
+  set_kernels(t, GgmlType::Q4_K, scalar::dequantize_row_q4_k, scalar::vec_dot_q4_k);
+  set_kernels(t, GgmlType::Q5_K, scalar::dequantize_row_q5_k, scalar::vec_dot_q5_k);
+  set_kernels(t, GgmlType::Q6_K, scalar::dequantize_row_q6_k, scalar::vec_dot_q6_k);
+  t.quantize_q8_32 = scalar::quantize_q8_32;
+  t.quantize_q8_256 = scalar::quantize_q8_256;
+  return t;
+}
+
+#if defined(DUET_X86)
+KernelTable avx2_table() {
+  KernelTable t = scalar_table();
+  t.isa = Isa::Avx2;
+  set_vec_dot(t, GgmlType::F32, avx2::vec_dot_f32);
+  set_vec_dot(t, GgmlType::F16, avx2::vec_dot_f16);
+  set_vec_dot(t, GgmlType::BF16, avx2::vec_dot_bf16);
+  set_vec_dot(t, GgmlType::Q4_0, avx2::vec_dot_q4_0);
+  set_vec_dot(t, GgmlType::Q5_0, avx2::vec_dot_q5_0);
+  set_vec_dot(t, GgmlType::Q8_0, avx2::vec_dot_q8_0);
+  set_vec_dot(t, GgmlType::Q4_K, avx2::vec_dot_q4_k);
+  set_vec_dot(t, GgmlType::Q5_K, avx2::vec_dot_q5_k);
+  set_vec_dot(t, GgmlType::Q6_K, avx2::vec_dot_q6_k);
+  t.quantize_q8_32 = avx2::quantize_q8_32;
+  t.quantize_q8_256 = avx2::quantize_q8_256;
+  return t;
+}
+
+// No 512-bit kernels yet: the AVX-512 path runs the AVX2 ones (a superset CPU).
+KernelTable avx512_table() {
+  KernelTable t = avx2_table();
+  t.isa = Isa::Avx512;
+  return t;
+}
+#endif
+
+#if defined(DUET_ARM64)
+// No NEON kernels yet: the ARM paths run the scalar reference.
+KernelTable arm_table(Isa isa) {
+  KernelTable t = scalar_table();
+  t.isa = isa;
+  return t;
+}
+#endif
+
+}  // namespace
+
+const KernelTable& kernel_table(Isa isa) {
+  if (!isa_runnable(isa)) {
+    throw std::invalid_argument(std::string("ISA '") + isa_name(isa) + "' cannot run on this CPU or build");
+  }
+  static const KernelTable scalar = scalar_table();
+  switch (isa) {
+#if defined(DUET_X86)
+    case Isa::Avx2: {
+      static const KernelTable table = avx2_table();
+      return table;
+    }
+    case Isa::Avx512: {
+      static const KernelTable table = avx512_table();
+      return table;
+    }
+#endif
+#if defined(DUET_ARM64)
+    case Isa::Neon: {
+      static const KernelTable table = arm_table(Isa::Neon);
+      return table;
+    }
+    case Isa::Dotprod: {
+      static const KernelTable table = arm_table(Isa::Dotprod);
+      return table;
+    }
+#endif
+    default: return scalar;
+  }
+}
+
+}  // namespace duet

@@ -1,0 +1,62 @@
+// Q6_K: super-blocks of 256 weights in sixteen sub-blocks of 16, each with an int8
+// scale; w = d * scale * (q - 32), q in 0..63 (4 low bits in ql, 2 high in qh).
+#include "quant/formats.h"
+#include "quant/scalar_kernels.h"
+#include "quant/scalar_rows.h"
+
+namespace duet::scalar {
+
+namespace {
+
+// q[256] = the signed values q - 32 in element order. Half h (128 elements) uses
+// ql + 64h and qh + 32h; within it, element 32k + l takes the low or high nibble
+// of ql[l] or ql[l + 32] and bits 2k, 2k+1 of qh[l].
+void q6_k_unpack(const BlockQ6_K& block, int8_t q[QK_K]) {
+  for (int h = 0; h < 2; ++h) {
+    const uint8_t* ql = block.ql + 64 * h;
+    const uint8_t* qh = block.qh + 32 * h;
+    int8_t* half = q + 128 * h;
+    for (int l = 0; l < 32; ++l) {
+      half[l] = static_cast<int8_t>(((ql[l] & 0xf) | (((qh[l] >> 0) & 3) << 4)) - 32);
+      half[l + 32] = static_cast<int8_t>(((ql[l + 32] & 0xf) | (((qh[l] >> 2) & 3) << 4)) - 32);
+      half[l + 64] = static_cast<int8_t>(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+      half[l + 96] = static_cast<int8_t>(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+    }
+  }
+}
+
+}  // namespace
+
+void dequantize_row_q6_k(const void* w, float* y, int64_t n) {
+  const BlockQ6_K* blocks = static_cast<const BlockQ6_K*>(w);
+  for (int64_t b = 0; b < n / QK_K; ++b, y += QK_K) {
+    int8_t q[QK_K];
+    q6_k_unpack(blocks[b], q);
+    const float d = fp16_to_fp32(blocks[b].d);
+    for (int sub = 0; sub < 16; ++sub) {
+      const float scale = d * static_cast<float>(blocks[b].scales[sub]);
+      for (int l = 0; l < 16; ++l) y[16 * sub + l] = scale * static_cast<float>(q[16 * sub + l]);
+    }
+  }
+}
+
+void vec_dot_q6_k(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
+  const BlockQ6_K* blocks = static_cast<const BlockQ6_K*>(w);
+  dot_each_row<ActQ8_256>(act, act_stride, n_act, out, [&](const ActQ8_256* a) {
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / QK_K; ++b) {
+      int8_t q[QK_K];
+      q6_k_unpack(blocks[b], q);
+      int32_t sumi = 0;
+      for (int sub = 0; sub < 16; ++sub) {
+        int32_t sub_sum = 0;
+        for (int l = 0; l < 16; ++l) sub_sum += q[16 * sub + l] * a[b].qs[16 * sub + l];
+        sumi += blocks[b].scales[sub] * sub_sum;
+      }
+      sum += fp16_to_fp32(blocks[b].d) * a[b].d * static_cast<float>(sumi);
+    }
+    return sum;
+  });
+}
+
+}  // namespace duet::scalar

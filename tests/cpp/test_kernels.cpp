@@ -1,0 +1,199 @@
+// Kernel tests without Python: every runnable SIMD path against the scalar path
+// (dequantize equal, vec_dot close, quantizers byte-equal) and batch invariance of
+// vec_dot and matmul, on fixed-seed random blocks. Prints "N passed, N failed".
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "ops/matmul.h"
+#include "quant/formats.h"
+#include "quant/kernels.h"
+
+using namespace duet;
+
+namespace {
+
+int g_passed = 0, g_failed = 0;
+
+void check(bool ok, const std::string& what) {
+  if (ok) {
+    ++g_passed;
+  } else {
+    ++g_failed;
+    std::printf("FAIL: %s\n", what.c_str());
+  }
+}
+
+const GgmlType kTypes[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q4_0, GgmlType::Q5_0,
+                           GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
+
+// Byte offsets of the f16 scale fields in a block, which random bytes would make
+// inf or nan.
+std::vector<int> scale_offsets(GgmlType type) {
+  switch (type) {
+    case GgmlType::Q4_0: case GgmlType::Q5_0: case GgmlType::Q8_0: return {0};
+    case GgmlType::Q4_K: case GgmlType::Q5_K: return {0, 2};
+    case GgmlType::Q6_K: return {208};
+    default: return {};
+  }
+}
+
+void f16_store(uint8_t* p, float v) {
+  uint16_t h = fp32_to_fp16(v);
+  std::memcpy(p, &h, 2);
+}
+
+// rows rows of n elements of `type`, valid: finite scales and weights.
+std::vector<uint8_t> random_rows(GgmlType type, int64_t rows, int64_t n, std::mt19937& rng) {
+  const TypeTraits& t = type_traits(type);
+  std::vector<uint8_t> data(rows * row_bytes(type, n));
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_real_distribution<float> small(-0.05f, 0.05f);
+  const int64_t count = rows * n / t.block_elems;
+  for (int64_t b = 0; b < count; ++b) {
+    uint8_t* block = data.data() + b * t.block_bytes;
+    switch (type) {
+      case GgmlType::F32: { float v = normal(rng); std::memcpy(block, &v, 4); break; }
+      case GgmlType::F16: f16_store(block, normal(rng)); break;
+      case GgmlType::BF16: {
+        float v = normal(rng);
+        uint32_t u;
+        std::memcpy(&u, &v, 4);
+        uint16_t h = static_cast<uint16_t>(u >> 16);
+        std::memcpy(block, &h, 2);
+        break;
+      }
+      default:
+        for (int i = 0; i < t.block_bytes; ++i) block[i] = static_cast<uint8_t>(rng());
+        for (int offset : scale_offsets(type)) f16_store(block + offset, small(rng));
+    }
+  }
+  return data;
+}
+
+// Activation rows as vec_dot takes them, and their float values.
+struct Activations {
+  std::vector<uint8_t> bytes;   // [n_rows][stride]
+  std::vector<double> values;   // [n_rows][n] what the bytes encode
+  size_t stride;
+};
+
+Activations activations_quantize(const KernelTable& kt, GgmlType type, const std::vector<float>& x, int64_t n_rows,
+                                 int64_t n) {
+  const ActFormat format = type_traits(type).act_format;
+  Activations a;
+  a.stride = act_row_bytes(format, n);
+  a.bytes.resize(a.stride * n_rows);
+  a.values.resize(n_rows * n);
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const float* row = x.data() + r * n;
+    uint8_t* dst = a.bytes.data() + r * a.stride;
+    double* values = a.values.data() + r * n;
+    if (format == ActFormat::F32) {
+      std::memcpy(dst, row, n * sizeof(float));
+      for (int64_t i = 0; i < n; ++i) values[i] = row[i];
+    } else if (format == ActFormat::Q8_32) {
+      kt.quantize_q8_32(row, dst, n);
+      const ActQ8_32* blocks = reinterpret_cast<const ActQ8_32*>(dst);
+      for (int64_t i = 0; i < n; ++i) values[i] = double(blocks[i / QK32].d) * blocks[i / QK32].qs[i % QK32];
+    } else {
+      kt.quantize_q8_256(row, dst, n);
+      const ActQ8_256* blocks = reinterpret_cast<const ActQ8_256*>(dst);
+      for (int64_t i = 0; i < n; ++i) values[i] = double(blocks[i / QK_K].d) * blocks[i / QK_K].qs[i % QK_K];
+    }
+  }
+  return a;
+}
+
+int64_t cols_for(GgmlType type) {
+  const int block = type_traits(type).block_elems;
+  return block == 1 ? 157 : block * 5;
+}
+
+bool bits_equal(const float* a, const float* b, int64_t n) { return std::memcmp(a, b, n * sizeof(float)) == 0; }
+
+void test_isa_against_scalar(Isa isa, GgmlType type) {
+  const KernelTable& simd = kernel_table(isa);
+  const KernelTable& scalar = kernel_table(Isa::Scalar);
+  const std::string label = std::string(isa_name(isa)) + " " + type_traits(type).name;
+  std::mt19937 rng(1234 + static_cast<int>(type));
+  const int64_t n = cols_for(type), rows = 3;
+  const std::vector<uint8_t> w = random_rows(type, rows, n, rng);
+  const size_t w_stride = row_bytes(type, n);
+
+  // Dequantize: equal bits.
+  std::vector<float> deq_simd(rows * n), deq_scalar(rows * n);
+  kernels_for(simd, type).dequantize_row(w.data(), deq_simd.data(), rows * n);
+  kernels_for(scalar, type).dequantize_row(w.data(), deq_scalar.data(), rows * n);
+  check(bits_equal(deq_simd.data(), deq_scalar.data(), rows * n), label + " dequantize equals scalar");
+
+  // Quantizers: identical bytes.
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  std::vector<float> x(kMaxActRows * n);
+  for (float& v : x) v = normal(rng);
+  const Activations a = activations_quantize(simd, type, x, kMaxActRows, n);
+  const Activations a_ref = activations_quantize(scalar, type, x, kMaxActRows, n);
+  check(a.bytes == a_ref.bytes, label + " activation quantizer bytes equal scalar");
+
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint8_t* w_row = w.data() + r * w_stride;
+    float got[kMaxActRows], want[kMaxActRows];
+    kernels_for(simd, type).vec_dot(n, w_row, a.bytes.data(), a.stride, kMaxActRows, got);
+    kernels_for(scalar, type).vec_dot(n, w_row, a.bytes.data(), a.stride, kMaxActRows, want);
+    bool close = true;
+    for (int i = 0; i < kMaxActRows; ++i) {
+      double scale = 0.0;
+      for (int64_t k = 0; k < n; ++k) scale += std::fabs(deq_scalar[r * n + k] * a.values[i * n + k]);
+      close = close && std::fabs(double(got[i]) - double(want[i])) <= 2e-5 * scale + 1e-30;
+    }
+    check(close, label + " vec_dot close to scalar, row " + std::to_string(r));
+
+    // Batch invariance: each row alone, and every n_act, give the same bits.
+    bool invariant = true;
+    for (int n_act = 1; n_act <= kMaxActRows; ++n_act) {
+      for (int first = 0; first + n_act <= kMaxActRows; ++first) {
+        float part[kMaxActRows];
+        kernels_for(simd, type).vec_dot(n, w_row, a.bytes.data() + first * a.stride, a.stride, n_act, part);
+        invariant = invariant && bits_equal(part, got + first, n_act);
+      }
+    }
+    check(invariant, label + " vec_dot batch invariant, row " + std::to_string(r));
+  }
+}
+
+void test_matmul_batch_invariance(Isa isa, GgmlType type, ThreadPool& pool) {
+  const KernelTable& kt = kernel_table(isa);
+  std::mt19937 rng(99 + static_cast<int>(type));
+  const int64_t n = cols_for(type), rows = 45, max_m = 17;
+  const std::vector<uint8_t> w = random_rows(type, rows, n, rng);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(max_m * n);
+  for (float& v : x) v = normal(rng);
+  const WeightView view{w.data(), type, rows, n};
+  std::vector<float> single(max_m * rows);
+  for (int64_t m = 0; m < max_m; ++m) matmul(kt, view, x.data() + m * n, 1, single.data() + m * rows, rows, pool);
+  bool invariant = true;
+  for (int64_t m_rows = 1; m_rows <= max_m; ++m_rows) {
+    std::vector<float> y(m_rows * rows);
+    matmul(kt, view, x.data(), m_rows, y.data(), rows, pool);
+    invariant = invariant && bits_equal(y.data(), single.data(), m_rows * rows);
+  }
+  check(invariant, std::string(isa_name(isa)) + " " + type_traits(type).name + " matmul batch invariant");
+}
+
+}  // namespace
+
+int main() {
+  ThreadPool pool(2);
+  for (Isa isa : isa_runnable_list()) {
+    for (GgmlType type : kTypes) {
+      if (isa != Isa::Scalar) test_isa_against_scalar(isa, type);
+      test_matmul_batch_invariance(isa, type, pool);
+    }
+  }
+  std::printf("%d passed, %d failed\n", g_passed, g_failed);
+  return g_failed == 0 ? 0 : 1;
+}

@@ -1,0 +1,289 @@
+"""The quantized kernels (duet._core) against plain references: gguf's numpy
+dequantization, numpy quantizers written from the format definitions, and float64
+matrix products; plus SIMD-vs-scalar agreement and batch invariance."""
+import gguf
+import numpy as np
+import pytest
+
+from duet import _core
+from quant_blocks import (ALL_TYPES, BLOCK, FLOAT_TYPES, Q4_0, Q4_K, Q5_0, Q8_0, cols_for, random_rows,
+                          row_bytes)
+
+ISAS = _core.isa_runnable()
+SIMD_ISAS = [isa for isa in ISAS if isa != "scalar"]
+K_TYPES = {12, 13, 14}
+
+
+def act_format(type_id):
+    if type_id in FLOAT_TYPES:
+        return None
+    return "q8_256" if type_id in K_TYPES else "q8_32"
+
+
+def act_dequantize(fmt, raw):
+    """float64 values of a quantized activation row (q8_32 or q8_256 bytes)."""
+    elems, size = (32, 36) if fmt == "q8_32" else (256, 292)
+    blocks = raw.reshape(-1, size)
+    d = blocks[:, :4].copy().view(np.float32).astype(np.float64)
+    qs = blocks[:, 4:4 + elems].copy().view(np.int8).astype(np.float64)
+    return (d * qs).reshape(-1)
+
+
+def reference_q8_32(x):
+    """Blocks of 32: d = f16(amax / 127), q = clip(rne(x / d), -127, 127)."""
+    out = []
+    for block in x.reshape(-1, 32):
+        amax = np.float32(np.max(np.abs(block)))
+        d = np.float32(np.float16(amax / np.float32(127)))
+        q = np.zeros(32, np.int8) if d == 0 else np.clip(np.rint(block / d), -127, 127).astype(np.int8)
+        out.append(np.frombuffer(np.float32(d).tobytes() + q.tobytes(), np.uint8))
+    return np.concatenate(out)
+
+
+def reference_q8_256(x):
+    """ggml's Q8_K: iscale = -127 / (signed value of largest magnitude)."""
+    out = []
+    for block in x.reshape(-1, 256):
+        amax_index = int(np.argmax(np.abs(block)))
+        if block[amax_index] == 0:
+            out.append(np.zeros(292, np.uint8))
+            continue
+        iscale = np.float32(-127) / block[amax_index]
+        q = np.minimum(127, np.rint(iscale * block)).astype(np.int8)
+        bsums = q.reshape(16, 16).astype(np.int16).sum(axis=1).astype(np.int16)
+        d = np.float32(1) / iscale
+        out.append(np.frombuffer(np.float32(d).tobytes() + q.tobytes() + bsums.tobytes(), np.uint8))
+    return np.concatenate(out)
+
+
+def activations(rng, m, cols):
+    x = rng.standard_normal((m, cols)).astype(np.float32)
+    return x
+
+
+def reference_matmul(type_id, w, rows, cols, x):
+    """float64 W @ (the activations as the kernel sees them)."""
+    w_f = gguf.quants.dequantize(w.reshape(rows, -1), gguf.GGMLQuantizationType(type_id)).astype(np.float64)
+    fmt = act_format(type_id)
+    if fmt is None:
+        x_f = x.astype(np.float64)
+    else:
+        x_f = np.stack([act_dequantize(fmt, _core.quantize_act(fmt, row, "scalar")) for row in x])
+    return x_f @ w_f.T, np.abs(x_f) @ np.abs(w_f).T
+
+
+def assert_close_to_reference(got, ref, scale):
+    # float32 accumulation of per-block products: error bounded relative to sum |w*x|.
+    np.testing.assert_array_less(np.abs(got - ref), 2e-5 * scale + 1e-30)
+
+
+# ---- formats ------------------------------------------------------------------
+
+def test_type_traits_match_gguf():
+    for type_id in ALL_TYPES:
+        t = _core.type_traits(type_id)
+        block_elems, block_bytes = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(type_id)]
+        assert (t["block_elems"], t["block_bytes"]) == (block_elems, block_bytes)
+        assert t["name"] == gguf.GGMLQuantizationType(type_id).name
+
+
+@pytest.mark.parametrize("type_id", [3, 10, 11, 15, 23, 99, -1])
+def test_unsupported_type_raises(type_id):
+    with pytest.raises(ValueError, match="unsupported tensor type"):
+        _core.type_traits(type_id)
+    with pytest.raises(ValueError, match="unsupported tensor type"):
+        _core.dequantize(type_id, np.zeros(64, np.uint8), 32)
+
+
+# ---- dequantize -----------------------------------------------------------------
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("type_id", ALL_TYPES)
+def test_dequantize_matches_gguf(type_id, isa):
+    rng = np.random.default_rng(type_id)
+    cols = cols_for(type_id) * 4
+    w = random_rows(type_id, 3, cols, rng)
+    want = gguf.quants.dequantize(w, gguf.GGMLQuantizationType(type_id)).reshape(-1)
+    got = _core.dequantize(type_id, w, 3 * cols, isa)
+    np.testing.assert_array_equal(got.view(np.uint32), want.astype(np.float32).view(np.uint32))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("type_id", [Q4_0, Q5_0, Q8_0])
+def test_dequantize_of_gguf_quantized_floats(type_id, isa):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((5, 32 * 7)).astype(np.float32)
+    qtype = gguf.GGMLQuantizationType(type_id)
+    w = gguf.quants.quantize(x, qtype)
+    got = _core.dequantize(type_id, w, x.size, isa)
+    np.testing.assert_array_equal(got, gguf.quants.dequantize(w, qtype).reshape(-1))
+
+
+def test_dequantize_wrong_size_raises():
+    with pytest.raises(ValueError, match="expected 144"):
+        _core.dequantize(Q4_K, np.zeros(143, np.uint8), 256)
+    with pytest.raises(ValueError, match="not a multiple"):
+        _core.dequantize(Q4_K, np.zeros(144, np.uint8), 200)
+
+
+def test_dequantize_rejects_non_contiguous_and_wrong_dtype():
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _core.dequantize(Q8_0, np.zeros(68, np.uint8)[::2], 32)
+    with pytest.raises(TypeError, match="uint8"):
+        _core.dequantize(Q8_0, np.zeros(34, np.int16), 32)
+
+
+# ---- activation quantizers ------------------------------------------------------
+
+def tricky_activations(rng, n):
+    x = rng.standard_normal(n).astype(np.float32) * np.float32(3)
+    x[:32] = 0.0                      # an all-zero block
+    x[256:256 + 16] = 2.5             # ties for the largest magnitude, both signs
+    x[256 + 16:256 + 32] = -2.5
+    x[512:544] = np.float32(1e-30)    # d rounds to zero in f16
+    return x
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_quantize_q8_32_matches_reference(isa):
+    x = tricky_activations(np.random.default_rng(1), 1024)
+    np.testing.assert_array_equal(_core.quantize_act("q8_32", x, isa), reference_q8_32(x))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_quantize_q8_256_matches_reference(isa):
+    x = tricky_activations(np.random.default_rng(2), 1024)
+    np.testing.assert_array_equal(_core.quantize_act("q8_256", x, isa), reference_q8_256(x))
+
+
+def test_quantize_act_bad_input():
+    with pytest.raises(ValueError, match="multiple of 256"):
+        _core.quantize_act("q8_256", np.zeros(100, np.float32))
+    with pytest.raises(ValueError, match="format"):
+        _core.quantize_act("q4", np.zeros(256, np.float32))
+
+
+# ---- vec_dot and matmul ---------------------------------------------------------
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("type_id", ALL_TYPES)
+def test_vec_dot_matches_float64(type_id, isa):
+    rng = np.random.default_rng(100 + type_id)
+    cols = cols_for(type_id)
+    w = random_rows(type_id, 1, cols, rng)[0]
+    x = activations(rng, 8, cols)
+    got = _core.vec_dot(type_id, w, x, isa)
+    ref, scale = reference_matmul(type_id, w, 1, cols, x)
+    assert_close_to_reference(got, ref[:, 0], scale[:, 0])
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("type_id", ALL_TYPES)
+@pytest.mark.parametrize("rows", [1, 7, 33, 131])
+def test_matmul_matches_float64(type_id, isa, rows):
+    rng = np.random.default_rng(rows * 1000 + type_id)
+    cols = cols_for(type_id)
+    w = random_rows(type_id, rows, cols, rng)
+    x = activations(rng, 11, cols)
+    got = _core.matmul(type_id, w, rows, cols, x, _core.ThreadPool(2), isa)
+    ref, scale = reference_matmul(type_id, w, rows, cols, x)
+    assert_close_to_reference(got, ref, scale)
+
+
+@pytest.mark.parametrize("isa", SIMD_ISAS)
+@pytest.mark.parametrize("type_id", ALL_TYPES)
+def test_simd_matmul_close_to_scalar(type_id, isa):
+    rng = np.random.default_rng(5 + type_id)
+    rows, cols = 33, cols_for(type_id) * 2
+    w = random_rows(type_id, rows, cols, rng)
+    x = activations(rng, 9, cols)
+    pool = _core.ThreadPool(2)
+    simd = _core.matmul(type_id, w, rows, cols, x, pool, isa)
+    scalar = _core.matmul(type_id, w, rows, cols, x, pool, "scalar")
+    _, scale = reference_matmul(type_id, w, rows, cols, x)
+    assert_close_to_reference(simd, scalar, scale)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("type_id", ALL_TYPES)
+def test_matmul_batch_invariant(type_id, isa):
+    rng = np.random.default_rng(50 + type_id)
+    rows, cols = 37, cols_for(type_id)
+    w = random_rows(type_id, rows, cols, rng)
+    x = activations(rng, 17, cols)
+    pool = _core.ThreadPool(2)
+    single = np.concatenate([_core.matmul(type_id, w, rows, cols, x[m:m + 1], pool, isa) for m in range(17)])
+    for m_rows in range(1, 18):
+        got = _core.matmul(type_id, w, rows, cols, x[:m_rows], pool, isa)
+        np.testing.assert_array_equal(got.view(np.uint32), single[:m_rows].view(np.uint32))
+    # The same rows in another order and among other rows.
+    order = rng.permutation(17)
+    others = activations(rng, 5, cols)
+    mixed = np.concatenate([others[:2], x[order], others[2:]])
+    got = _core.matmul(type_id, w, rows, cols, mixed, pool, isa)
+    np.testing.assert_array_equal(got[2:19].view(np.uint32), single[order].view(np.uint32))
+
+
+def test_matmul_writes_into_out():
+    rng = np.random.default_rng(3)
+    w = random_rows(Q4_K, 5, 256, rng)
+    x = activations(rng, 2, 256)
+    out = np.full((2, 5), np.nan, np.float32)
+    result = _core.matmul(Q4_K, w, 5, 256, x, _core.ThreadPool(1), out=out)
+    assert np.shares_memory(result, out)
+    np.testing.assert_array_equal(out, _core.matmul(Q4_K, w, 5, 256, x, _core.ThreadPool(1)))
+
+
+def test_matmul_bad_input_raises():
+    rng = np.random.default_rng(4)
+    w = random_rows(Q4_K, 5, 256, rng)
+    x = activations(rng, 2, 256)
+    pool = _core.ThreadPool(1)
+    with pytest.raises(ValueError, match="w holds"):
+        _core.matmul(Q4_K, w[:4], 5, 256, x, pool)
+    with pytest.raises(ValueError, match="x must be 2-D"):
+        _core.matmul(Q4_K, w, 5, 256, np.ascontiguousarray(x[:, :128]), pool)
+    with pytest.raises(ValueError, match="out must be"):
+        _core.matmul(Q4_K, w, 5, 256, x, pool, out=np.zeros((2, 4), np.float32))
+    with pytest.raises(ValueError, match="cannot run|unknown ISA"):
+        _core.matmul(Q4_K, w, 5, 256, x, pool, "avx512" if "avx512" not in ISAS else "neon")
+    with pytest.raises(ValueError, match="unsupported tensor type"):
+        _core.matmul(3, w, 5, 256, x, pool)
+
+
+def test_vec_dot_bad_input_raises():
+    w = np.zeros(row_bytes(Q8_0, 64), np.uint8)
+    with pytest.raises(ValueError, match="w_row holds"):
+        _core.vec_dot(Q8_0, w, np.zeros((1, 96), np.float32))
+    with pytest.raises(ValueError, match="rows"):
+        _core.vec_dot(Q8_0, w, np.zeros((9, 64), np.float32))
+
+
+# ---- embedding and read_bytes ---------------------------------------------------
+
+@pytest.mark.parametrize("type_id", ALL_TYPES)
+def test_embedding_rows_are_dequantized_rows(type_id):
+    rng = np.random.default_rng(9)
+    n_vocab, n_embd = 11, cols_for(type_id)
+    table = random_rows(type_id, n_vocab, n_embd, rng)
+    ids = np.array([3, 0, 10, 3], np.int32)
+    got = _core.embedding(type_id, table, n_vocab, n_embd, ids)
+    want = gguf.quants.dequantize(table, gguf.GGMLQuantizationType(type_id))[ids]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_embedding_bad_id_raises_index_error():
+    table = random_rows(Q8_0, 4, 32, np.random.default_rng(0))
+    with pytest.raises(IndexError, match="outside the vocabulary"):
+        _core.embedding(Q8_0, table, 4, 32, np.array([1, 4], np.int32))
+    with pytest.raises(IndexError):
+        _core.embedding(Q8_0, table, 4, 32, np.array([-1], np.int32))
+
+
+@pytest.mark.parametrize("n", [0, 5, 4096, 100_003])
+def test_read_bytes_is_xor_of_words(n):
+    buf = np.random.default_rng(n).integers(0, 256, n, dtype=np.uint8)
+    padded = np.zeros((n + 7) // 8 * 8, np.uint8)
+    padded[:n] = buf
+    want = int(np.bitwise_xor.reduce(padded.view(np.uint64))) if n else 0
+    assert _core.read_bytes(buf, _core.ThreadPool(2)) == want
