@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 
+#include "runtime/cpu_features.h"
 #include "runtime/thread_pool.h"
 
 namespace duet {
@@ -25,5 +26,9 @@ struct AttentionShape {
 // q and of the mask, never on the other queries (batch invariance).
 void attention(const AttentionShape& s, const float* q, const void* k, const void* v, KvType kv_type,
                const uint8_t* mask, float scale, float* out, ThreadPool& pool);
+// The same on a chosen runnable ISA path (the one above uses isa_default()); every path
+// gives the same values up to rounding, and each is batch invariant on its own.
+void attention(const AttentionShape& s, const float* q, const void* k, const void* v, KvType kv_type,
+               const uint8_t* mask, float scale, float* out, ThreadPool& pool, Isa isa);
 
 }  // namespace duet

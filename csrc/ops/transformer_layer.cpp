@@ -64,7 +64,8 @@ void transformer_layer_forward(const KernelTable& kt, const LayerShape& s, const
     mask = own_mask.data();
   }
   AttentionShape as{n_tokens, n_past + n_tokens, s.n_head, s.n_head_kv, s.head_dim};
-  attention(as, q.data(), kv.k, kv.v, kv.kv_type, mask, 1.0f / std::sqrt(float(s.head_dim)), attn.data(), pool);
+  attention(as, q.data(), kv.k, kv.v, kv.kv_type, mask, 1.0f / std::sqrt(float(s.head_dim)), attn.data(), pool,
+            kt.isa);
   matmul(kt, w.wo, attn.data(), n_tokens, proj.data(), s.n_embd, pool);
   add_inplace(x, proj.data(), n_tokens * s.n_embd);
 
