@@ -174,7 +174,7 @@ def _add_tensors(writer, rng, *, n_layer, n_embd, n_head, n_head_kv, n_ff, n_voc
     def vector(name: str, n: int, mean: float, scale: float) -> None:
         writer.add_tensor(name, (mean + rng.standard_normal(n) * scale).astype(np.float32))
 
-    matrix("token_embd", "token_embd.weight", n_vocab, n_embd, 0.5)
+    matrix("token_embd", "token_embd.weight", n_vocab, n_embd, 0.2)
     for layer in range(n_layer):
         prefix = f"blk.{layer}."
         vector(prefix + "attn_norm.weight", n_embd, 1.0, 0.1)

