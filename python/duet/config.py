@@ -1,0 +1,91 @@
+"""Model hyperparameters read from GGUF metadata."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from duet.gguf_file import GGUFError
+
+if TYPE_CHECKING:
+    from duet.gguf_file import GGUFFile
+
+# llama.cpp's rope type per architecture (llama_model_rope_type): NEOX pairs dimension i
+# with i + head_dim/2, NORMAL pairs 2i with 2i+1.
+ROPE_MODES = {"qwen2": "neox", "llama": "normal"}
+DEFAULT_ROPE_FREQ_BASE = 10000.0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    architecture: str
+    n_vocab: int
+    n_ctx_train: int
+    n_embd: int
+    n_layer: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    n_ff: int
+    rope_freq_base: float
+    rope_mode: str  # "neox" | "normal"
+    rms_eps: float
+    tied_embeddings: bool  # no output.weight: token_embd doubles as the LM head
+    bos_token_id: int | None
+    eos_token_id: int | None
+
+    @property
+    def n_embd_kv(self) -> int:
+        """Width of one K or V row (n_embd_gqa in llama.cpp)."""
+        return self.n_head_kv * self.head_dim
+
+    @classmethod
+    def from_gguf(cls, model: GGUFFile) -> ModelConfig:
+        arch = model.architecture
+        if arch not in ROPE_MODES:
+            raise GGUFError(
+                f"{model.path}: unsupported architecture {arch!r} "
+                f"(supported: {', '.join(sorted(ROPE_MODES))})"
+            )
+        meta = model.metadata
+
+        def required(key: str) -> Any:
+            full_key = f"{arch}.{key}"
+            if full_key not in meta:
+                raise GGUFError(f"{model.path}: metadata key {full_key!r} is missing")
+            return meta[full_key]
+
+        n_embd = int(required("embedding_length"))
+        n_head = int(required("attention.head_count"))
+        if n_head <= 0 or n_embd % n_head:
+            raise GGUFError(f"{model.path}: embedding_length {n_embd} is not a multiple of head_count {n_head}")
+        head_dim = int(meta.get(f"{arch}.attention.key_length", n_embd // n_head))
+        return cls(
+            architecture=arch,
+            n_vocab=_vocab_size(model, arch),
+            n_ctx_train=int(required("context_length")),
+            n_embd=n_embd,
+            n_layer=int(required("block_count")),
+            n_head=n_head,
+            n_head_kv=int(meta.get(f"{arch}.attention.head_count_kv", n_head)),
+            head_dim=head_dim,
+            n_ff=int(required("feed_forward_length")),
+            rope_freq_base=float(meta.get(f"{arch}.rope.freq_base", DEFAULT_ROPE_FREQ_BASE)),
+            rope_mode=ROPE_MODES[arch],
+            rms_eps=float(required("attention.layer_norm_rms_epsilon")),
+            tied_embeddings="output.weight" not in model.tensors,
+            bos_token_id=_optional_int(meta.get("tokenizer.ggml.bos_token_id")),
+            eos_token_id=_optional_int(meta.get("tokenizer.ggml.eos_token_id")),
+        )
+
+
+def _vocab_size(model: GGUFFile, arch: str) -> int:
+    # The embedding matrix is the ground truth: it may have more rows than tokens (padding).
+    if "token_embd.weight" in model.tensors:
+        return model.tensors["token_embd.weight"].shape[1]
+    if f"{arch}.vocab_size" in model.metadata:
+        return int(model.metadata[f"{arch}.vocab_size"])
+    raise GGUFError(f"{model.path}: no token_embd.weight tensor, cannot tell the vocabulary size")
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
