@@ -87,8 +87,10 @@ class Tokenizer:
         missing = [b for b, c in enumerate(BYTE_TO_CHAR) if c not in self._token_ids]
         if missing:
             raise ValueError(f"vocab lacks byte-level tokens for bytes {missing[:8]}")
-        # "left right" -> rank; byte-level texts hold no literal space, so no ambiguity.
-        self._merge_ranks = {m: r for r, m in enumerate(merges)}
+        # "left right" -> rank (byte-level texts hold no literal space, so the key is
+        # unambiguous); filled last to first so a repeated merge keeps its first rank,
+        # as llama.cpp's bpe_ranks.emplace does.
+        self._merge_ranks = dict(zip(reversed(merges), range(len(merges) - 1, -1, -1)))
         self.bos_id = self._checked_id(bos_id, "bos")
         self.eos_id = self._checked_id(eos_id, "eos")
         self.pad_id = self._checked_id(pad_id, "padding")
