@@ -5,7 +5,6 @@ import ctypes
 import os
 
 import jinja2.exceptions
-import jinja2.sandbox
 import pytest
 
 from duet.chat_template import ChatTemplateError, render_chat, render_chatml

@@ -16,13 +16,12 @@ from typing import Any, Iterable, Mapping, Sequence
 from duet.chat_template import render_chat
 from duet.pretokenize import PRE_TOKENIZERS
 
-# GGUF tokenizer.ggml.token_type values (llama.cpp's llama_token_type).
+# GGUF tokenizer.ggml.token_type values (llama.cpp's llama_token_type). The other
+# types (5 unused, 6 byte) never come out of a gpt2 encode and decode to nothing.
 TOKEN_NORMAL = 1
 TOKEN_UNKNOWN = 2
 TOKEN_CONTROL = 3
 TOKEN_USER_DEFINED = 4
-TOKEN_UNUSED = 5
-TOKEN_BYTE = 6
 
 # Token texts llama.cpp recognises by name (llama-vocab.cpp, "auto-detect special tokens
 # by text"): it forces them to control type whatever the file says, and the FIM pad /
