@@ -3,6 +3,7 @@ package's own GGUF reader): returns the tokenizer.* keys as plain Python values.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import gguf
@@ -19,6 +20,7 @@ def _field_value(field: Any) -> Any:
     return field.parts[field.data[0]][0].item()
 
 
+@functools.lru_cache(maxsize=2)   # reading 150k strings takes ~20 s; tests share it
 def read_tokenizer_metadata(path: str) -> dict[str, Any]:
     reader = gguf.GGUFReader(path, "r")
     return {key: _field_value(field) for key, field in reader.fields.items()

@@ -153,6 +153,16 @@ def test_stream_decoder_flush_marks_unfinished_character():
     assert stream.flush() == "\ufffd"
 
 
+def test_repeated_merge_keeps_its_first_rank():
+    tok = make_tiny(["a b", "b c", "a b"])
+    assert [tok.token_text(i) for i in tok.encode("abc")] == ["ab", "c"]
+
+
+def test_text_that_is_not_unicode_scalars_is_rejected():
+    with pytest.raises(ValueError):
+        make_tiny().encode("a\ud800b")
+
+
 def test_unknown_model_is_rejected_by_name():
     with pytest.raises(ValueError, match="llama"):
         make_tiny(**{"tokenizer.ggml.model": "llama"})
@@ -253,6 +263,20 @@ def llama_piece(llama_vocab, token_id: int, special: bool) -> bytes:
     n = llama_cpp.llama_token_to_piece(vocab, token_id, buffer, len(buffer), 0, special)
     assert 0 <= n <= len(buffer)
     return buffer.raw[:n]
+
+
+_CODE_ALPHABET = st.sampled_from(
+    list("aZq'sStTlLdD0189 \t\r\n.,:;()[]{}#=+-*/_\"\\") + ["\u00a0", "\u3000", "\u0085",
+    "\x1c", "\x00", "é", "\u0301", "中文", "١", "½", "😀", "\u200b", "<|im_end|>", "<tool_call>",
+    "    ", "\n\n", "def ", "return", "'ll", "Ġ"])
+
+
+@pytest.mark.real
+@settings(max_examples=400, deadline=None)
+@given(text=st.one_of(st.lists(_CODE_ALPHABET, max_size=40).map("".join), st.text(max_size=60)))
+def test_random_texts_match_llama_cpp(real_tokenizer, llama_vocab, text):
+    expected = llama_vocab.tokenize(text.encode(), add_bos=False, special=True)
+    assert real_tokenizer.encode(text) == expected
 
 
 @pytest.mark.real

@@ -16,13 +16,12 @@ from typing import Any, Iterable, Mapping, Sequence
 from duet.chat_template import render_chat
 from duet.pretokenize import PRE_TOKENIZERS
 
-# GGUF tokenizer.ggml.token_type values (llama.cpp's llama_token_type).
+# GGUF tokenizer.ggml.token_type values (llama.cpp's llama_token_type). The other
+# types (5 unused, 6 byte) never come out of a gpt2 encode and decode to nothing.
 TOKEN_NORMAL = 1
 TOKEN_UNKNOWN = 2
 TOKEN_CONTROL = 3
 TOKEN_USER_DEFINED = 4
-TOKEN_UNUSED = 5
-TOKEN_BYTE = 6
 
 # Token texts llama.cpp recognises by name (llama-vocab.cpp, "auto-detect special tokens
 # by text"): it forces them to control type whatever the file says, and the FIM pad /
@@ -87,8 +86,10 @@ class Tokenizer:
         missing = [b for b, c in enumerate(BYTE_TO_CHAR) if c not in self._token_ids]
         if missing:
             raise ValueError(f"vocab lacks byte-level tokens for bytes {missing[:8]}")
-        # "left right" -> rank; byte-level texts hold no literal space, so no ambiguity.
-        self._merge_ranks = {m: r for r, m in enumerate(merges)}
+        # "left right" -> rank (byte-level texts hold no literal space, so the key is
+        # unambiguous); filled last to first so a repeated merge keeps its first rank,
+        # as llama.cpp's bpe_ranks.emplace does.
+        self._merge_ranks = dict(zip(reversed(merges), range(len(merges) - 1, -1, -1)))
         self.bos_id = self._checked_id(bos_id, "bos")
         self.eos_id = self._checked_id(eos_id, "eos")
         self.pad_id = self._checked_id(pad_id, "padding")
