@@ -433,12 +433,14 @@ const float* vector_arg(PyTransformerLayer& layer, const py::dict& tensors, cons
   if (entry[0].cast<int>() != int(GgmlType::F32)) {
     throw std::invalid_argument(std::string("layer tensor ") + name + " must be F32");
   }
-  auto data = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(entry[1]);
-  if (!data || data.size() != n) {
-    throw std::invalid_argument(std::string("layer tensor ") + name + ": expected " + std::to_string(n) + " floats");
+  // F32 tensors come as the file's bytes, like every other tensor.
+  auto data = entry[1].cast<py::array>();
+  if (!(data.flags() & py::array::c_style) || size_t(data.nbytes()) != sizeof(float) * size_t(n)) {
+    throw std::invalid_argument(std::string("layer tensor ") + name + ": expected " + std::to_string(n) +
+                                " floats (" + std::to_string(sizeof(float) * n) + " contiguous bytes)");
   }
   layer.owners.push_back(data);
-  return data.data();
+  return static_cast<const float*>(data.data());
 }
 
 void check_kv(const py::array& cache, const LayerShape& s, KvType type, int64_t& capacity) {

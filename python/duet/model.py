@@ -8,33 +8,29 @@ import numpy as np
 
 from duet import _core
 from duet.config import ModelConfig
-from duet.gguf_file import GGUFFile
+from duet.gguf_file import GGUFFile, TensorInfo
 from duet.kv_cache import KVCache
 
-F32 = 0
 ROPE_MODES = {"normal": 0, "neox": 2}
-LAYER_TENSORS = (
-    "attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
-    "ffn_norm", "ffn_gate", "ffn_up", "ffn_down",
-)
-LAYER_BIASES = ("attn_q", "attn_k", "attn_v")
 
 
-def tensor_entry(gguf: GGUFFile, name: str) -> tuple:
-    """(type id, data, ne0, ne1): how duet._core takes a tensor."""
-    info = gguf.tensor(name)
-    ne0 = info.shape[0]
+def tensor_entry(info: TensorInfo, data: np.ndarray | None = None) -> tuple:
+    """(type id, bytes, ne0, ne1): how duet._core takes a tensor. data: the tensor's
+    bytes (default: in place in the file)."""
+    data = (info.data if data is None else data).reshape(-1)
     ne1 = info.shape[1] if len(info.shape) > 1 else 1
-    return (info.type_id, info.data, ne0, ne1)
+    return (info.type_id, data, info.shape[0], ne1)
+
+
+def layer_key(tensor_name: str) -> str:
+    """'blk.3.attn_q.bias' -> 'attn_q_bias', as duet._core.TransformerLayer names it."""
+    _, _, rest = tensor_name.split(".", 2)
+    return rest.replace(".weight", "").replace(".bias", "_bias")
 
 
 def layer_tensors(gguf: GGUFFile, index: int) -> dict:
     prefix = f"blk.{index}."
-    tensors = {name: tensor_entry(gguf, prefix + name + ".weight") for name in LAYER_TENSORS}
-    for name in LAYER_BIASES:
-        if prefix + name + ".bias" in gguf.tensors:
-            tensors[name + "_bias"] = tensor_entry(gguf, prefix + name + ".bias")
-    return tensors
+    return {layer_key(name): tensor_entry(info) for name, info in gguf.tensors.items() if name.startswith(prefix)}
 
 
 def layer_shape(config: ModelConfig) -> dict:
@@ -59,10 +55,10 @@ class Model:
         if layers is None:
             layers = [_core.TransformerLayer(shape, layer_tensors(gguf, i)) for i in range(self.config.n_layer)]
         self.layers = layers
-        self.token_embd = tensor_entry(gguf, "token_embd.weight")  # (type, [n_vocab rows of n_embd])
-        self.output_norm = np.asarray(gguf.tensor("output_norm.weight").data, dtype=np.float32)  # [n_embd]
+        self.token_embd = tensor_entry(gguf.tensor("token_embd.weight"))  # (type, [n_vocab rows of n_embd])
+        self.output_norm = gguf.tensor("output_norm.weight").data.reshape(-1).view(np.float32)  # [n_embd]
         head = "token_embd.weight" if self.config.tied_embeddings else "output.weight"
-        self.output = tensor_entry(gguf, head)  # (type, [n_vocab rows of n_embd])
+        self.output = tensor_entry(gguf.tensor(head))  # (type, [n_vocab rows of n_embd])
 
     def new_cache(self, n_ctx: int, kv_type: str = "f16") -> KVCache:
         c = self.config

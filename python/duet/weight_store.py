@@ -16,6 +16,7 @@ import numpy as np
 from duet import _core
 from duet.gguf_file import GGUFFile
 from duet.memory import format_size
+from duet.model import layer_key, tensor_entry
 
 ALIGN = 4096  # O_DIRECT granularity; a segment's read may cover this much extra on each side
 
@@ -159,12 +160,7 @@ def segment_tensors(gguf: GGUFFile, segment: Segment, data: np.ndarray) -> dict:
     for name in segment.tensors:
         info = gguf.tensor(name)
         start = info.offset - segment.offset
-        view = data[start:start + info.n_bytes]
-        if info.type_id == 0:  # F32 norms and biases are taken as floats
-            view = view.view(np.float32)
-        key = name[len(f"blk.{segment.layer}."):].replace(".weight", "").replace(".bias", "_bias")
-        ne1 = info.shape[1] if len(info.shape) > 1 else 1
-        entries[key] = (info.type_id, view, info.shape[0], ne1)
+        entries[layer_key(name)] = tensor_entry(info, data[start:start + info.n_bytes])
     return entries
 
 
