@@ -89,7 +89,10 @@ def test_tiny_model_loads_with_expected_tensors(tiny_dir, type_name):
     n_vocab = len(model.metadata["tokenizer.ggml.tokens"])
     shapes = expected_shapes(2, 256, 4, 2, 512, n_vocab, tied=True)
     assert {name: t.shape for name, t in model.tensors.items()} == shapes
-    reader = gguf.GGUFReader(path)
+    reader = gguf.GGUFReader(path)  # the reference parser
+    reference_metadata = {k: f.contents() for k, f in reader.fields.items() if not k.startswith("GGUF.")}
+    assert model.metadata == reference_metadata
+    assert model.data_offset == reader.data_offset
     for reference in reader.tensors:
         tensor = model.tensor(reference.name)
         is_matrix = len(tensor.shape) == 2
