@@ -211,15 +211,27 @@ def test_truncated_files(tiny_q8, tmp_path, where, message):
         GGUFFile(cut_copy(tiny_q8, tmp_path / "cut.gguf", cut))
 
 
-def test_unsupported_tensor_type_lists_supported(tmp_path):
-    path = tmp_path / "q2k.gguf"
-    writer = gguf.GGUFWriter(path, "qwen2")
-    block_elems, block_bytes = gguf.GGML_QUANT_SIZES[GGMLQuantizationType.Q2_K]
-    writer.add_tensor("blk.0.ffn_down.weight", np.zeros((4, 2 * block_bytes), np.uint8), raw_dtype=GGMLQuantizationType.Q2_K)
+def write_gguf(path: Path, arch: str, tensors: dict, alignment: int = 0) -> Path:
+    """tensors: name -> (array, raw ggml type or None)."""
+    writer = gguf.GGUFWriter(path, arch)
+    if alignment:
+        writer.add_custom_alignment(alignment)
+    for name, (array, raw_type) in tensors.items():
+        writer.add_tensor(name, array, raw_dtype=raw_type)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    return path
+
+
+def q2_k_tensor():
+    block_bytes = gguf.GGML_QUANT_SIZES[GGMLQuantizationType.Q2_K][1]
+    return np.zeros((4, 2 * block_bytes), np.uint8), GGMLQuantizationType.Q2_K
+
+
+def test_unsupported_tensor_type_lists_supported(tmp_path):
+    path = write_gguf(tmp_path / "q2k.gguf", "qwen2", {"blk.0.ffn_down.weight": q2_k_tensor()})
     with pytest.raises(GGUFError) as error:
         GGUFFile(path)
     message = str(error.value)
@@ -228,14 +240,32 @@ def test_unsupported_tensor_type_lists_supported(tmp_path):
         assert name in message
 
 
+def test_unknown_tensor_type_id(tmp_path):
+    path = write_gguf(tmp_path / "odd.gguf", "qwen2", {"odd.weight": q2_k_tensor()})
+    raw = bytearray(path.read_bytes())
+    # tensor info: name, uint32 n_dims (2), int64 ne[2], then the uint32 type id
+    type_at = raw.index(b"odd.weight") + len(b"odd.weight") + 4 + 2 * 8
+    raw[type_at : type_at + 4] = (99).to_bytes(4, "little")
+    path.write_bytes(bytes(raw))
+    with pytest.raises(GGUFError, match="unknown type id 99.*Q6_K"):
+        GGUFFile(path)
+
+
+def test_custom_alignment_matches_gguf_reader(tmp_path):
+    rng = np.random.default_rng(5)
+    tensors = {"a.weight": (rng.standard_normal(3).astype(np.float32), None),
+               "b.weight": (quantize(rng.standard_normal((2, 64)), "Q8_0"), GGMLQuantizationType.Q8_0)}
+    path = write_gguf(tmp_path / "aligned.gguf", "qwen2", tensors, alignment=256)
+    model, reader = GGUFFile(path), gguf.GGUFReader(path)
+    assert model.metadata["general.alignment"] == 256 and model.data_offset == reader.data_offset
+    assert model.data_offset % 256 == 0
+    for reference in reader.tensors:
+        assert model.tensor(reference.name).offset == reference.data_offset
+        assert model.tensor(reference.name).data.tobytes() == np.asarray(reference.data).tobytes()
+
+
 def test_unsupported_architecture(tmp_path):
-    path = tmp_path / "gpt.gguf"
-    writer = gguf.GGUFWriter(path, "gpt2")
-    writer.add_tensor("token_embd.weight", np.zeros((4, 32), np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    path = write_gguf(tmp_path / "gpt.gguf", "gpt2", {"token_embd.weight": (np.zeros((4, 32), np.float32), None)})
     with pytest.raises(GGUFError, match="unsupported architecture 'gpt2'"):
         ModelConfig.from_gguf(GGUFFile(path))
 
