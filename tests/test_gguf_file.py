@@ -108,8 +108,11 @@ def test_tensor_data_is_a_view_of_the_map(tiny_q8):
     model = GGUFFile(tiny_q8)
     embedding = model.tensor("token_embd.weight")
     assert embedding.data.base is not None and not embedding.data.flags.owndata
-    restored = dequantize(embedding.data, GGMLQuantizationType.Q8_0)
+    restored = embedding.dequantize()
     assert restored.shape == (embedding.shape[1], embedding.shape[0])
+    assert np.array_equal(restored, dequantize(np.asarray(embedding.data), GGMLQuantizationType.Q8_0))
+    norm = model.tensor("output_norm.weight")
+    assert np.array_equal(norm.dequantize(), norm.data.view(np.float32).reshape(-1))
 
 
 def test_weight_type_per_kind_and_fallback(tiny_dir):

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from gguf import GGMLQuantizationType
 from gguf.constants import GGML_QUANT_SIZES
+from gguf.quants import dequantize
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -64,6 +65,11 @@ class TensorInfo:
     @property
     def row_bytes(self) -> int:
         return self.data.shape[1]
+
+    def dequantize(self) -> np.ndarray:
+        """A float32 copy in numpy order (reversed shape: [ne1, ne0]); for references and tests."""
+        values = dequantize(self.data, GGMLQuantizationType(self.type_id))
+        return np.asarray(values, dtype=np.float32).reshape(self.shape[::-1])
 
 
 class GGUFFile:
