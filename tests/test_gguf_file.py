@@ -185,6 +185,24 @@ def test_llama_cpp_reads_the_tiny_model(tiny_q8):
     assert np.isfinite(np.asarray(model.scores[: len(tokens)])).all()
 
 
+def llama_cpp_logits(path: Path) -> np.ndarray:
+    """[n_tokens, n_vocab] logits llama.cpp computes for a fixed prompt."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    model = llama_cpp.Llama(str(path), n_ctx=64, verbose=False, logits_all=True)
+    tokens = model.tokenize(b"def below_zero(operations): return the balance", add_bos=False)
+    model.eval(tokens)
+    return np.asarray(model.scores[: len(tokens)])
+
+
+@pytest.mark.parametrize("type_name", ["Q4_K", "Q5_K", "Q6_K"])
+def test_llama_cpp_reads_our_k_quants(tiny_dir, type_name):
+    # Same seed, same float weights: llama.cpp's own K-quant kernels must see (nearly) the
+    # F32 model. A byte-layout mistake would scramble the weights and the logits with them.
+    reference = llama_cpp_logits(tiny_models.write_tiny_model(tiny_dir / "ref32.gguf", weight_type="F32", tied=False, seed=7))
+    logits = llama_cpp_logits(tiny_models.write_tiny_model(tiny_dir / f"k_{type_name}.gguf", weight_type=type_name, tied=False, seed=7))
+    assert np.corrcoef(logits.ravel(), reference.ravel())[0, 1] > 0.9
+
+
 # --- damaged and unsupported files ------------------------------------------------------------
 
 
