@@ -89,7 +89,10 @@ def test_tiny_model_loads_with_expected_tensors(tiny_dir, type_name):
     n_vocab = len(model.metadata["tokenizer.ggml.tokens"])
     shapes = expected_shapes(2, 256, 4, 2, 512, n_vocab, tied=True)
     assert {name: t.shape for name, t in model.tensors.items()} == shapes
-    reader = gguf.GGUFReader(path)
+    reader = gguf.GGUFReader(path)  # the reference parser
+    reference_metadata = {k: f.contents() for k, f in reader.fields.items() if not k.startswith("GGUF.")}
+    assert model.metadata == reference_metadata
+    assert model.data_offset == reader.data_offset
     for reference in reader.tensors:
         tensor = model.tensor(reference.name)
         is_matrix = len(tensor.shape) == 2
@@ -105,8 +108,11 @@ def test_tensor_data_is_a_view_of_the_map(tiny_q8):
     model = GGUFFile(tiny_q8)
     embedding = model.tensor("token_embd.weight")
     assert embedding.data.base is not None and not embedding.data.flags.owndata
-    restored = dequantize(embedding.data, GGMLQuantizationType.Q8_0)
+    restored = embedding.dequantize()
     assert restored.shape == (embedding.shape[1], embedding.shape[0])
+    assert np.array_equal(restored, dequantize(np.asarray(embedding.data), GGMLQuantizationType.Q8_0))
+    norm = model.tensor("output_norm.weight")
+    assert np.array_equal(norm.dequantize(), norm.data.view(np.float32).reshape(-1))
 
 
 def test_weight_type_per_kind_and_fallback(tiny_dir):
@@ -179,6 +185,24 @@ def test_llama_cpp_reads_the_tiny_model(tiny_q8):
     assert np.isfinite(np.asarray(model.scores[: len(tokens)])).all()
 
 
+def llama_cpp_logits(path: Path) -> np.ndarray:
+    """[n_tokens, n_vocab] logits llama.cpp computes for a fixed prompt."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    model = llama_cpp.Llama(str(path), n_ctx=64, verbose=False, logits_all=True)
+    tokens = model.tokenize(b"def below_zero(operations): return the balance", add_bos=False)
+    model.eval(tokens)
+    return np.asarray(model.scores[: len(tokens)])
+
+
+@pytest.mark.parametrize("type_name", ["Q4_K", "Q5_K", "Q6_K"])
+def test_llama_cpp_reads_our_k_quants(tiny_dir, type_name):
+    # Same seed, same float weights: llama.cpp's own K-quant kernels must see (nearly) the
+    # F32 model. A byte-layout mistake would scramble the weights and the logits with them.
+    reference = llama_cpp_logits(tiny_models.write_tiny_model(tiny_dir / "ref32.gguf", weight_type="F32", tied=False, seed=7))
+    logits = llama_cpp_logits(tiny_models.write_tiny_model(tiny_dir / f"k_{type_name}.gguf", weight_type=type_name, tied=False, seed=7))
+    assert np.corrcoef(logits.ravel(), reference.ravel())[0, 1] > 0.9
+
+
 # --- damaged and unsupported files ------------------------------------------------------------
 
 
@@ -208,15 +232,27 @@ def test_truncated_files(tiny_q8, tmp_path, where, message):
         GGUFFile(cut_copy(tiny_q8, tmp_path / "cut.gguf", cut))
 
 
-def test_unsupported_tensor_type_lists_supported(tmp_path):
-    path = tmp_path / "q2k.gguf"
-    writer = gguf.GGUFWriter(path, "qwen2")
-    block_elems, block_bytes = gguf.GGML_QUANT_SIZES[GGMLQuantizationType.Q2_K]
-    writer.add_tensor("blk.0.ffn_down.weight", np.zeros((4, 2 * block_bytes), np.uint8), raw_dtype=GGMLQuantizationType.Q2_K)
+def write_gguf(path: Path, arch: str, tensors: dict, alignment: int = 0) -> Path:
+    """tensors: name -> (array, raw ggml type or None)."""
+    writer = gguf.GGUFWriter(path, arch)
+    if alignment:
+        writer.add_custom_alignment(alignment)
+    for name, (array, raw_type) in tensors.items():
+        writer.add_tensor(name, array, raw_dtype=raw_type)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    return path
+
+
+def q2_k_tensor():
+    block_bytes = gguf.GGML_QUANT_SIZES[GGMLQuantizationType.Q2_K][1]
+    return np.zeros((4, 2 * block_bytes), np.uint8), GGMLQuantizationType.Q2_K
+
+
+def test_unsupported_tensor_type_lists_supported(tmp_path):
+    path = write_gguf(tmp_path / "q2k.gguf", "qwen2", {"blk.0.ffn_down.weight": q2_k_tensor()})
     with pytest.raises(GGUFError) as error:
         GGUFFile(path)
     message = str(error.value)
@@ -225,14 +261,32 @@ def test_unsupported_tensor_type_lists_supported(tmp_path):
         assert name in message
 
 
+def test_unknown_tensor_type_id(tmp_path):
+    path = write_gguf(tmp_path / "odd.gguf", "qwen2", {"odd.weight": q2_k_tensor()})
+    raw = bytearray(path.read_bytes())
+    # tensor info: name, uint32 n_dims (2), int64 ne[2], then the uint32 type id
+    type_at = raw.index(b"odd.weight") + len(b"odd.weight") + 4 + 2 * 8
+    raw[type_at : type_at + 4] = (99).to_bytes(4, "little")
+    path.write_bytes(bytes(raw))
+    with pytest.raises(GGUFError, match="unknown type id 99.*Q6_K"):
+        GGUFFile(path)
+
+
+def test_custom_alignment_matches_gguf_reader(tmp_path):
+    rng = np.random.default_rng(5)
+    tensors = {"a.weight": (rng.standard_normal(3).astype(np.float32), None),
+               "b.weight": (quantize(rng.standard_normal((2, 64)), "Q8_0"), GGMLQuantizationType.Q8_0)}
+    path = write_gguf(tmp_path / "aligned.gguf", "qwen2", tensors, alignment=256)
+    model, reader = GGUFFile(path), gguf.GGUFReader(path)
+    assert model.metadata["general.alignment"] == 256 and model.data_offset == reader.data_offset
+    assert model.data_offset % 256 == 0
+    for reference in reader.tensors:
+        assert model.tensor(reference.name).offset == reference.data_offset
+        assert model.tensor(reference.name).data.tobytes() == np.asarray(reference.data).tobytes()
+
+
 def test_unsupported_architecture(tmp_path):
-    path = tmp_path / "gpt.gguf"
-    writer = gguf.GGUFWriter(path, "gpt2")
-    writer.add_tensor("token_embd.weight", np.zeros((4, 32), np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    path = write_gguf(tmp_path / "gpt.gguf", "gpt2", {"token_embd.weight": (np.zeros((4, 32), np.float32), None)})
     with pytest.raises(GGUFError, match="unsupported architecture 'gpt2'"):
         ModelConfig.from_gguf(GGUFFile(path))
 

