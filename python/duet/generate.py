@@ -45,13 +45,15 @@ def decode_tokens(
     stats: DecodeStats | None = None,
 ) -> Iterator[int]:
     """Yields up to max_tokens tokens after the prompt; stops after a stop token,
-    which is yielded too. The cache must be empty or hold a prefix of the prompt."""
+    which is yielded too. The cache may already hold a prefix of prompt[:-1]."""
     stats = stats if stats is not None else DecodeStats()
-    if cache.n + len(prompt) + max_tokens > cache.n_ctx:
+    if len(prompt) + max_tokens > cache.n_ctx:
         raise ValueError(
             f"prompt ({len(prompt)} tokens) plus {max_tokens} new tokens exceed the context size {cache.n_ctx}")
+    if cache.n >= len(prompt):
+        raise ValueError("the cache already holds the whole prompt; the last prompt token must be left to run")
     start = time.perf_counter()
-    logits = model.prefill(prompt, cache)
+    logits = model.prefill(prompt[cache.n:], cache)
     stats.prompt_tokens += len(prompt)
     stats.prompt_seconds += time.perf_counter() - start
     start = time.perf_counter()

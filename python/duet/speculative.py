@@ -169,7 +169,8 @@ def speculative_generate(
     stats: SpeculativeStats | None = None,
 ) -> Iterator[tuple[int, bool]]:
     """Yields (token, from_draft) up to max_tokens, stopping after a stop token.
-    Both caches must be empty."""
+    Each cache may already hold a prefix of prompt[:-1] (streamed input prefilled
+    while the user typed); the rest is prefilled here."""
     stats = stats if stats is not None else SpeculativeStats()
     if not prompt:
         raise ValueError("the prompt is empty")
@@ -177,10 +178,12 @@ def speculative_generate(
     if len(prompt) + max_tokens + policy.max_nodes + 1 > room:
         raise ValueError(f"prompt ({len(prompt)} tokens) plus {max_tokens} new tokens and a draft tree of "
                          f"{policy.max_nodes} exceed the context size {room}")
+    if verifier.cache.n >= len(prompt) or drafter.cache.n >= len(prompt):
+        raise ValueError("a cache already holds the whole prompt; the last prompt token must be left to run")
     start = time.perf_counter()
-    if len(prompt) > 1:
-        verifier.model.prefill(prompt[:-1], verifier.cache)
-    drafter.pending = list(prompt[:-1])  # runs with the first root
+    if verifier.cache.n < len(prompt) - 1:
+        verifier.model.prefill(prompt[verifier.cache.n:-1], verifier.cache)
+    drafter.pending = list(prompt[drafter.cache.n:-1])  # runs with the first root
     stats.prompt_seconds += time.perf_counter() - start
     root, emitted = prompt[-1], 0
     while True:
