@@ -1,0 +1,272 @@
+"""The embedded API: an Engine holds a target model (streamed under a memory
+budget when it does not fit), an optional resident drafter, and generates text.
+
+    with duet.Engine(budget="1GiB") as engine:
+        print(engine.generate("def fib(n):", max_tokens=64).text)
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from duet import _core
+from duet.config import ModelConfig
+from duet.generate import DecodeStats, decode_tokens
+from duet.gguf_file import GGUFFile
+from duet.kv_cache import KVCache
+from duet.memory import format_size, memory_usage, parse_size
+from duet.model import Model, layer_shape
+from duet.models import default_pair, resolve_model
+from duet.policy import FallbackPolicy
+from duet.sampling import Sampler
+from duet.speculative import SpeculativeStats, TreeDrafter, TreeVerifier, greedy_choice, sampled_choice, \
+    speculative_generate
+from duet.tokenizer import Tokenizer
+from duet.weight_store import MemoryPlan, StreamedLayers, layer_segments, plan_memory
+
+# Measured on the reference machine (DESIGN.md); used only to print expectations.
+STORAGE_BYTES_PER_S = 1.2e9
+MEMORY_BYTES_PER_S = 30e9
+KV_BYTES = {"f16": 2, "f32": 4}
+
+
+@dataclass
+class TokenEvent:
+    """One emitted token, as engine.stream yields it."""
+
+    text: str                 # the text this token completes (may be empty mid-character)
+    token: int
+    from_draft: bool          # proposed by a drafter and accepted by the target
+    tokens_per_second: float  # tokens after the first / seconds since the first, so far
+    peak_memory: int          # bytes, the process's peak resident memory so far
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    tokens: list[int]
+    stats: dict = field(default_factory=dict)
+
+
+def kv_cache_bytes(config: ModelConfig, n_ctx: int, kv_type: str) -> int:
+    return 2 * config.n_layer * n_ctx * config.n_head_kv * config.head_dim * KV_BYTES[kv_type]
+
+
+def activation_bytes(config: ModelConfig, n_rows: int) -> int:
+    """Scratch of a forward over n_rows tokens: the layer's buffers, the logits, and
+    the float64 copies sampling makes of a few rows."""
+    per_row = 4 * (3 * config.n_embd + 3 * config.n_head * config.head_dim + 2 * config.n_ff + config.n_vocab)
+    return n_rows * per_row + 4 * 8 * config.n_vocab
+
+
+def check_same_vocabulary(target: GGUFFile, draft: GGUFFile) -> None:
+    ours, theirs = target.metadata.get("tokenizer.ggml.tokens"), draft.metadata.get("tokenizer.ggml.tokens")
+    if ours != theirs:
+        raise ValueError(f"draft and target have different vocabularies ({draft.path.name}: "
+                         f"{len(theirs or [])} tokens, {target.path.name}: {len(ours or [])} tokens); "
+                         f"a drafter must share the target's tokenizer")
+
+
+class Engine:
+    """Text generation with a target model and an optional drafter.
+
+    target, draft: a catalog name or a GGUF path; draft=None for target-only
+    decoding. By default the catalog's default pair.
+    budget: peak resident memory of the whole process ("1GiB", bytes); None: no limit.
+    threads: compute threads (default: all cores). n_ctx: context size in tokens.
+    """
+
+    def __init__(
+        self,
+        target: str | os.PathLike | None = None,
+        draft: str | os.PathLike | None = "default",
+        budget: str | int | None = None,
+        threads: int | None = None,
+        n_ctx: int = 2048,
+        kv_type: str = "f16",
+        max_tree_nodes: int = 24,
+        direct_io: bool = True,
+    ):
+        threads = (os.cpu_count() or 1) if threads is None else threads
+        if threads < 1:
+            raise ValueError(f"thread count must be at least 1, got {threads}")
+        if kv_type not in KV_BYTES:
+            raise ValueError(f"kv_type must be one of {sorted(KV_BYTES)}, got {kv_type!r}")
+        default_target, default_draft = default_pair()
+        self.target_gguf = GGUFFile(resolve_model(target or default_target))
+        draft = default_draft if draft == "default" else draft
+        self.draft_gguf = GGUFFile(resolve_model(draft)) if draft else None
+        if self.draft_gguf is not None:
+            check_same_vocabulary(self.target_gguf, self.draft_gguf)
+        self.tokenizer = Tokenizer.from_metadata(self.target_gguf.metadata)
+        self.target_config = ModelConfig.from_gguf(self.target_gguf)
+        if n_ctx < 2:
+            raise ValueError(f"context size must be at least 2 tokens, got {n_ctx}")
+        self.n_ctx = n_ctx
+        self.kv_type = kv_type
+        self.max_tree_nodes = max_tree_nodes
+        self.pool = _core.ThreadPool(threads)
+        self.threads = threads
+        self.budget = parse_size(budget) if budget is not None else None
+        self.plan = self._make_plan() if self.budget is not None else None
+        layers = None
+        if self.plan is not None and self.plan.streamed:
+            layers = StreamedLayers(self.target_gguf, self.plan, layer_shape(self.target_config), direct_io)
+        self.target = Model(self.target_gguf, self.pool, layers=layers)
+        self.draft = Model(self.draft_gguf, self.pool) if self.draft_gguf is not None else None
+        self.policy = FallbackPolicy(max_nodes=max_tree_nodes)
+        self.last_stats: dict = {}
+
+    # ---- memory -------------------------------------------------------------------
+
+    def fixed_costs(self) -> dict[str, int]:
+        """Bytes resident whatever the plan decides about the target's layers."""
+        tc = self.target_config
+        tree_rows = self.max_tree_nodes + 1
+        costs = {"runtime": memory_usage().rss}
+        costs["target head"] = sum(t.n_bytes for n, t in self.target_gguf.tensors.items()
+                                   if n in ("output.weight", "output_norm.weight"))
+        costs["target kv cache"] = kv_cache_bytes(tc, self.n_ctx, self.kv_type)
+        rows = max(256, tree_rows)  # a prefill block or a verification tree
+        costs["activations"] = activation_bytes(tc, rows)
+        if self.draft_gguf is not None:
+            dc = ModelConfig.from_gguf(self.draft_gguf)
+            costs["drafter"] = sum(t.n_bytes for t in self.draft_gguf.tensors.values())
+            costs["drafter kv cache"] = kv_cache_bytes(dc, self.n_ctx, self.kv_type)
+        # The embedding table is read a row per token through the file mapping.
+        row = self.target_gguf.tensor("token_embd.weight").n_bytes // tc.n_vocab
+        costs["embedding rows"] = max(4096, row) * self.n_ctx
+        return costs
+
+    def _make_plan(self) -> MemoryPlan:
+        segments = layer_segments(self.target_gguf, self.target_config.n_layer)
+        return plan_memory(segments, self.budget, self.fixed_costs())
+
+    def describe_plan(self) -> str:
+        if self.plan is None:
+            return "no budget: every weight resident (memory-mapped)"
+        return self.plan.describe(STORAGE_BYTES_PER_S, MEMORY_BYTES_PER_S)
+
+    # ---- generation -----------------------------------------------------------------
+
+    def _prompt_tokens(self, prompt: str | list[int], chat: bool) -> list[int]:
+        if isinstance(prompt, str):
+            text = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}]) if chat else prompt
+            tokens = self.tokenizer.encode(text)
+        else:
+            tokens = [int(t) for t in prompt]
+        if not tokens:
+            raise ValueError("the prompt is empty")
+        bad = [t for t in tokens if not 0 <= t < self.target_config.n_vocab]
+        if bad:
+            raise ValueError(f"token id {bad[0]} outside the vocabulary of {self.target_config.n_vocab}")
+        return tokens
+
+    def _check_length(self, n_prompt: int, max_tokens: int) -> None:
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
+        needed = n_prompt + max_tokens + (self.max_tree_nodes + 1 if self.draft is not None else 0)
+        if needed > self.n_ctx:
+            raise ValueError(f"the prompt ({n_prompt} tokens) plus {max_tokens} new tokens need a context of "
+                             f"{needed}, more than the context size {self.n_ctx} (raise n_ctx / -c)")
+
+    def stream(
+        self,
+        prompt: str | list[int],
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        min_p: float = 0.0,
+        seed: int | None = None,
+        chat: bool = False,
+        use_draft: bool = True,
+    ) -> Iterator[TokenEvent]:
+        """Yields one TokenEvent per emitted token. An event's text holds back a
+        character whose bytes are not complete yet; generate() has the full text.
+        Statistics of the run are in engine.last_stats afterwards."""
+        tokens = self._prompt_tokens(prompt, chat)
+        self._check_length(len(tokens), max_tokens)
+        sampler = Sampler(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed)
+        decoder = self.tokenizer.stream_decoder()
+        target_cache = self.target.new_cache(self.n_ctx, self.kv_type)
+        start = time.perf_counter()
+        io_before = self._io_stats()
+        emitted = 0
+        if self.draft is not None and use_draft:
+            steps, stats = self._collaborative_steps(tokens, max_tokens, sampler, target_cache)
+        else:
+            stats = DecodeStats()
+            steps = ((t, False) for t in decode_tokens(self.target, target_cache, tokens, max_tokens, sampler,
+                                                       self.tokenizer.is_end_of_generation, stats))
+        first_time = None
+        for token, from_draft in steps:
+            now = time.perf_counter()
+            first_time = first_time or now
+            emitted += 1
+            rate = (emitted - 1) / (now - first_time) if now > first_time else 0.0
+            yield TokenEvent(decoder.feed(token), token, from_draft, rate, memory_usage().peak)
+        self.last_stats = self._summarise(stats, len(tokens), emitted, start, first_time, io_before)
+
+    def _collaborative_steps(self, tokens, max_tokens, sampler, target_cache):
+        draft_cache = self.draft.new_cache(self.n_ctx, self.kv_type)
+        drafter = TreeDrafter(self.draft, draft_cache)
+        verifier = TreeVerifier(self.target, target_cache)
+        choose = greedy_choice if sampler.greedy else sampled_choice(sampler)
+        stats = SpeculativeStats()
+        steps = speculative_generate(verifier, drafter, tokens, max_tokens, self.policy,
+                                     self.tokenizer.is_end_of_generation, choose, stats)
+        return steps, stats
+
+    def _io_stats(self) -> dict:
+        layers = self.target.layers
+        return layers.io_stats() if isinstance(layers, StreamedLayers) else {"bytes_read": 0, "seconds_busy": 0.0}
+
+    def _summarise(self, stats, n_prompt: int, emitted: int, start: float, first_time, io_before: dict) -> dict:
+        end = time.perf_counter()
+        io = self._io_stats()
+        out = {
+            "prompt_tokens": n_prompt,
+            "generated_tokens": emitted,
+            "seconds": end - start,
+            "time_to_first_token": (first_time - start) if first_time else None,
+            "tokens_per_second": (emitted - 1) / (end - first_time) if first_time and end > first_time else 0.0,
+            "peak_memory": memory_usage().peak,
+            "budget": self.budget,
+            "bytes_read": io["bytes_read"] - io_before["bytes_read"],
+            "read_seconds": io["seconds_busy"] - io_before["seconds_busy"],
+        }
+        if isinstance(stats, SpeculativeStats):
+            out.update(stats.as_dict())
+        else:
+            out.update({"prompt_seconds": stats.prompt_seconds, "decode_seconds": stats.decode_seconds})
+        return out
+
+    def generate(self, prompt: str | list[int], max_tokens: int = 256, **options) -> GenerationResult:
+        """The whole answer at once: text, token ids, and the run's statistics."""
+        tokens = [event.token for event in self.stream(prompt, max_tokens, **options)]
+        return GenerationResult(self.tokenizer.decode(tokens, special=False), tokens, dict(self.last_stats))
+
+    def chat(self, messages: list[dict], max_tokens: int = 256, **options) -> GenerationResult:
+        """Answers a conversation rendered with the model's chat template."""
+        prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+        return self.generate(prompt, max_tokens, **options)
+
+    # ---- lifetime -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Frees the models' memory; the engine cannot be used afterwards."""
+        self.target = self.draft = None
+        self.target_gguf = self.draft_gguf = None
+        self.pool = None
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

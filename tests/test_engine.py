@@ -1,0 +1,130 @@
+"""The engine on tiny models: collaborative decoding is lossless, streaming the
+target under a budget changes nothing, bad input is refused clearly."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from duet import _core
+from duet.engine import Engine
+from duet.gguf_file import GGUFFile
+from duet.memory import memory_usage, reset_peak
+from duet.model import Model, layer_shape
+from duet.weight_store import BudgetTooSmallError, StreamedLayers, layer_segments, plan_memory
+from tiny_models import write_tiny_model
+
+PROMPT = "def below_zero(operations): balance = 0 for op in operations: balance += op if balance < 0:"
+
+
+@pytest.fixture(scope="module")
+def tiny_pair(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pair")
+    target = write_tiny_model(folder / "target.gguf", n_layer=4, weight_type="Q8_0", seed=1)
+    draft = write_tiny_model(folder / "draft.gguf", n_layer=1, weight_type="Q4_0", seed=1)
+    return target, draft
+
+
+def target_only(target, **options) -> list[int]:
+    with Engine(target=target, draft=None, threads=2, n_ctx=256) as engine:
+        return engine.generate(PROMPT, max_tokens=48, **options).tokens
+
+
+@pytest.mark.parametrize("draft_kind", ["other", "self"])
+def test_collaborative_greedy_equals_target_only(tiny_pair, draft_kind):
+    target, draft = tiny_pair
+    draft = target if draft_kind == "self" else draft
+    with Engine(target=target, draft=draft, threads=2, n_ctx=256) as engine:
+        result = engine.generate(PROMPT, max_tokens=48)
+    assert result.tokens == target_only(target)
+    assert result.stats["passes"] >= 1 and result.stats["drafted"] > 0
+    if draft_kind == "self":  # a drafter identical to the target is right on its likeliest branch
+        assert result.stats["mean_accepted_per_pass"] > 2
+
+
+def test_stream_yields_token_events_matching_generate(tiny_pair):
+    target, draft = tiny_pair
+    with Engine(target=target, draft=draft, threads=1, n_ctx=256) as engine:
+        events = list(engine.stream(PROMPT, max_tokens=20))
+        result = engine.generate(PROMPT, max_tokens=20)
+    assert [e.token for e in events] == result.tokens
+    streamed = "".join(e.text for e in events)
+    # The stream holds back a character whose bytes are not all there yet.
+    assert result.text.startswith(streamed) and len(result.text) - len(streamed) <= 1
+    assert any(e.from_draft for e in events)
+    assert all(e.peak_memory > 0 for e in events)
+
+
+def test_streamed_layers_give_bit_identical_logits(tiny_pair):
+    target, _ = tiny_pair
+    gguf = GGUFFile(target)
+    pool = _core.ThreadPool(2)
+    resident = Model(gguf, pool)
+    segments = layer_segments(gguf, resident.config.n_layer)
+    layer_bytes = max(s.read_bytes for s in segments)
+    # Room for one resident layer and two buffers: three of four layers stream.
+    plan = plan_memory(segments, budget=3 * layer_bytes + 10, fixed={"other": 10})
+    assert len(plan.streamed) == 3 and plan.n_buffers == 2
+    for direct_io in (True, False):
+        streamed = Model(gguf, pool, layers=StreamedLayers(gguf, plan, layer_shape(resident.config), direct_io))
+        tokens = np.arange(1, 30, dtype=np.int32)
+        for _ in range(2):  # twice: the second pass reads through the reused buffers
+            a = resident.forward(tokens, resident.new_cache(64), logits_rows="all")
+            b = streamed.forward(tokens, streamed.new_cache(64), logits_rows="all")
+            assert np.array_equal(a, b)
+        assert streamed.layers.io_stats()["bytes_read"] >= 2 * sum(s.nbytes for s in plan.streamed)
+
+
+def test_budget_that_streams_keeps_output_and_peak(tmp_path):
+    # Layers of about 4.7 MB, so that a budget can fall between "all resident" and
+    # "nothing resident" with room for the noise in the process's own size.
+    target = write_tiny_model(tmp_path / "wide.gguf", n_layer=4, n_embd=512, n_ff=1024, weight_type="F16", seed=2)
+    expected = target_only(target)
+    with Engine(target=target, draft=None, threads=2, n_ctx=256) as probe:
+        fixed = sum(probe.fixed_costs().values())
+        layer = max(s.read_bytes for s in layer_segments(probe.target_gguf, probe.target_config.n_layer))
+    budget = fixed + 3 * layer + 2_000_000
+    reset_peak()
+    with Engine(target=target, draft=None, threads=2, n_ctx=256, budget=budget) as engine:
+        assert engine.plan.streamed, "the budget should force streaming"
+        assert "streamed layers" in engine.describe_plan()
+        result = engine.generate(PROMPT, max_tokens=48)
+    assert result.tokens == expected
+    assert result.stats["bytes_read"] > 0
+    assert result.stats["peak_memory"] <= budget
+
+
+def test_budget_below_minimum_is_refused_naming_it(tiny_pair):
+    target, _ = tiny_pair
+    with pytest.raises(BudgetTooSmallError, match=r"needs at least \d"):
+        Engine(target=target, draft=None, n_ctx=256, budget="1MiB")
+
+
+def test_draft_with_other_vocabulary_is_refused(tiny_pair, tmp_path):
+    target, _ = tiny_pair
+    other = write_tiny_model(tmp_path / "other.gguf", n_layer=1, n_merges=150)
+    with pytest.raises(ValueError, match="different vocabularies"):
+        Engine(target=target, draft=other, n_ctx=256)
+
+
+def test_prompt_longer_than_context_is_refused(tiny_pair):
+    target, draft = tiny_pair
+    with Engine(target=target, draft=draft, threads=1, n_ctx=64) as engine:
+        with pytest.raises(ValueError, match="context size"):
+            engine.generate(PROMPT * 10, max_tokens=8)
+        # The engine stays usable after the refusal.
+        assert len(engine.generate("def f():", max_tokens=4).tokens) == 4
+
+
+@pytest.mark.parametrize("bad", [{"threads": 0}, {"threads": -2}, {"kv_type": "q4"}, {"n_ctx": 1}])
+def test_bad_engine_arguments(tiny_pair, bad):
+    target, _ = tiny_pair
+    with pytest.raises(ValueError):
+        Engine(target=target, draft=None, **bad)
+
+
+def test_sampling_is_seeded(tiny_pair):
+    target, draft = tiny_pair
+    with Engine(target=target, draft=draft, threads=1, n_ctx=256) as engine:
+        a = engine.generate(PROMPT, max_tokens=24, temperature=0.9, seed=7).tokens
+        b = engine.generate(PROMPT, max_tokens=24, temperature=0.9, seed=7).tokens
+    assert a == b
