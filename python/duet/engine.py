@@ -20,7 +20,7 @@ from duet.generate import DecodeStats, decode_tokens
 from duet.gguf_file import GGUFFile
 from duet.kv_cache import KVCache
 from duet.memory import format_size, memory_usage, parse_size
-from duet.model import Model, layer_shape
+from duet.model import PREFILL_BLOCK, Model, layer_shape
 from duet.models import default_pair, resolve_model
 from duet.policy import FallbackPolicy
 from duet.sampling import Sampler
@@ -57,11 +57,11 @@ def kv_cache_bytes(config: ModelConfig, n_ctx: int, kv_type: str) -> int:
     return 2 * config.n_layer * n_ctx * config.n_head_kv * config.head_dim * KV_BYTES[kv_type]
 
 
-def activation_bytes(config: ModelConfig, n_rows: int) -> int:
-    """Scratch of a forward over n_rows tokens: the layer's buffers, the logits, and
-    the float64 copies sampling makes of a few rows."""
-    per_row = 4 * (3 * config.n_embd + 3 * config.n_head * config.head_dim + 2 * config.n_ff + config.n_vocab)
-    return n_rows * per_row + 4 * 8 * config.n_vocab
+def activation_bytes(config: ModelConfig, block_rows: int, logit_rows: int, n_ctx: int) -> int:
+    """Scratch of a forward over block_rows tokens of which logit_rows need logits:
+    the layer's buffers and mask, the logits, and the float64 copies sampling makes."""
+    layer = 4 * (3 * config.n_embd + 3 * config.n_head * config.head_dim + 2 * config.n_ff) + n_ctx
+    return block_rows * layer + 4 * logit_rows * config.n_vocab + 8 * 8 * config.n_vocab
 
 
 def check_same_vocabulary(target: GGUFFile, draft: GGUFFile) -> None:
@@ -132,8 +132,7 @@ class Engine:
         costs["target head"] = sum(t.n_bytes for n, t in self.target_gguf.tensors.items()
                                    if n in ("output.weight", "output_norm.weight"))
         costs["target kv cache"] = kv_cache_bytes(tc, self.n_ctx, self.kv_type)
-        rows = max(256, tree_rows)  # a prefill block or a verification tree
-        costs["activations"] = activation_bytes(tc, rows)
+        costs["activations"] = activation_bytes(tc, max(PREFILL_BLOCK, tree_rows), tree_rows, self.n_ctx)
         if self.draft_gguf is not None:
             dc = ModelConfig.from_gguf(self.draft_gguf)
             costs["drafter"] = sum(t.n_bytes for t in self.draft_gguf.tensors.values())

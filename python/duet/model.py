@@ -12,6 +12,7 @@ from duet.gguf_file import GGUFFile, TensorInfo
 from duet.kv_cache import KVCache
 
 ROPE_MODES = {"normal": 0, "neox": 2}
+PREFILL_BLOCK = 256  # tokens per prefill pass; a streamed pass reads its layers once per block
 
 
 def tensor_entry(info: TensorInfo, data: np.ndarray | None = None) -> tuple:
@@ -114,7 +115,7 @@ class Model:
             rows = np.asarray(logits_rows, dtype=np.int64)
         return self.logits(x[rows])
 
-    def prefill(self, tokens, cache: KVCache, block: int = 256) -> np.ndarray:
+    def prefill(self, tokens, cache: KVCache, block: int = PREFILL_BLOCK) -> np.ndarray:
         """Processes a prompt in blocks of `block` tokens; returns the last token's logits [n_vocab]."""
         tokens = np.asarray(tokens, dtype=np.int32)
         if tokens.size == 0:
