@@ -1,6 +1,6 @@
-// AVX2 + FMA + F16C attention row kernels. Each output element is computed by one
-// fixed sequence of operations that depends only on head_dim, so a query's result
-// never depends on the other queries of the batch.
+// AVX2 + FMA + F16C attention kernels. Every output element is one fixed sequence
+// of operations that depends only on head_dim (never on the tile size or on a row's
+// place in it), so a query's result does not depend on the other queries.
 #include <immintrin.h>
 
 #include "ops/attention_kernels.h"
@@ -10,10 +10,17 @@ namespace duet {
 
 namespace {
 
-inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-inline __m256 load8(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
-inline float element_to_float(float x) { return x; }
-inline float element_to_float(uint16_t x) { return half_to_float(x); }
+void gather_f16_avx2(const void* base, int64_t row_stride, const int32_t* rows, int n, int head_dim, float* tile) {
+  for (int i = 0; i < n; ++i) {
+    const uint16_t* row = static_cast<const uint16_t*>(base) + rows[i] * row_stride;
+    float* out = tile + i * head_dim;
+    int d = 0;
+    for (; d + 8 <= head_dim; d += 8) {
+      _mm256_storeu_ps(out + d, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + d))));
+    }
+    for (; d < head_dim; ++d) out[d] = half_to_float(row[d]);
+  }
+}
 
 inline float horizontal_sum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -22,69 +29,69 @@ inline float horizontal_sum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-template <typename Element>
-float dot_avx2(const float* q, const Element* row, int n) {
-  // Four independent accumulators hide the FMA latency on head_dim 64 and 128.
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  __m256 acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
+// scores of kRows consecutive tile rows. Each row has two accumulators (even and odd
+// blocks of 8) so that kRows = 4 keeps eight FMA chains in flight; q is loaded once
+// for all rows.
+template <int kRows>
+void score_rows(const float* q, const float* rows, int head_dim, float scale, float* scores) {
+  __m256 acc[kRows][2];
+  for (int r = 0; r < kRows; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
   int d = 0;
-  for (; d + 32 <= n; d += 32) {
-    acc0 = _mm256_fmadd_ps(load8(q + d), load8(row + d), acc0);
-    acc1 = _mm256_fmadd_ps(load8(q + d + 8), load8(row + d + 8), acc1);
-    acc2 = _mm256_fmadd_ps(load8(q + d + 16), load8(row + d + 16), acc2);
-    acc3 = _mm256_fmadd_ps(load8(q + d + 24), load8(row + d + 24), acc3);
+  for (; d + 16 <= head_dim; d += 16) {
+    const __m256 q0 = _mm256_loadu_ps(q + d);
+    const __m256 q1 = _mm256_loadu_ps(q + d + 8);
+    for (int r = 0; r < kRows; ++r) {
+      acc[r][0] = _mm256_fmadd_ps(q0, _mm256_loadu_ps(rows + r * head_dim + d), acc[r][0]);
+      acc[r][1] = _mm256_fmadd_ps(q1, _mm256_loadu_ps(rows + r * head_dim + d + 8), acc[r][1]);
+    }
   }
-  for (; d + 8 <= n; d += 8) acc0 = _mm256_fmadd_ps(load8(q + d), load8(row + d), acc0);
-  float sum = horizontal_sum(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
-  for (; d < n; ++d) sum += q[d] * element_to_float(row[d]);
-  return sum;
+  if (d + 8 <= head_dim) {
+    const __m256 q0 = _mm256_loadu_ps(q + d);
+    for (int r = 0; r < kRows; ++r) acc[r][0] = _mm256_fmadd_ps(q0, _mm256_loadu_ps(rows + r * head_dim + d), acc[r][0]);
+    d += 8;
+  }
+  for (int r = 0; r < kRows; ++r) {
+    float sum = horizontal_sum(_mm256_add_ps(acc[r][0], acc[r][1]));
+    for (int t = d; t < head_dim; ++t) sum += q[t] * rows[r * head_dim + t];
+    scores[r] = sum * scale;
+  }
 }
 
-template <typename Element>
-void score_avx2(const float* q, const void* k, int64_t row_stride, const uint8_t* mask, int64_t n_kv, int head_dim,
-                float scale, float* scores) {
-  const Element* rows = static_cast<const Element*>(k);
-  for (int64_t j = 0; j < n_kv; ++j) {
-    if (mask[j]) scores[j] = dot_avx2(q, rows + j * row_stride, head_dim) * scale;
-  }
+void score_tile_avx2(const float* q, const float* tile, int n, int head_dim, float scale, float* scores) {
+  int i = 0;
+  for (; i + 4 <= n; i += 4) score_rows<4>(q, tile + i * head_dim, head_dim, scale, scores + i);
+  for (; i < n; ++i) score_rows<1>(q, tile + i * head_dim, head_dim, scale, scores + i);
 }
 
-// acc[d0 .. d0 + 8 * kRegs) over all visible rows, kept in registers for the whole pass.
-template <int kRegs, typename Element>
-void accumulate_block(const float* weights, const Element* rows, int64_t row_stride, const uint8_t* mask,
-                      int64_t n_kv, int d0, float* acc) {
+// acc[d0 .. d0 + 8 * kRegs) kept in registers over the whole tile.
+template <int kRegs>
+void accumulate_block(const float* weights, const float* tile, int n, int head_dim, int d0, float* acc) {
   __m256 sums[kRegs];
-  for (int r = 0; r < kRegs; ++r) sums[r] = _mm256_setzero_ps();
-  for (int64_t j = 0; j < n_kv; ++j) {
-    if (!mask[j]) continue;
-    const __m256 w = _mm256_set1_ps(weights[j]);
-    const Element* row = rows + j * row_stride + d0;
-    for (int r = 0; r < kRegs; ++r) sums[r] = _mm256_fmadd_ps(w, load8(row + 8 * r), sums[r]);
+  for (int r = 0; r < kRegs; ++r) sums[r] = _mm256_loadu_ps(acc + d0 + 8 * r);
+  for (int i = 0; i < n; ++i) {
+    const __m256 w = _mm256_broadcast_ss(weights + i);
+    const float* row = tile + i * head_dim + d0;
+    for (int r = 0; r < kRegs; ++r) sums[r] = _mm256_fmadd_ps(w, _mm256_loadu_ps(row + 8 * r), sums[r]);
   }
   for (int r = 0; r < kRegs; ++r) _mm256_storeu_ps(acc + d0 + 8 * r, sums[r]);
 }
 
-template <typename Element>
-void accumulate_avx2(const float* weights, const void* v, int64_t row_stride, const uint8_t* mask, int64_t n_kv,
-                     int head_dim, float* acc) {
-  const Element* rows = static_cast<const Element*>(v);
+void accumulate_tile_avx2(const float* weights, const float* tile, int n, int head_dim, float* acc) {
   int d = 0;
-  for (; d + 64 <= head_dim; d += 64) accumulate_block<8>(weights, rows, row_stride, mask, n_kv, d, acc);
-  for (; d + 8 <= head_dim; d += 8) accumulate_block<1>(weights, rows, row_stride, mask, n_kv, d, acc);
+  for (; d + 64 <= head_dim; d += 64) accumulate_block<8>(weights, tile, n, head_dim, d, acc);
+  for (; d + 8 <= head_dim; d += 8) accumulate_block<1>(weights, tile, n, head_dim, d, acc);
   for (; d < head_dim; ++d) {
-    float sum = 0.0f;
-    for (int64_t j = 0; j < n_kv; ++j) {
-      if (mask[j]) sum += weights[j] * element_to_float(rows[j * row_stride + d]);
-    }
-    acc[d] = sum;
+    for (int i = 0; i < n; ++i) acc[d] += weights[i] * tile[i * head_dim + d];
   }
 }
 
 }  // namespace
 
-AttentionRowKernels attention_row_kernels_avx2(KvType kv_type) {
-  if (kv_type == KvType::F16) return {score_avx2<uint16_t>, accumulate_avx2<uint16_t>};
-  return {score_avx2<float>, accumulate_avx2<float>};
+const AttentionKernels& attention_kernels_avx2() {
+  // An f32 gather is a plain copy: the scalar one is as fast.
+  static const AttentionKernels kernels{attention_kernels_scalar().gather_f32, gather_f16_avx2, score_tile_avx2,
+                                        accumulate_tile_avx2};
+  return kernels;
 }
 
 }  // namespace duet
