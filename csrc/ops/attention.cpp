@@ -6,7 +6,6 @@
 // of how heads are chunked or threads are scheduled.
 #include "ops/attention.h"
 
-#include <cmath>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -52,18 +51,6 @@ int collect_visible(const uint8_t* mask, int64_t n_kv, int32_t* visible) {
   return n;
 }
 
-// weights[i] <- exp(weights[i] - max) for i < n; returns their sum.
-float softmax_numerators(float* weights, int n) {
-  float max_weight = -std::numeric_limits<float>::infinity();
-  for (int i = 0; i < n; ++i) max_weight = weights[i] > max_weight ? weights[i] : max_weight;
-  float sum = 0.0f;
-  for (int i = 0; i < n; ++i) {
-    weights[i] = std::exp(weights[i] - max_weight);
-    sum += weights[i];
-  }
-  return sum;
-}
-
 void attend_item(const AttentionKernels& kernels, const AttentionShape& s, KvType kv_type, float scale,
                  const AttentionItem& item, AttentionScratch& scratch) {
   const int hd = s.head_dim;
@@ -83,7 +70,7 @@ void attend_item(const AttentionKernels& kernels, const AttentionShape& s, KvTyp
       kernels.score_tile(item.q + h * hd, tile, n, hd, scale, weights + h * n_visible + start);
     }
   }
-  for (int h = 0; h < item.n_heads; ++h) scratch.sums[h] = softmax_numerators(weights + h * n_visible, n_visible);
+  for (int h = 0; h < item.n_heads; ++h) scratch.sums[h] = kernels.softmax_numerators(weights + h * n_visible, n_visible);
   for (int start = 0; start < n_visible; start += kTileRows) {
     const int n = n_visible - start < kTileRows ? n_visible - start : kTileRows;
     gather(item.v, row_stride, visible + start, n, hd, tile);

@@ -20,6 +20,8 @@ struct AttentionKernels {
   // scores[i] = scale * dot(q, tile[i]) for i < n. Each row's value is the same
   // sequence of operations whatever n is and wherever the row sits in the tile.
   void (*score_tile)(const float* q, const float* tile, int n, int head_dim, float scale, float* scores);
+  // weights[i] <- exp(weights[i] - max) for i < n (n >= 1); returns their sum.
+  float (*softmax_numerators)(float* weights, int n);
   // acc[d] += weights[i] * tile[i][d], for i = 0, 1, .., n - 1 in that order.
   void (*accumulate_tile)(const float* weights, const float* tile, int n, int head_dim, float* acc);
 };

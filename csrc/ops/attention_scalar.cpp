@@ -1,4 +1,5 @@
 // Portable attention kernels: the reference the SIMD paths are tested against.
+#include <cmath>
 #include <cstring>
 
 #include "ops/attention_kernels.h"
@@ -30,6 +31,17 @@ void score_tile_scalar(const float* q, const float* tile, int n, int head_dim, f
   }
 }
 
+float softmax_numerators_scalar(float* weights, int n) {
+  float max_weight = weights[0];
+  for (int i = 1; i < n; ++i) max_weight = weights[i] > max_weight ? weights[i] : max_weight;
+  float sum = 0.0f;
+  for (int i = 0; i < n; ++i) {
+    weights[i] = std::exp(weights[i] - max_weight);
+    sum += weights[i];
+  }
+  return sum;
+}
+
 void accumulate_tile_scalar(const float* weights, const float* tile, int n, int head_dim, float* acc) {
   for (int i = 0; i < n; ++i) {
     const float* row = tile + i * head_dim;
@@ -41,7 +53,7 @@ void accumulate_tile_scalar(const float* weights, const float* tile, int n, int 
 
 const AttentionKernels& attention_kernels_scalar() {
   static const AttentionKernels kernels{gather_f32, gather_f16, score_tile_scalar,
-                                        accumulate_tile_scalar};
+                                        softmax_numerators_scalar, accumulate_tile_scalar};
   return kernels;
 }
 

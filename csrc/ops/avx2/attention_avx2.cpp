@@ -63,6 +63,62 @@ void score_tile_avx2(const float* q, const float* tile, int n, int head_dim, flo
   for (; i < n; ++i) score_rows<1>(q, tile + i * head_dim, head_dim, scale, scores + i);
 }
 
+// exp(x) for x <= 0 (scores minus their max), within a few ulp of expf: x = n ln2 + r
+// with |r| <= ln2 / 2, exp(r) by a degree-7 Taylor polynomial, 2^n built in the exponent
+// bits. Inputs below -87 give 0 instead of a subnormal; their weight is negligible next
+// to the maximum's exp(0) = 1.
+inline __m256 exp_nonpositive(__m256 x) {
+  const __m256 min_x = _mm256_set1_ps(-87.0f);
+  const __m256 below = _mm256_cmp_ps(x, min_x, _CMP_LT_OQ);
+  x = _mm256_max_ps(x, min_x);
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504089f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  // r = x - n ln2 with ln2 split in two so that n * ln2_hi is exact.
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.0f / 5040);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  const __m256i biased = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_andnot_ps(below, _mm256_mul_ps(p, _mm256_castsi256_ps(biased)));
+}
+
+float softmax_numerators_avx2(float* weights, int n) {
+  __m256 max8 = _mm256_set1_ps(weights[0]);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) max8 = _mm256_max_ps(max8, _mm256_loadu_ps(weights + i));
+  __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(max8), _mm256_extractf128_ps(max8, 1));
+  m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+  m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+  float max_weight = _mm_cvtss_f32(m4);
+  for (; i < n; ++i) max_weight = weights[i] > max_weight ? weights[i] : max_weight;
+
+  const __m256 max_all = _mm256_set1_ps(max_weight);
+  __m256 sum8 = _mm256_setzero_ps();
+  i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(weights + i), max_all));
+    _mm256_storeu_ps(weights + i, e);
+    sum8 = _mm256_add_ps(sum8, e);
+  }
+  if (i < n) {  // the tail through a padded vector, so every element uses the same exp
+    alignas(32) float tail[8];
+    for (int t = 0; t < 8; ++t) tail[t] = i + t < n ? weights[i + t] : max_weight;
+    const __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_load_ps(tail), max_all));
+    _mm256_store_ps(tail, e);
+    for (int t = 0; i + t < n; ++t) weights[i + t] = tail[t];
+    float sum = horizontal_sum(sum8);
+    for (int t = 0; i + t < n; ++t) sum += tail[t];
+    return sum;
+  }
+  return horizontal_sum(sum8);
+}
+
 // acc[d0 .. d0 + 8 * kRegs) kept in registers over the whole tile.
 template <int kRegs>
 void accumulate_block(const float* weights, const float* tile, int n, int head_dim, int d0, float* acc) {
@@ -90,7 +146,7 @@ void accumulate_tile_avx2(const float* weights, const float* tile, int n, int he
 const AttentionKernels& attention_kernels_avx2() {
   // An f32 gather is a plain copy: the scalar one is as fast.
   static const AttentionKernels kernels{attention_kernels_scalar().gather_f32, gather_f16_avx2, score_tile_avx2,
-                                        accumulate_tile_avx2};
+                                        softmax_numerators_avx2, accumulate_tile_avx2};
   return kernels;
 }
 
