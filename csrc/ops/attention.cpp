@@ -66,9 +66,7 @@ void attend_item(const AttentionKernels& kernels, const AttentionShape& s, KvTyp
   for (int start = 0; start < n_visible; start += kTileRows) {
     const int n = n_visible - start < kTileRows ? n_visible - start : kTileRows;
     gather(item.k, row_stride, visible + start, n, hd, tile);
-    for (int h = 0; h < item.n_heads; ++h) {
-      kernels.score_tile(item.q + h * hd, tile, n, hd, scale, weights + h * n_visible + start);
-    }
+    kernels.score_tile(item.q, item.n_heads, tile, n, hd, scale, weights + start, n_visible);
   }
   for (int h = 0; h < item.n_heads; ++h) scratch.sums[h] = kernels.softmax_numerators(weights + h * n_visible, n_visible);
   for (int start = 0; start < n_visible; start += kTileRows) {

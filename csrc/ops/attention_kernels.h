@@ -17,9 +17,11 @@ struct AttentionKernels {
   // element j * row_stride of base (one kv head of a [n_kv, n_head_kv, head_dim] layer).
   void (*gather_f32)(const void* base, int64_t row_stride, const int32_t* rows, int n, int head_dim, float* tile);
   void (*gather_f16)(const void* base, int64_t row_stride, const int32_t* rows, int n, int head_dim, float* tile);
-  // scores[i] = scale * dot(q, tile[i]) for i < n. Each row's value is the same
-  // sequence of operations whatever n is and wherever the row sits in the tile.
-  void (*score_tile)(const float* q, const float* tile, int n, int head_dim, float scale, float* scores);
+  // scores[h * score_stride + i] = scale * dot(q[h], tile[i]) for h < n_heads, i < n;
+  // q: [n_heads, head_dim]. Each value is the same sequence of operations whatever
+  // n and n_heads are and wherever the row and the head sit.
+  void (*score_tile)(const float* q, int n_heads, const float* tile, int n, int head_dim, float scale, float* scores,
+                     int64_t score_stride);
   // weights[i] <- exp(weights[i] - max) for i < n (n >= 1); returns their sum.
   float (*softmax_numerators)(float* weights, int n);
   // acc[d] += weights[i] * tile[i][d], for i = 0, 1, .., n - 1 in that order.

@@ -22,12 +22,16 @@ void gather_f32(const void* base, int64_t row_stride, const int32_t* rows, int n
   }
 }
 
-void score_tile_scalar(const float* q, const float* tile, int n, int head_dim, float scale, float* scores) {
-  for (int i = 0; i < n; ++i) {
-    const float* row = tile + i * head_dim;
-    float dot = 0.0f;
-    for (int d = 0; d < head_dim; ++d) dot += q[d] * row[d];
-    scores[i] = dot * scale;
+void score_tile_scalar(const float* q, int n_heads, const float* tile, int n, int head_dim, float scale,
+                       float* scores, int64_t score_stride) {
+  for (int h = 0; h < n_heads; ++h) {
+    const float* qh = q + h * head_dim;
+    for (int i = 0; i < n; ++i) {
+      const float* row = tile + i * head_dim;
+      float dot = 0.0f;
+      for (int d = 0; d < head_dim; ++d) dot += qh[d] * row[d];
+      scores[h * score_stride + i] = dot * scale;
+    }
   }
 }
 

@@ -29,38 +29,50 @@ inline float horizontal_sum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// scores of kRows consecutive tile rows. Each row has two accumulators (even and odd
-// blocks of 8) so that kRows = 4 keeps eight FMA chains in flight; q is loaded once
-// for all rows.
-template <int kRows>
-void score_rows(const float* q, const float* rows, int head_dim, float scale, float* scores) {
-  __m256 acc[kRows][2];
-  for (int r = 0; r < kRows; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+// Scores of kHeads heads against kRows consecutive tile rows: every loaded q block
+// and tile block feeds several FMAs, which keeps the loads from being the limit.
+// Each (head, row) has one accumulator over the blocks of 8, so its value does not
+// depend on kHeads or kRows.
+template <int kHeads, int kRows>
+void score_block(const float* q, const float* rows, int head_dim, float scale, float* scores, int64_t score_stride) {
+  __m256 acc[kHeads][kRows];
+  for (int h = 0; h < kHeads; ++h) {
+    for (int r = 0; r < kRows; ++r) acc[h][r] = _mm256_setzero_ps();
+  }
   int d = 0;
-  for (; d + 16 <= head_dim; d += 16) {
-    const __m256 q0 = _mm256_loadu_ps(q + d);
-    const __m256 q1 = _mm256_loadu_ps(q + d + 8);
-    for (int r = 0; r < kRows; ++r) {
-      acc[r][0] = _mm256_fmadd_ps(q0, _mm256_loadu_ps(rows + r * head_dim + d), acc[r][0]);
-      acc[r][1] = _mm256_fmadd_ps(q1, _mm256_loadu_ps(rows + r * head_dim + d + 8), acc[r][1]);
+  for (; d + 8 <= head_dim; d += 8) {
+    __m256 row_blocks[kRows];
+    for (int r = 0; r < kRows; ++r) row_blocks[r] = _mm256_loadu_ps(rows + r * head_dim + d);
+    for (int h = 0; h < kHeads; ++h) {
+      const __m256 qv = _mm256_loadu_ps(q + h * head_dim + d);
+      for (int r = 0; r < kRows; ++r) acc[h][r] = _mm256_fmadd_ps(qv, row_blocks[r], acc[h][r]);
     }
   }
-  if (d + 8 <= head_dim) {
-    const __m256 q0 = _mm256_loadu_ps(q + d);
-    for (int r = 0; r < kRows; ++r) acc[r][0] = _mm256_fmadd_ps(q0, _mm256_loadu_ps(rows + r * head_dim + d), acc[r][0]);
-    d += 8;
-  }
-  for (int r = 0; r < kRows; ++r) {
-    float sum = horizontal_sum(_mm256_add_ps(acc[r][0], acc[r][1]));
-    for (int t = d; t < head_dim; ++t) sum += q[t] * rows[r * head_dim + t];
-    scores[r] = sum * scale;
+  for (int h = 0; h < kHeads; ++h) {
+    for (int r = 0; r < kRows; ++r) {
+      float sum = horizontal_sum(acc[h][r]);
+      for (int t = d; t < head_dim; ++t) sum += q[h * head_dim + t] * rows[r * head_dim + t];
+      scores[h * score_stride + r] = sum * scale;
+    }
   }
 }
 
-void score_tile_avx2(const float* q, const float* tile, int n, int head_dim, float scale, float* scores) {
+// All rows of the tile for kHeads heads: four rows at a time, then one.
+template <int kHeads>
+void score_heads(const float* q, const float* tile, int n, int head_dim, float scale, float* scores,
+                 int64_t score_stride) {
   int i = 0;
-  for (; i + 4 <= n; i += 4) score_rows<4>(q, tile + i * head_dim, head_dim, scale, scores + i);
-  for (; i < n; ++i) score_rows<1>(q, tile + i * head_dim, head_dim, scale, scores + i);
+  for (; i + 4 <= n; i += 4) score_block<kHeads, 4>(q, tile + i * head_dim, head_dim, scale, scores + i, score_stride);
+  for (; i < n; ++i) score_block<kHeads, 1>(q, tile + i * head_dim, head_dim, scale, scores + i, score_stride);
+}
+
+void score_tile_avx2(const float* q, int n_heads, const float* tile, int n, int head_dim, float scale, float* scores,
+                     int64_t score_stride) {
+  int h = 0;
+  for (; h + 2 <= n_heads; h += 2) {
+    score_heads<2>(q + h * head_dim, tile, n, head_dim, scale, scores + h * score_stride, score_stride);
+  }
+  if (h < n_heads) score_heads<1>(q + h * head_dim, tile, n, head_dim, scale, scores + h * score_stride, score_stride);
 }
 
 // exp(x) for x <= 0 (scores minus their max), within a few ulp of expf: x = n ln2 + r
