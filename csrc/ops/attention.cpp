@@ -6,6 +6,7 @@
 // of how heads are chunked or threads are scheduled.
 #include "ops/attention.h"
 
+#include <algorithm>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -51,6 +52,12 @@ int collect_visible(const uint8_t* mask, int64_t n_kv, int32_t* visible) {
   return n;
 }
 
+// fn(start, n) over consecutive tiles of at most kTileRows of the n_visible rows.
+template <typename Fn>
+void for_each_tile(int n_visible, Fn&& fn) {
+  for (int start = 0; start < n_visible; start += kTileRows) fn(start, std::min(kTileRows, n_visible - start));
+}
+
 void attend_item(const AttentionKernels& kernels, const AttentionShape& s, KvType kv_type, float scale,
                  const AttentionItem& item, AttentionScratch& scratch) {
   const int hd = s.head_dim;
@@ -63,19 +70,17 @@ void attend_item(const AttentionKernels& kernels, const AttentionShape& s, KvTyp
   float* tile = scratch.tile.data();
   float* weights = scratch.weights.data();
 
-  for (int start = 0; start < n_visible; start += kTileRows) {
-    const int n = n_visible - start < kTileRows ? n_visible - start : kTileRows;
+  for_each_tile(n_visible, [&](int start, int n) {
     gather(item.k, row_stride, visible + start, n, hd, tile);
     kernels.score_tile(item.q, item.n_heads, tile, n, hd, scale, weights + start, n_visible);
-  }
+  });
   for (int h = 0; h < item.n_heads; ++h) scratch.sums[h] = kernels.softmax_numerators(weights + h * n_visible, n_visible);
-  for (int start = 0; start < n_visible; start += kTileRows) {
-    const int n = n_visible - start < kTileRows ? n_visible - start : kTileRows;
+  for_each_tile(n_visible, [&](int start, int n) {
     gather(item.v, row_stride, visible + start, n, hd, tile);
     for (int h = 0; h < item.n_heads; ++h) {
       kernels.accumulate_tile(weights + h * n_visible + start, tile, n, hd, item.out + h * hd);
     }
-  }
+  });
   for (int h = 0; h < item.n_heads; ++h) {
     const float inv_sum = 1.0f / scratch.sums[h];
     for (int d = 0; d < hd; ++d) item.out[h * hd + d] *= inv_sum;
@@ -90,15 +95,35 @@ void check_shape(const AttentionShape& s) {
   if (s.n_kv > std::numeric_limits<int32_t>::max()) throw std::invalid_argument("attention: n_kv too large");
 }
 
-// Query heads per work item: whole kv groups when there are enough of them to keep
-// every thread busy, smaller chunks otherwise (decode has one query and few kv heads).
-int heads_per_item(const AttentionShape& s, int n_threads) {
+// How the query heads of one kv group are split into work items: whole groups when
+// there are enough of them to keep every thread busy, smaller chunks otherwise (decode
+// has one query and few kv heads). Chunking never changes a head's result.
+struct HeadSplit {
+  int group;             // query heads per kv head
+  int chunk_heads;       // query heads per work item (the last chunk may have fewer)
+  int chunks_per_group;
+};
+
+HeadSplit split_heads(const AttentionShape& s, int n_threads) {
   const int group = s.n_head / s.n_head_kv;
   const int64_t n_groups = s.n_query * s.n_head_kv;
-  int64_t chunks = n_groups > 0 ? (2 * n_threads + n_groups - 1) / n_groups : 1;
-  if (chunks > group) chunks = group;
-  if (chunks < 1) chunks = 1;
-  return static_cast<int>((group + chunks - 1) / chunks);
+  const int64_t wanted = n_groups > 0 ? (2 * n_threads + n_groups - 1) / n_groups : 1;
+  const int chunks = static_cast<int>(std::clamp<int64_t>(wanted, 1, group));
+  const int chunk_heads = (group + chunks - 1) / chunks;
+  return {group, chunk_heads, (group + chunk_heads - 1) / chunk_heads};
+}
+
+// Work item `index`, ordered by query, then kv head, then chunk.
+AttentionItem item_at(const AttentionShape& s, const HeadSplit& split, const float* q, const void* k, const void* v,
+                      KvType kv_type, const uint8_t* mask, float* out, int64_t index) {
+  const int64_t t = index / (s.n_head_kv * split.chunks_per_group);
+  const int kv_head = static_cast<int>(index / split.chunks_per_group % s.n_head_kv);
+  const int first_head = kv_head * split.group + static_cast<int>(index % split.chunks_per_group) * split.chunk_heads;
+  const int last_head = std::min(first_head + split.chunk_heads, (kv_head + 1) * split.group);
+  const size_t kv_offset = static_cast<size_t>(kv_head) * s.head_dim * (kv_type == KvType::F16 ? 2 : 4);
+  const int64_t qo_offset = (t * s.n_head + first_head) * s.head_dim;  // q and out: [T, n_head, hd]
+  return {q + qo_offset, static_cast<const char*>(k) + kv_offset, static_cast<const char*>(v) + kv_offset,
+          mask + t * s.n_kv, out + qo_offset, last_head - first_head};
 }
 
 }  // namespace
@@ -107,32 +132,19 @@ void attention(const AttentionShape& s, const float* q, const void* k, const voi
                const uint8_t* mask, float scale, float* out, ThreadPool& pool, Isa isa) {
   check_shape(s);
   const AttentionKernels& kernels = attention_kernels(isa);
-  const int group = s.n_head / s.n_head_kv;  // query heads sharing one kv head
-  const int chunk_heads = heads_per_item(s, pool.size());
-  const int chunks_per_group = (group + chunk_heads - 1) / chunk_heads;
-  const size_t element_bytes = kv_type == KvType::F16 ? 2 : 4;
+  const HeadSplit split = split_heads(s, pool.size());
   std::vector<AttentionScratch> scratch(pool.size());
   for (auto& sc : scratch) {
     sc.visible.resize(static_cast<size_t>(s.n_kv));
     sc.tile.resize(static_cast<size_t>(kTileRows) * s.head_dim);
-    sc.weights.resize(static_cast<size_t>(chunk_heads) * s.n_kv);
-    sc.sums.resize(static_cast<size_t>(chunk_heads));
+    sc.weights.resize(static_cast<size_t>(split.chunk_heads) * s.n_kv);
+    sc.sums.resize(static_cast<size_t>(split.chunk_heads));
   }
 
-  const int64_t n_items = s.n_query * s.n_head_kv * chunks_per_group;
+  const int64_t n_items = s.n_query * s.n_head_kv * split.chunks_per_group;
   pool.parallel_for(n_items, 1, [&](int64_t begin, int64_t end, int thread) {
     for (int64_t index = begin; index < end; ++index) {
-      const int64_t t = index / (s.n_head_kv * chunks_per_group);
-      const int kv_head = static_cast<int>(index / chunks_per_group % s.n_head_kv);
-      const int first_head = kv_head * group + static_cast<int>(index % chunks_per_group) * chunk_heads;
-      const int last_head = first_head + chunk_heads < (kv_head + 1) * group ? first_head + chunk_heads
-                                                                             : (kv_head + 1) * group;
-      const size_t kv_offset = static_cast<size_t>(kv_head) * s.head_dim * element_bytes;
-      const int64_t qo_offset = (t * s.n_head + first_head) * s.head_dim;  // q and out: [T, n_head, hd]
-      const AttentionItem item{q + qo_offset, static_cast<const char*>(k) + kv_offset,
-                               static_cast<const char*>(v) + kv_offset, mask + t * s.n_kv, out + qo_offset,
-                               last_head - first_head};
-      attend_item(kernels, s, kv_type, scale, item, scratch[thread]);
+      attend_item(kernels, s, kv_type, scale, item_at(s, split, q, k, v, kv_type, mask, out, index), scratch[thread]);
     }
   });
 }
