@@ -77,9 +77,7 @@ void attend_item(const AttentionKernels& kernels, const AttentionShape& s, KvTyp
   for (int h = 0; h < item.n_heads; ++h) scratch.sums[h] = kernels.softmax_numerators(weights + h * n_visible, n_visible);
   for_each_tile(n_visible, [&](int start, int n) {
     gather(item.v, row_stride, visible + start, n, hd, tile);
-    for (int h = 0; h < item.n_heads; ++h) {
-      kernels.accumulate_tile(weights + h * n_visible + start, tile, n, hd, item.out + h * hd);
-    }
+    kernels.accumulate_tile(weights + start, n_visible, item.n_heads, tile, n, hd, item.out);
   });
   for (int h = 0; h < item.n_heads; ++h) {
     const float inv_sum = 1.0f / scratch.sums[h];

@@ -24,8 +24,10 @@ struct AttentionKernels {
                      int64_t score_stride);
   // weights[i] <- exp(weights[i] - max) for i < n (n >= 1); returns their sum.
   float (*softmax_numerators)(float* weights, int n);
-  // acc[d] += weights[i] * tile[i][d], for i = 0, 1, .., n - 1 in that order.
-  void (*accumulate_tile)(const float* weights, const float* tile, int n, int head_dim, float* acc);
+  // acc[h][d] += weights[h * weight_stride + i] * tile[i][d] for h < n_heads, for
+  // i = 0, 1, .., n - 1 in that order. acc: [n_heads, head_dim].
+  void (*accumulate_tile)(const float* weights, int64_t weight_stride, int n_heads, const float* tile, int n,
+                          int head_dim, float* acc);
 };
 
 const AttentionKernels& attention_kernels_scalar();

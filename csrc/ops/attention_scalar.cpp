@@ -46,10 +46,14 @@ float softmax_numerators_scalar(float* weights, int n) {
   return sum;
 }
 
-void accumulate_tile_scalar(const float* weights, const float* tile, int n, int head_dim, float* acc) {
-  for (int i = 0; i < n; ++i) {
-    const float* row = tile + i * head_dim;
-    for (int d = 0; d < head_dim; ++d) acc[d] += weights[i] * row[d];
+void accumulate_tile_scalar(const float* weights, int64_t weight_stride, int n_heads, const float* tile, int n,
+                            int head_dim, float* acc) {
+  for (int h = 0; h < n_heads; ++h) {
+    for (int i = 0; i < n; ++i) {
+      const float w = weights[h * weight_stride + i];
+      const float* row = tile + i * head_dim;
+      for (int d = 0; d < head_dim; ++d) acc[h * head_dim + d] += w * row[d];
+    }
   }
 }
 

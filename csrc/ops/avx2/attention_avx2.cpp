@@ -1,6 +1,7 @@
 // AVX2 + FMA + F16C attention kernels. Every output element is one fixed sequence
-// of operations that depends only on head_dim (never on the tile size or on a row's
-// place in it), so a query's result does not depend on the other queries.
+// of operations that depends only on head_dim and on the query's own visible rows
+// (never on the tile size, on a row's or a head's place in a block, or on the other
+// heads), so a query's result does not depend on the other queries.
 #include <immintrin.h>
 
 #include "ops/attention_kernels.h"
@@ -131,26 +132,52 @@ float softmax_numerators_avx2(float* weights, int n) {
   return horizontal_sum(sum8);
 }
 
-// acc[d0 .. d0 + 8 * kRegs) kept in registers over the whole tile.
-template <int kRegs>
-void accumulate_block(const float* weights, const float* tile, int n, int head_dim, int d0, float* acc) {
-  __m256 sums[kRegs];
-  for (int r = 0; r < kRegs; ++r) sums[r] = _mm256_loadu_ps(acc + d0 + 8 * r);
-  for (int i = 0; i < n; ++i) {
-    const __m256 w = _mm256_broadcast_ss(weights + i);
-    const float* row = tile + i * head_dim + d0;
-    for (int r = 0; r < kRegs; ++r) sums[r] = _mm256_fmadd_ps(w, _mm256_loadu_ps(row + 8 * r), sums[r]);
+// acc[h][d0 .. d0 + 8 * kRegs) of kHeads heads, kept in registers over the whole tile;
+// each loaded tile block feeds every head.
+template <int kHeads, int kRegs>
+void accumulate_block(const float* weights, int64_t weight_stride, const float* tile, int n, int head_dim, int d0,
+                      float* acc) {
+  __m256 sums[kHeads][kRegs];
+  for (int h = 0; h < kHeads; ++h) {
+    for (int r = 0; r < kRegs; ++r) sums[h][r] = _mm256_loadu_ps(acc + h * head_dim + d0 + 8 * r);
   }
-  for (int r = 0; r < kRegs; ++r) _mm256_storeu_ps(acc + d0 + 8 * r, sums[r]);
+  for (int i = 0; i < n; ++i) {
+    const float* row = tile + i * head_dim + d0;
+    __m256 row_blocks[kRegs];
+    for (int r = 0; r < kRegs; ++r) row_blocks[r] = _mm256_loadu_ps(row + 8 * r);
+    for (int h = 0; h < kHeads; ++h) {
+      const __m256 w = _mm256_broadcast_ss(weights + h * weight_stride + i);
+      for (int r = 0; r < kRegs; ++r) sums[h][r] = _mm256_fmadd_ps(w, row_blocks[r], sums[h][r]);
+    }
+  }
+  for (int h = 0; h < kHeads; ++h) {
+    for (int r = 0; r < kRegs; ++r) _mm256_storeu_ps(acc + h * head_dim + d0 + 8 * r, sums[h][r]);
+  }
 }
 
-void accumulate_tile_avx2(const float* weights, const float* tile, int n, int head_dim, float* acc) {
+// kHeads heads over the whole head_dim: wide register blocks, then 8, then scalars.
+template <int kHeads, int kWideRegs>
+void accumulate_heads(const float* weights, int64_t weight_stride, const float* tile, int n, int head_dim,
+                      float* acc) {
   int d = 0;
-  for (; d + 64 <= head_dim; d += 64) accumulate_block<8>(weights, tile, n, head_dim, d, acc);
-  for (; d + 8 <= head_dim; d += 8) accumulate_block<1>(weights, tile, n, head_dim, d, acc);
-  for (; d < head_dim; ++d) {
-    for (int i = 0; i < n; ++i) acc[d] += weights[i] * tile[i * head_dim + d];
+  for (; d + 8 * kWideRegs <= head_dim; d += 8 * kWideRegs) {
+    accumulate_block<kHeads, kWideRegs>(weights, weight_stride, tile, n, head_dim, d, acc);
   }
+  for (; d + 8 <= head_dim; d += 8) accumulate_block<kHeads, 1>(weights, weight_stride, tile, n, head_dim, d, acc);
+  for (; d < head_dim; ++d) {
+    for (int h = 0; h < kHeads; ++h) {
+      for (int i = 0; i < n; ++i) acc[h * head_dim + d] += weights[h * weight_stride + i] * tile[i * head_dim + d];
+    }
+  }
+}
+
+void accumulate_tile_avx2(const float* weights, int64_t weight_stride, int n_heads, const float* tile, int n,
+                          int head_dim, float* acc) {
+  int h = 0;
+  for (; h + 2 <= n_heads; h += 2) {
+    accumulate_heads<2, 4>(weights + h * weight_stride, weight_stride, tile, n, head_dim, acc + h * head_dim);
+  }
+  if (h < n_heads) accumulate_heads<1, 8>(weights + h * weight_stride, weight_stride, tile, n, head_dim, acc + h * head_dim);
 }
 
 }  // namespace
