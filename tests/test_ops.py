@@ -180,30 +180,33 @@ def test_attention_masked_rows_are_never_read(pool, isa):
 
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
-def test_attention_decode_long_cache(pool, isa, dtype):
+@pytest.mark.parametrize("scale", [1 / np.sqrt(128), 1.5])  # 1.5: score gaps beyond -87, where exp underflows
+def test_attention_decode_long_cache(pool, isa, dtype, scale):
     """One query over a long cache (the decode case), n_kv not a multiple of anything."""
     rng = np.random.default_rng(7)
     n_kv = 2999
     q = rng.standard_normal((1, 12, 128)).astype(np.float32)
     k, v = make_cache(rng, 3072, 2, 128, dtype, n_kv)
     mask = np.ones((1, n_kv), np.uint8)
-    out = _core.attention(q, k, v, n_kv, mask, 1 / np.sqrt(128), pool, isa=isa)
-    check_close(out, attention_reference(q, k, v, n_kv, mask, 1 / np.sqrt(128)))
+    out = _core.attention(q, k, v, n_kv, mask, scale, pool, isa=isa)
+    check_close(out, attention_reference(q, k, v, n_kv, mask, scale))
 
 
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 @pytest.mark.parametrize("head_dim", [64, 128, 13])
-def test_attention_batch_invariance(isa, dtype, head_dim):
+@pytest.mark.parametrize("n_head,n_head_kv", [(14, 2), (7, 1)])
+def test_attention_batch_invariance(isa, dtype, head_dim, n_head, n_head_kv):
     """A query's output is bit-identical alone, inside its block, or inside another
-    block of other queries with other masks, on any number of threads."""
+    block of other queries with other masks, on any number of threads (which also
+    changes how the heads of a kv group are split into work items)."""
     rng = np.random.default_rng(head_dim)
-    n_prefix, n_query, n_head, n_head_kv = 40, 7, 14, 2
+    n_prefix, n_query = 70, 7  # over two tiles of cache rows
     n_kv = n_prefix + n_query
     mask, _ = tree_mask_and_depth(random_tree(rng, n_query), n_prefix)
     q = rng.standard_normal((n_query, n_head, head_dim)).astype(np.float32)
     k, v = make_cache(rng, n_kv + 5, n_head_kv, head_dim, dtype, n_kv)
-    pools = [_core.ThreadPool(1), _core.ThreadPool(2)]
+    pools = [_core.ThreadPool(1), _core.ThreadPool(2), _core.ThreadPool(3)]
     block = _core.attention(q, k, v, n_kv, mask, 0.1, pools[1], isa=isa)
     for t in range(n_query):
         for p in pools:

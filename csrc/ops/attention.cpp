@@ -1,63 +1,88 @@
-// Grouped-query attention with a visibility mask. Work is split over (query, head)
-// pairs; each pair is computed start to finish by one thread with no reduction
-// across pairs, which is what makes a query's output independent of the batch.
+// Grouped-query attention with a visibility mask. A work item is one query and a
+// chunk of the query heads that share one kv head: the visible cache rows are
+// gathered once into f32 tiles and reused by every head of the chunk. Each head's
+// result is computed start to finish by one thread, with an operation sequence fixed
+// by its own query's mask alone, so a query's output is independent of the batch and
+// of how heads are chunked or threads are scheduled.
 #include "ops/attention.h"
 
-#include <cmath>
+#include <algorithm>
 #include <limits>
-#include <string>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "ops/attention_kernels.h"
 
 namespace duet {
 
-AttentionRowKernels attention_row_kernels(Isa isa, KvType kv_type) {
+const AttentionKernels& attention_kernels(Isa isa) {
   if (!isa_runnable(isa)) throw std::invalid_argument(std::string("ISA ") + isa_name(isa) + " cannot run here");
 #if defined(DUET_X86)
-  if (isa == Isa::Avx2 || isa == Isa::Avx512) return attention_row_kernels_avx2(kv_type);
+  if (isa == Isa::Avx2 || isa == Isa::Avx512) return attention_kernels_avx2();
 #endif
-  return attention_row_kernels_scalar(kv_type);
+  return attention_kernels_scalar();
 }
 
 namespace {
 
-size_t kv_element_bytes(KvType kv_type) { return kv_type == KvType::F16 ? 2 : 4; }
+// What one work item needs: a head chunk of one query over one kv head.
+struct AttentionItem {
+  const float* q;          // [n_heads, head_dim] the chunk's query heads
+  const void* k;           // the kv head's first element in the cache
+  const void* v;
+  const uint8_t* mask;     // [n_kv] the query's mask row
+  float* out;              // [n_heads, head_dim]
+  int n_heads;
+};
 
-// scores[j] <- exp(scores[j] - max) over the visible j; returns their sum, or 0 when
-// nothing is visible. Invisible entries are never read, so they may hold garbage.
-float softmax_numerators(float* scores, const uint8_t* mask, int64_t n_kv) {
-  float max_score = -std::numeric_limits<float>::infinity();
-  bool any_visible = false;
+// Per-thread buffers, sized once per call.
+struct AttentionScratch {
+  std::vector<int32_t> visible;  // [n_kv] indices of the visible cache rows
+  std::vector<float> tile;       // [kTileRows, head_dim] gathered rows
+  std::vector<float> weights;    // [heads per item, n_kv] scores, then softmax numerators
+  std::vector<float> sums;       // [heads per item] softmax denominators
+};
+
+int collect_visible(const uint8_t* mask, int64_t n_kv, int32_t* visible) {
+  int n = 0;
   for (int64_t j = 0; j < n_kv; ++j) {
-    if (!mask[j]) continue;
-    any_visible = true;
-    if (scores[j] > max_score) max_score = scores[j];
+    if (mask[j]) visible[n++] = static_cast<int32_t>(j);
   }
-  if (!any_visible) return 0.0f;
-  float sum = 0.0f;
-  for (int64_t j = 0; j < n_kv; ++j) {
-    if (!mask[j]) continue;
-    scores[j] = std::exp(scores[j] - max_score);
-    sum += scores[j];
-  }
-  return sum;
+  return n;
 }
 
-// One (query, head) pair: out_row[head_dim] = softmax(scale * q k^T) v over the mask row.
-void attend_one(const AttentionRowKernels& kernels, const float* q_row, const void* k_head, const void* v_head,
-                int64_t row_stride, const uint8_t* mask_row, int64_t n_kv, int head_dim, float scale, float* scores,
-                float* out_row) {
-  kernels.score(q_row, k_head, row_stride, mask_row, n_kv, head_dim, scale, scores);
-  const float sum = softmax_numerators(scores, mask_row, n_kv);
-  if (sum == 0.0f) {
-    for (int d = 0; d < head_dim; ++d) out_row[d] = 0.0f;
-    return;
+// fn(start, n) over consecutive tiles of at most kTileRows of the n_visible rows.
+template <typename Fn>
+void for_each_tile(int n_visible, Fn&& fn) {
+  for (int start = 0; start < n_visible; start += kTileRows) fn(start, std::min(kTileRows, n_visible - start));
+}
+
+void attend_item(const AttentionKernels& kernels, const AttentionShape& s, KvType kv_type, float scale,
+                 const AttentionItem& item, AttentionScratch& scratch) {
+  const int hd = s.head_dim;
+  const int64_t row_stride = static_cast<int64_t>(s.n_head_kv) * hd;
+  const auto gather = kv_type == KvType::F16 ? kernels.gather_f16 : kernels.gather_f32;
+  const int n_visible = collect_visible(item.mask, s.n_kv, scratch.visible.data());
+  for (int64_t i = 0; i < static_cast<int64_t>(item.n_heads) * hd; ++i) item.out[i] = 0.0f;
+  if (n_visible == 0) return;
+  const int32_t* visible = scratch.visible.data();
+  float* tile = scratch.tile.data();
+  float* weights = scratch.weights.data();
+
+  for_each_tile(n_visible, [&](int start, int n) {
+    gather(item.k, row_stride, visible + start, n, hd, tile);
+    kernels.score_tile(item.q, item.n_heads, tile, n, hd, scale, weights + start, n_visible);
+  });
+  for (int h = 0; h < item.n_heads; ++h) scratch.sums[h] = kernels.softmax_numerators(weights + h * n_visible, n_visible);
+  for_each_tile(n_visible, [&](int start, int n) {
+    gather(item.v, row_stride, visible + start, n, hd, tile);
+    kernels.accumulate_tile(weights + start, n_visible, item.n_heads, tile, n, hd, item.out);
+  });
+  for (int h = 0; h < item.n_heads; ++h) {
+    const float inv_sum = 1.0f / scratch.sums[h];
+    for (int d = 0; d < hd; ++d) item.out[h * hd + d] *= inv_sum;
   }
-  kernels.accumulate(scores, v_head, row_stride, mask_row, n_kv, head_dim, out_row);
-  const float inv_sum = 1.0f / sum;
-  for (int d = 0; d < head_dim; ++d) out_row[d] *= inv_sum;
 }
 
 void check_shape(const AttentionShape& s) {
@@ -65,6 +90,38 @@ void check_shape(const AttentionShape& s) {
       s.n_head % s.n_head_kv != 0) {
     throw std::invalid_argument("attention: bad shape (need n_head % n_head_kv == 0 and positive sizes)");
   }
+  if (s.n_kv > std::numeric_limits<int32_t>::max()) throw std::invalid_argument("attention: n_kv too large");
+}
+
+// How the query heads of one kv group are split into work items: whole groups when
+// there are enough of them to keep every thread busy, smaller chunks otherwise (decode
+// has one query and few kv heads). Chunking never changes a head's result.
+struct HeadSplit {
+  int group;             // query heads per kv head
+  int chunk_heads;       // query heads per work item (the last chunk may have fewer)
+  int chunks_per_group;
+};
+
+HeadSplit split_heads(const AttentionShape& s, int n_threads) {
+  const int group = s.n_head / s.n_head_kv;
+  const int64_t n_groups = s.n_query * s.n_head_kv;
+  const int64_t wanted = n_groups > 0 ? (2 * n_threads + n_groups - 1) / n_groups : 1;
+  const int chunks = static_cast<int>(std::clamp<int64_t>(wanted, 1, group));
+  const int chunk_heads = (group + chunks - 1) / chunks;
+  return {group, chunk_heads, (group + chunk_heads - 1) / chunk_heads};
+}
+
+// Work item `index`, ordered by query, then kv head, then chunk.
+AttentionItem item_at(const AttentionShape& s, const HeadSplit& split, const float* q, const void* k, const void* v,
+                      KvType kv_type, const uint8_t* mask, float* out, int64_t index) {
+  const int64_t t = index / (s.n_head_kv * split.chunks_per_group);
+  const int kv_head = static_cast<int>(index / split.chunks_per_group % s.n_head_kv);
+  const int first_head = kv_head * split.group + static_cast<int>(index % split.chunks_per_group) * split.chunk_heads;
+  const int last_head = std::min(first_head + split.chunk_heads, (kv_head + 1) * split.group);
+  const size_t kv_offset = static_cast<size_t>(kv_head) * s.head_dim * (kv_type == KvType::F16 ? 2 : 4);
+  const int64_t qo_offset = (t * s.n_head + first_head) * s.head_dim;  // q and out: [T, n_head, hd]
+  return {q + qo_offset, static_cast<const char*>(k) + kv_offset, static_cast<const char*>(v) + kv_offset,
+          mask + t * s.n_kv, out + qo_offset, last_head - first_head};
 }
 
 }  // namespace
@@ -72,22 +129,20 @@ void check_shape(const AttentionShape& s) {
 void attention(const AttentionShape& s, const float* q, const void* k, const void* v, KvType kv_type,
                const uint8_t* mask, float scale, float* out, ThreadPool& pool, Isa isa) {
   check_shape(s);
-  const AttentionRowKernels kernels = attention_row_kernels(isa, kv_type);
-  const int group = s.n_head / s.n_head_kv;  // query heads sharing one kv head
-  const int64_t row_stride = static_cast<int64_t>(s.n_head_kv) * s.head_dim;
-  const size_t element_bytes = kv_element_bytes(kv_type);
-  // One score buffer per thread, indexed by the pool's thread index.
-  std::vector<std::vector<float>> scores(pool.size(), std::vector<float>(static_cast<size_t>(s.n_kv)));
+  const AttentionKernels& kernels = attention_kernels(isa);
+  const HeadSplit split = split_heads(s, pool.size());
+  std::vector<AttentionScratch> scratch(pool.size());
+  for (auto& sc : scratch) {
+    sc.visible.resize(static_cast<size_t>(s.n_kv));
+    sc.tile.resize(static_cast<size_t>(kTileRows) * s.head_dim);
+    sc.weights.resize(static_cast<size_t>(split.chunk_heads) * s.n_kv);
+    sc.sums.resize(static_cast<size_t>(split.chunk_heads));
+  }
 
-  pool.parallel_for(s.n_query * s.n_head, 1, [&](int64_t begin, int64_t end, int thread) {
-    for (int64_t pair = begin; pair < end; ++pair) {
-      const int64_t t = pair / s.n_head;
-      const int head = static_cast<int>(pair % s.n_head);
-      const size_t kv_offset = static_cast<size_t>(head / group) * s.head_dim * element_bytes;
-      const int64_t qo_offset = pair * s.head_dim;  // q and out share the [T, n_head, hd] layout
-      attend_one(kernels, q + qo_offset, static_cast<const char*>(k) + kv_offset,
-                 static_cast<const char*>(v) + kv_offset, row_stride, mask + t * s.n_kv, s.n_kv, s.head_dim, scale,
-                 scores[thread].data(), out + qo_offset);
+  const int64_t n_items = s.n_query * s.n_head_kv * split.chunks_per_group;
+  pool.parallel_for(n_items, 1, [&](int64_t begin, int64_t end, int thread) {
+    for (int64_t index = begin; index < end; ++index) {
+      attend_item(kernels, s, kv_type, scale, item_at(s, split, q, k, v, kv_type, mask, out, index), scratch[thread]);
     }
   });
 }
