@@ -79,6 +79,8 @@ class Engine:
     decoding. By default the catalog's default pair.
     budget: peak resident memory of the whole process ("1GiB", bytes); None: no limit.
     threads: compute threads (default: all cores). n_ctx: context size in tokens.
+    pipeline: draft on while the target verifies (default: when the target streams,
+    since only then does the target leave the cores idle while it waits for weights).
     """
 
     def __init__(
@@ -91,6 +93,7 @@ class Engine:
         kv_type: str = "f16",
         max_tree_nodes: int = 24,
         direct_io: bool = True,
+        pipeline: bool | None = None,
     ):
         threads = (os.cpu_count() or 1) if threads is None else threads
         if threads < 1:
@@ -120,6 +123,7 @@ class Engine:
         self.target = Model(self.target_gguf, self.pool, layers=layers)
         self.draft = Model(self.draft_gguf, self.pool) if self.draft_gguf is not None else None
         self.policy = FallbackPolicy(max_nodes=max_tree_nodes)
+        self.pipeline = bool(layers is not None) if pipeline is None else pipeline
         self.last_stats: dict = {}
 
     # ---- memory -------------------------------------------------------------------
@@ -169,7 +173,7 @@ class Engine:
     def _check_length(self, n_prompt: int, max_tokens: int) -> None:
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
-        needed = n_prompt + max_tokens + (self.max_tree_nodes + 1 if self.draft is not None else 0)
+        needed = n_prompt + max_tokens + (2 * self.max_tree_nodes + 1 if self.draft is not None else 0)
         if needed > self.n_ctx:
             raise ValueError(f"the prompt ({n_prompt} tokens) plus {max_tokens} new tokens need a context of "
                              f"{needed}, more than the context size {self.n_ctx} (raise n_ctx / -c)")
@@ -219,7 +223,7 @@ class Engine:
         choose = greedy_choice if sampler.greedy else sampled_choice(sampler)
         stats = SpeculativeStats()
         steps = speculative_generate(verifier, drafter, tokens, max_tokens, self.policy,
-                                     self.tokenizer.is_end_of_generation, choose, stats)
+                                     self.tokenizer.is_end_of_generation, choose, stats, self.pipeline)
         return steps, stats
 
     def _io_stats(self) -> dict:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from duet import _core
+from duet.compute_token import NoToken
 from duet.config import ModelConfig
 from duet.gguf_file import GGUFFile, TensorInfo
 from duet.kv_cache import KVCache
@@ -56,6 +57,8 @@ class Model:
         if layers is None:
             layers = [_core.TransformerLayer(shape, layer_tensors(gguf, i)) for i in range(self.config.n_layer)]
         self.layers = layers
+        self.compute = NoToken()  # a ComputeToken when another model shares the cores
+        self.urgent = True        # whether this model's calls go first under the token
         self.token_embd = tensor_entry(gguf.tensor("token_embd.weight"))  # (type, [n_vocab rows of n_embd])
         self.output_norm = gguf.tensor("output_norm.weight").data.reshape(-1).view(np.float32)  # [n_embd]
         head = "token_embd.weight" if self.config.tied_embeddings else "output.weight"
@@ -72,15 +75,17 @@ class Model:
 
     def run_layers(self, x: np.ndarray, positions: np.ndarray, cache: KVCache, mask: np.ndarray | None) -> None:
         """Runs every layer on x [n, n_embd] in place, appending n rows to the cache."""
-        for index, layer in enumerate(self.layers):
-            layer.forward(x, positions, cache.k[index], cache.v[index], cache.n, mask, self.pool, self.isa)
+        for index, layer in enumerate(self.layers):  # a streamed layer may wait here for its weights
+            with self.compute.hold(self.urgent):
+                layer.forward(x, positions, cache.k[index], cache.v[index], cache.n, mask, self.pool, self.isa)
         cache.n += x.shape[0]
 
     def logits(self, hidden: np.ndarray) -> np.ndarray:
         """[n, n_embd] final hidden states -> [n, n_vocab] logits."""
         h = _core.rms_norm(np.ascontiguousarray(hidden), self.output_norm, self.config.rms_eps)
         type_id, data, n_embd, n_vocab = self.output
-        return _core.matmul(type_id, data, n_vocab, n_embd, h, self.pool, self.isa)
+        with self.compute.hold(self.urgent):
+            return _core.matmul(type_id, data, n_vocab, n_embd, h, self.pool, self.isa)
 
     def forward(
         self,

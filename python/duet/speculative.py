@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import heapq
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
 
+from duet.compute_token import ComputeToken
 from duet.kv_cache import KVCache
 from duet.model import Model
 from duet.policy import FallbackPolicy
@@ -28,6 +30,8 @@ class SpeculativeStats:
     draft_seconds: float = 0.0
     verify_seconds: float = 0.0
     prompt_seconds: float = 0.0
+    provisional: int = 0           # nodes drafted while the target verified
+    reused: int = 0                # of those, nodes a later round started from (not drafted again)
     accepted_per_pass: list[int] = field(default_factory=list)
 
     @property
@@ -41,7 +45,7 @@ class SpeculativeStats:
     def as_dict(self) -> dict:
         return {"passes": self.passes, "drafted": self.drafted, "accepted": self.accepted, "emitted": self.emitted,
                 "mean_accepted_per_pass": self.mean_accepted, "acceptance_rate": self.acceptance_rate,
-                "draft_seconds": self.draft_seconds, "verify_seconds": self.verify_seconds,
+                "provisional": self.provisional, "reused": self.reused, "draft_seconds": self.draft_seconds, "verify_seconds": self.verify_seconds,
                 "prompt_seconds": self.prompt_seconds}
 
 
@@ -52,9 +56,11 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class TreeDrafter:
-    """The small model's side: its cache holds the committed text plus, during a
-    round, the nodes it expanded. Tokens accepted but not yet run through it wait
-    in `pending`."""
+    """The small model's side. Its cache holds the committed text, then the rows of
+    the tree nodes it ran this round. Tokens committed but not yet run through it
+    wait in `pending`. Nodes it drafted while the target verified (provisionally)
+    survive a round when the target's own next token is one of them: the tree is
+    then re-rooted there and drafting goes on from what is already run."""
 
     def __init__(self, model: Model, cache: KVCache, branch_threshold: float = 0.3, max_children: int = 2):
         self.model = model
@@ -62,31 +68,10 @@ class TreeDrafter:
         self.branch_threshold = branch_threshold  # a second candidate this likely opens a branch
         self.max_children = max_children
         self.pending: list[int] = []
-        self.slots: dict[int, int] = {}  # tree node -> cache slot, this round
-
-    def start_round(self, root_token: int) -> tuple[TokenTree, np.ndarray]:
-        """Runs the pending tokens and the root; returns a fresh tree and the root's distribution."""
-        tokens = self.pending + [root_token]
-        self.pending = []
-        self.round_start = self.cache.n
-        logits = self.model.prefill(tokens, self.cache)
-        self.slots = {0: self.cache.n - 1}
-        return TokenTree(root_token), softmax(logits)
-
-    def expand(self, tree: TokenTree, node: int, root_position: int) -> np.ndarray:
-        """Runs node through the small model under the tree mask; returns its distribution."""
-        n_prefix = self.slots[0] + 1
-        mask = np.zeros((1, self.cache.n + 1), dtype=np.uint8)
-        mask[0, :n_prefix] = 1
-        ancestor = tree.parents[node]
-        while ancestor > 0:
-            mask[0, self.slots[ancestor]] = 1
-            ancestor = tree.parents[ancestor]
-        mask[0, self.cache.n] = 1
-        position = np.array([root_position + tree.depths[node]], dtype=np.int32)
-        self.slots[node] = self.cache.n
-        logits = self.model.forward([tree.tokens[node]], self.cache, positions=position, mask=mask)[0]
-        return softmax(logits)
+        self.tree: TokenTree | None = None
+        self.slots: dict[int, int] = {}  # tree node -> cache slot of its row
+        self.open: list[tuple[float, int, int, float]] = []  # heap of (-cumulative, parent, token, prob)
+        self.root_position = 0
 
     def candidates(self, probs: np.ndarray) -> list[tuple[int, float]]:
         """The likeliest next token, plus others likely enough to open a branch."""
@@ -96,38 +81,95 @@ class TreeDrafter:
         out += [(int(t), float(probs[t])) for t in top[1:] if probs[t] >= self.branch_threshold]
         return out
 
-    def draft(self, root_token: int, root_position: int, policy: FallbackPolicy) -> TokenTree:
-        """Best-first growth: always extend the open candidate with the highest
-        cumulative probability, until the policy says verify. Candidates left open
-        join the tree as leaves: verifying them costs the target almost nothing,
-        and drafting them cost nothing."""
-        tree, probs = self.start_round(root_token)
-        open_heap: list[tuple[float, int, int, float]] = []  # (-cumulative, parent, token, prob)
+    def _open_children(self, node: int, probs: np.ndarray) -> None:
         for token, p in self.candidates(probs):
-            heapq.heappush(open_heap, (-p, 0, token, p))
-        while open_heap:
-            neg_cum, parent, token, p = open_heap[0]
-            if policy.should_verify(-neg_cum, tree.depths[parent] + 1, len(tree)):
-                break
-            heapq.heappop(open_heap)
-            node = tree.add(token, parent, p)
-            probs = self.expand(tree, node, root_position)
-            for child, q in self.candidates(probs):
-                heapq.heappush(open_heap, (-(tree.cumulative[node] * q), node, child, q))
-        for neg_cum, parent, token, p in heapq.nsmallest(self.max_children, open_heap):
-            if len(tree) < policy.max_nodes + 1:
-                tree.add(token, parent, p)
-        return tree
+            heapq.heappush(self.open, (-(self.tree.cumulative[node] * p), node, token, p))
 
-    def commit(self, tree: TokenTree, verdict: Verdict) -> None:
-        """Keeps the committed rows of this round (pending tokens, root, accepted
-        nodes it ran) and drops the rest. An accepted node it never ran (an open
-        leaf) waits in pending; the target's own token becomes the next root."""
-        root_offset = self.slots[0] - self.round_start
-        keep = list(range(root_offset))  # the pending tokens run before the root
-        keep += [self.slots[n] - self.round_start for n in verdict.accepted_nodes if n in self.slots]
-        self.cache.keep(self.round_start, keep)
-        self.pending = [tree.tokens[n] for n in verdict.accepted_nodes if n not in self.slots]
+    def start(self, root_token: int, root_position: int) -> None:
+        """Begins a round at root_token: reuses the carried subtree if it is rooted
+        there, else runs the pending tokens and the root."""
+        self.root_position = root_position
+        if self.tree is not None and self.tree.root_token == root_token and not self.pending:
+            return
+        tokens = self.pending + [root_token]
+        self.pending = []
+        logits = self.model.prefill(tokens, self.cache)
+        self.tree, self.slots, self.open = TokenTree(root_token), {0: self.cache.n - 1}, []
+        self._open_children(0, softmax(logits))
+
+    def best_open(self) -> tuple[float, int] | None:
+        """(cumulative probability, depth) of the likeliest open candidate."""
+        if not self.open:
+            return None
+        neg_cum, parent, _, _ = self.open[0]
+        return -neg_cum, self.tree.depths[parent] + 1
+
+    def grow_one(self) -> None:
+        """Takes the likeliest open candidate into the tree and runs it."""
+        _, parent, token, p = heapq.heappop(self.open)
+        node = self.tree.add(token, parent, p)
+        if node in self.slots:  # already run (the same candidate opened twice)
+            return
+        mask = np.zeros((1, self.cache.n + 1), dtype=np.uint8)
+        mask[0, : self.slots[0] + 1] = 1  # the committed text, root included
+        ancestor = self.tree.parents[node]
+        while ancestor > 0:
+            mask[0, self.slots[ancestor]] = 1
+            ancestor = self.tree.parents[ancestor]
+        mask[0, self.cache.n] = 1
+        position = np.array([self.root_position + self.tree.depths[node]], dtype=np.int32)
+        self.slots[node] = self.cache.n
+        logits = self.model.forward([token], self.cache, positions=position, mask=mask)[0]
+        self._open_children(node, softmax(logits))
+
+    def draft(self, root_token: int, root_position: int, policy: FallbackPolicy) -> TokenTree:
+        """Best-first growth until the policy says verify; returns the tree to
+        verify. The likeliest open candidates join it as leaves the small model has
+        not run: verifying them costs the target little, drafting them cost nothing."""
+        self.start(root_token, root_position)
+        while (best := self.best_open()) is not None and not policy.should_verify(best[0], best[1], len(self.tree)):
+            self.grow_one()
+        for _, parent, token, p in heapq.nsmallest(self.max_children, self.open):
+            if len(self.tree) <= policy.max_nodes:
+                self.tree.add(token, parent, p)
+        return self.tree.copy()
+
+    def draft_provisionally(self, stop: Callable[[], bool], max_nodes: int) -> int:
+        """Keeps growing the tree while the target verifies the copy it was given,
+        until stop() or max_nodes; returns how many nodes it ran."""
+        grown = 0
+        while not stop() and self.open and len(self.tree) < max_nodes:
+            self.grow_one()
+            grown += 1
+        return grown
+
+    def commit(self, verdict: Verdict) -> int:
+        """Keeps the rows of the committed tokens and, if the target's own next
+        token is a node already run (drafted provisionally), that node's subtree,
+        which the next round then starts from. Returns the nodes carried over."""
+        tree, root_slot = self.tree, self.slots[0]
+        carry = tree.child(verdict.accepted_nodes[-1], verdict.tokens[-1])
+        if carry is not None and carry not in self.slots:
+            carry = None
+        kept = [n for n in verdict.accepted_nodes if n in self.slots]
+        if carry is not None:
+            subtree, mapping = tree.subtree(carry)
+            kept += [n for n in mapping if n in self.slots]
+        kept.sort(key=self.slots.__getitem__)
+        self.cache.keep(root_slot, [self.slots[n] - root_slot for n in kept])
+        if carry is None:
+            self.tree = None
+            self.pending = [tree.tokens[n] for n in verdict.accepted_nodes if n not in self.slots]
+            return 0
+        new_slot = {n: root_slot + i for i, n in enumerate(kept)}
+        self.slots = {mapping[n]: new_slot[n] for n in mapping if n in new_slot}
+        scale = tree.cumulative[carry] or 1.0
+        self.open = [(neg / scale, mapping[parent], token, p) for neg, parent, token, p in self.open
+                     if parent in mapping]
+        heapq.heapify(self.open)
+        self.tree = subtree
+        self.pending = []
+        return len(self.slots)
 
 
 class TreeVerifier:
@@ -167,42 +209,82 @@ def speculative_generate(
     is_stop: Callable[[int], bool],
     choose: Callable[[TokenTree, np.ndarray], Verdict] = greedy_choice,
     stats: SpeculativeStats | None = None,
+    pipeline: bool = False,
 ) -> Iterator[tuple[int, bool]]:
     """Yields (token, from_draft) up to max_tokens, stopping after a stop token.
     Each cache may already hold a prefix of prompt[:-1] (streamed input prefilled
-    while the user typed); the rest is prefilled here."""
+    while the user typed); the rest is prefilled here.
+
+    pipeline: verify in a second thread while the drafter goes on drafting; the
+    two models then share a ComputeToken, the target's calls first, so the drafter
+    only computes while the target waits for weights from storage."""
     stats = stats if stats is not None else SpeculativeStats()
     if not prompt:
         raise ValueError("the prompt is empty")
     room = min(verifier.cache.n_ctx, drafter.cache.n_ctx)
-    if len(prompt) + max_tokens + policy.max_nodes + 1 > room:
-        raise ValueError(f"prompt ({len(prompt)} tokens) plus {max_tokens} new tokens and a draft tree of "
-                         f"{policy.max_nodes} exceed the context size {room}")
+    if len(prompt) + max_tokens + 2 * policy.max_nodes + 1 > room:
+        raise ValueError(f"prompt ({len(prompt)} tokens) plus {max_tokens} new tokens and draft trees of "
+                         f"{2 * policy.max_nodes} exceed the context size {room}")
     if verifier.cache.n >= len(prompt) or drafter.cache.n >= len(prompt):
         raise ValueError("a cache already holds the whole prompt; the last prompt token must be left to run")
     start = time.perf_counter()
     if verifier.cache.n < len(prompt) - 1:
         verifier.model.prefill(prompt[verifier.cache.n:-1], verifier.cache)
     drafter.pending = list(prompt[drafter.cache.n:-1])  # runs with the first root
+    drafter.tree = None
     stats.prompt_seconds += time.perf_counter() - start
+    rounds = _pipelined_rounds if pipeline else _sequential_rounds
     root, emitted = prompt[-1], 0
-    while True:
-        start = time.perf_counter()
-        tree = drafter.draft(root, verifier.cache.n, policy)
-        middle = time.perf_counter()
-        verdict = verifier.verify(tree, choose)
-        drafter.commit(tree, verdict)
-        stats.draft_seconds += middle - start
-        stats.verify_seconds += time.perf_counter() - middle
-        policy.update(verdict.n_draft_accepted, verdict.branch_length)
-        stats.passes += 1
-        stats.drafted += len(tree) - 1
-        stats.accepted += verdict.n_draft_accepted
-        stats.accepted_per_pass.append(verdict.n_draft_accepted)
+    for verdict in rounds(verifier, drafter, root, policy, choose, stats):
         for i, token in enumerate(verdict.tokens):
             emitted += 1
             stats.emitted += 1
             yield token, i < len(verdict.tokens) - 1
             if is_stop(token) or emitted >= max_tokens:
                 return
+
+
+def _record(stats: SpeculativeStats, tree: TokenTree, verdict: Verdict, policy: FallbackPolicy) -> None:
+    policy.update(verdict.n_draft_accepted, verdict.branch_length)
+    stats.passes += 1
+    stats.drafted += len(tree) - 1
+    stats.accepted += verdict.n_draft_accepted
+    stats.accepted_per_pass.append(verdict.n_draft_accepted)
+
+
+def _sequential_rounds(verifier, drafter, root, policy, choose, stats) -> Iterator[Verdict]:
+    while True:
+        start = time.perf_counter()
+        tree = drafter.draft(root, verifier.cache.n, policy)
+        middle = time.perf_counter()
+        verdict = verifier.verify(tree, choose)
+        drafter.commit(verdict)
+        stats.draft_seconds += middle - start
+        stats.verify_seconds += time.perf_counter() - middle
+        _record(stats, tree, verdict, policy)
+        yield verdict
         root = verdict.tokens[-1]
+
+
+def _pipelined_rounds(verifier, drafter, root, policy, choose, stats) -> Iterator[Verdict]:
+    token = ComputeToken()
+    saved = (verifier.model.compute, verifier.model.urgent, drafter.model.compute, drafter.model.urgent)
+    verifier.model.compute, verifier.model.urgent = token, True
+    drafter.model.compute, drafter.model.urgent = token, False
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="duet-verify") as executor:
+            while True:
+                start = time.perf_counter()
+                tree = drafter.draft(root, verifier.cache.n, policy)
+                middle = time.perf_counter()
+                pending = executor.submit(verifier.verify, tree, choose)
+                stats.provisional += drafter.draft_provisionally(pending.done, 2 * policy.max_nodes)
+                verdict = pending.result()
+                stats.reused += drafter.commit(verdict)
+                stats.draft_seconds += middle - start
+                stats.verify_seconds += time.perf_counter() - middle
+                _record(stats, tree, verdict, policy)
+                yield verdict
+                root = verdict.tokens[-1]
+    finally:
+        verifier.model.compute, verifier.model.urgent, drafter.model.compute, drafter.model.urgent = saved

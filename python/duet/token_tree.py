@@ -56,6 +56,26 @@ class TokenTree:
             node = self.parents[node]
         return out[::-1]
 
+    def copy(self) -> "TokenTree":
+        return TokenTree(self.root_token, list(self.tokens), list(self.parents), list(self.depths),
+                         list(self.cumulative), list(self.sources))
+
+    def subtree(self, node: int) -> tuple["TokenTree", dict[int, int]]:
+        """The tree below node, re-rooted at it (depths and cumulative probabilities
+        taken from it), and the map from old node indices to new ones."""
+        mapping = {node: 0}
+        out = TokenTree(self.tokens[node])
+        base_depth, base_cum = self.depths[node], self.cumulative[node] or 1.0
+        for i in range(node + 1, len(self.tokens)):
+            if self.parents[i] in mapping:
+                mapping[i] = len(out.tokens)
+                out.tokens.append(self.tokens[i])
+                out.parents.append(mapping[self.parents[i]])
+                out.depths.append(self.depths[i] - base_depth)
+                out.cumulative.append(self.cumulative[i] / base_cum)
+                out.sources.append(self.sources[i])
+        return out, mapping
+
     def positions(self, root_position: int) -> np.ndarray:
         """[n] RoPE position of each node: siblings share their depth."""
         return root_position + np.asarray(self.depths, dtype=np.int32)

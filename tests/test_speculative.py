@@ -1,0 +1,125 @@
+"""Tree drafting, verification and the compute-IO pipeline on tiny models: every
+accelerated path emits exactly target-only greedy decoding's tokens."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from duet import _core
+from duet.generate import decode_tokens
+from duet.gguf_file import GGUFFile
+from duet.model import Model
+from duet.policy import FallbackPolicy
+from duet.sampling import Sampler
+from duet.speculative import SpeculativeStats, TreeDrafter, TreeVerifier, speculative_generate
+from duet.token_tree import TokenTree, verify_greedy, verify_sampled
+from tiny_models import write_tiny_model
+
+PROMPT = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120]
+N_TOKENS = 40
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("spec")
+    pool = _core.ThreadPool(2)
+    target = Model(GGUFFile(write_tiny_model(folder / "t.gguf", n_layer=3, weight_type="Q8_0", seed=3)), pool)
+    draft = Model(GGUFFile(write_tiny_model(folder / "d.gguf", n_layer=1, weight_type="Q4_K", seed=3)), pool)
+    return target, draft
+
+
+def reference(target: Model) -> list[int]:
+    cache = target.new_cache(256)
+    return list(decode_tokens(target, cache, PROMPT, N_TOKENS, Sampler(temperature=0), lambda t: False))
+
+
+class SlowVerifier(TreeVerifier):
+    """Sleeps before verifying, as a streamed target waits for its weights, so the
+    drafter gets time to draft provisionally."""
+
+    def verify(self, tree, choose):
+        time.sleep(0.02)
+        return super().verify(tree, choose)
+
+
+@pytest.mark.parametrize("pipeline", [False, True])
+@pytest.mark.parametrize("draft_is_target", [False, True])
+@pytest.mark.parametrize("alpha", [0.01, 0.3])
+def test_greedy_output_is_target_only_output(models, pipeline, draft_is_target, alpha):
+    target, draft = models
+    draft = target if draft_is_target else draft
+    stats = SpeculativeStats()
+    verifier_type = SlowVerifier if pipeline else TreeVerifier
+    out = [t for t, _ in speculative_generate(
+        verifier_type(target, target.new_cache(256)), TreeDrafter(draft, draft.new_cache(256)), PROMPT, N_TOKENS,
+        FallbackPolicy(alpha=alpha, max_nodes=12), lambda t: False, stats=stats, pipeline=pipeline)]
+    assert out == reference(target)
+    assert stats.emitted == N_TOKENS and stats.passes < N_TOKENS
+    if pipeline:
+        assert stats.provisional > 0
+    if draft_is_target:  # a drafter identical to the target: its likeliest branch is always right
+        assert stats.mean_accepted > 1
+        if pipeline:  # ... so provisional drafts below it are confirmed and carried over
+            assert stats.reused > 0
+
+
+def test_prefilled_prefix_is_continued(models):
+    target, draft = models
+    t_cache, d_cache = target.new_cache(256), draft.new_cache(256)
+    target.prefill(PROMPT[:5], t_cache)
+    draft.prefill(PROMPT[:3], d_cache)
+    out = [t for t, _ in speculative_generate(TreeVerifier(target, t_cache), TreeDrafter(draft, d_cache), PROMPT,
+                                              N_TOKENS, FallbackPolicy(), lambda t: False)]
+    assert out == reference(target)
+
+
+def test_context_too_small_is_refused(models):
+    target, draft = models
+    with pytest.raises(ValueError, match="context size"):
+        list(speculative_generate(TreeVerifier(target, target.new_cache(48)), TreeDrafter(draft, draft.new_cache(48)),
+                                  PROMPT, 30, FallbackPolicy(max_nodes=8), lambda t: False))
+
+
+def tree_of(paths: list[list[int]]) -> TokenTree:
+    tree = TokenTree(root_token=1)
+    for path in paths:
+        node = 0
+        for token in path:
+            node = tree.add(token, node, 0.5)
+    return tree
+
+
+def test_tree_mask_and_positions():
+    tree = tree_of([[5, 6], [7]])  # nodes: 0 root, 1=5, 2=6 (below 5), 3=7 (below root)
+    mask = tree.mask(n_past=2)
+    assert mask.tolist() == [[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 0], [1, 1, 1, 0, 0, 1]]
+    assert tree.positions(10).tolist() == [10, 11, 12, 11]
+
+
+def test_verify_greedy_walks_the_matching_path():
+    tree = tree_of([[5, 6], [7, 8]])  # root -> 5 -> 6 ; root -> 7 -> 8
+    choice = np.zeros(len(tree), dtype=np.int64)
+    choice[0], choice[3], choice[4] = 7, 8, 9  # target: 7, then 8, then 9
+    verdict = verify_greedy(tree, choice)
+    assert verdict.tokens == [7, 8, 9] and verdict.accepted_nodes == [0, 3, 4]
+    choice[0] = 4  # nothing matches at the root: only the target's own token
+    assert verify_greedy(tree, choice).tokens == [4]
+
+
+def test_verify_sampled_follows_the_target_distribution():
+    """Over many draws, the first emitted token is distributed as the target's p,
+    whatever the drafted children are."""
+    rng = np.random.default_rng(0)
+    vocab = 6
+    p = np.array([0.05, 0.4, 0.1, 0.25, 0.15, 0.05])
+    tree = tree_of([[1], [3], [5]])
+    probs = np.tile(p, (len(tree), 1))
+    counts = np.zeros(vocab)
+    n = 40000
+    for _ in range(n):
+        counts[verify_sampled(tree, probs, rng).tokens[0]] += 1
+    expected = p * n
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 20.5  # p = 0.001 for 5 degrees of freedom
