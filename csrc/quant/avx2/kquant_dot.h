@@ -1,20 +1,71 @@
-// What the Q4_K and Q5_K dot products share: the per-block scale vectors and the
-// mins term against the activations' 16-element sums.
+// What the K-quant dot products (Q4_K, Q5_K, Q6_K) share. A super-block is
+// unpacked once into L1 (unsigned bytes and the 16-bit scale of each pair sum),
+// then every activation row runs the same integer dot product over it: unpacking
+// is paid once per block however many rows there are, and each row's arithmetic
+// is the one-row sequence.
 #pragma once
 #include "quant/avx2/avx2_common.h"
+#include "quant/kernels.h"
 #include "quant/kquant_scales.h"
 
 namespace duet::avx2 {
 
-struct KQuantScaleVectors {
-  __m256i scales16;  // int16 [2][8]: the eight sub-block scales in both 128-bit halves
-  __m128i mins16;    // int16 [8]: the eight sub-block mins
+struct alignas(32) KBlockUnpacked {
+  __m256i q[8];      // chunk j: unsigned weights of elements 32j..32j+31
+  __m256i scale[8];  // chunk j: int16 factor for each pair sum (16 lanes)
 };
 
-inline KQuantScaleVectors kquant_scale_vectors(const uint8_t packed[12]) {
+// sums[i] = int32[8] partial sums of sum_j scale_j * q_j * a_i,j over the
+// super-block, for R activation rows at once: each unpacked chunk is loaded once
+// for R rows. Integer sums are exact, so the grouping cannot change a row's result.
+template <int R>
+inline void kblock_dot_rows(const KBlockUnpacked& u, const int8_t* const a[R], __m256i sums[R]) {
+  for (int i = 0; i < R; ++i) sums[i] = _mm256_setzero_si256();
+  // Fully unrolled, GCC regroups the integer adds into a tree that keeps every
+  // product live and spills; a rolled loop keeps one running sum per row.
+#pragma GCC unroll 1
+  for (int j = 0; j < 8; ++j) {
+    const __m256i q = _mm256_load_si256(&u.q[j]);
+    const __m256i scale = _mm256_load_si256(&u.scale[j]);
+    for (int i = 0; i < R; ++i) {
+      const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[i] + 32 * j));
+      sums[i] = _mm256_add_epi32(sums[i], _mm256_madd_epi16(_mm256_maddubs_epi16(q, av), scale));
+    }
+  }
+}
+
+// sums[i] for the n (<= kMaxActRows) rows a[0..n), up to four at a time.
+inline void kblock_dot(const KBlockUnpacked& u, const int8_t* const* a, int n, __m256i* sums) {
+  int i = 0;
+  for (; i + 4 <= n; i += 4) kblock_dot_rows<4>(u, a + i, sums + i);
+  switch (n - i) {
+    case 3: kblock_dot_rows<3>(u, a + i, sums + i); break;
+    case 2: kblock_dot_rows<2>(u, a + i, sums + i); break;
+    case 1: kblock_dot_rows<1>(u, a + i, sums + i); break;
+    default: break;
+  }
+}
+
+// The activation blocks b of n_act rows, each prefetched two blocks ahead: the
+// rows are walked in lockstep, more streams than the hardware prefetchers follow.
+inline void act_blocks_gather(const uint8_t* rows, size_t stride, int n_act, int64_t b, const ActQ8_256* blocks[],
+                              const int8_t* qs[]) {
+  for (int r = 0; r < n_act; ++r) {
+    blocks[r] = reinterpret_cast<const ActQ8_256*>(rows + r * stride) + b;
+    qs[r] = blocks[r]->qs;
+    const char* ahead = reinterpret_cast<const char*>(blocks[r] + 2);
+    for (int line = 0; line < 5; ++line) _mm_prefetch(ahead + 64 * line, _MM_HINT_T0);
+  }
+}
+
+// The eight sub-block scales of Q4_K / Q5_K as pair-sum factors (chunk j is
+// sub-block j), and the mins as int16[8].
+inline __m128i kquant_scales_into(const uint8_t packed[12], KBlockUnpacked& u) {
   const KQuantScales s = kquant_scales_unpack(packed);
   const __m256i both = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(&s)));
-  return {_mm256_permute2x128_si256(both, both, 0x00), _mm256_extracti128_si256(both, 1)};
+  const __m256i scales16 = _mm256_permute2x128_si256(both, both, 0x00);
+  for (int j = 0; j < 8; ++j) u.scale[j] = _mm256_shuffle_epi8(scales16, broadcast16_control(j, j));
+  return _mm256_extracti128_si256(both, 1);
 }
 
 // int32[4] partial sums of min_j * (bsums[2j] + bsums[2j+1]).
@@ -24,19 +75,39 @@ inline __m128i kquant_mins_dot(__m128i mins16, const ActQ8_256& a) {
   return _mm_madd_epi16(mins16, pair_sums);
 }
 
-// Row state of a K-quant dot product with mins: integer sums of one block, and the
-// two float accumulators (scale term and mins term) across blocks.
+// Row state of a Q4_K / Q5_K dot product: the scale term and the mins term, each
+// one FMA per block.
 struct KQuantRowAcc {
-  __m256 scaled = _mm256_setzero_ps();
-  __m128 mins = _mm_setzero_ps();
+  __m256 scaled;
+  __m128 mins;
 };
 
-// Folds one block of one row into its accumulators: one FMA per term.
-inline void kquant_row_accumulate(KQuantRowAcc& acc, __m256i sumi, __m128i summ, float d, float neg_dmin) {
-  acc.scaled = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc.scaled);
-  acc.mins = _mm_fmadd_ps(_mm_set1_ps(neg_dmin), _mm_cvtepi32_ps(summ), acc.mins);
+// Runs a K-quant-with-mins dot product (Q4_K, Q5_K) over n_act rows; unpack(block,
+// u) fills u.q (u.scale and the returned mins come from kquant_scales_into).
+template <typename Block, __m128i (*unpack)(const Block&, KBlockUnpacked&)>
+void kquant_mins_vec_dot(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
+  const Block* blocks = static_cast<const Block*>(w);
+  const uint8_t* rows = static_cast<const uint8_t*>(act);
+  KQuantRowAcc acc[kMaxActRows];
+  for (int r = 0; r < n_act; ++r) acc[r] = {_mm256_setzero_ps(), _mm_setzero_ps()};
+  KBlockUnpacked u;
+  const int64_t n_blocks = n / QK_K;
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    _mm_prefetch(reinterpret_cast<const char*>(blocks + b + 4), _MM_HINT_T0);
+    const __m128i mins16 = unpack(blocks[b], u);
+    const float d = f16_load(blocks[b].d), dmin = f16_load(blocks[b].dmin);
+    const ActQ8_256* a[kMaxActRows];
+    const int8_t* qs[kMaxActRows];
+    act_blocks_gather(rows, act_stride, n_act, b, a, qs);
+    __m256i sumi[kMaxActRows];
+    kblock_dot(u, qs, n_act, sumi);
+    for (int r = 0; r < n_act; ++r) {
+      const __m128i summ = kquant_mins_dot(mins16, *a[r]);
+      acc[r].scaled = _mm256_fmadd_ps(_mm256_set1_ps(d * a[r]->d), _mm256_cvtepi32_ps(sumi[r]), acc[r].scaled);
+      acc[r].mins = _mm_fmadd_ps(_mm_set1_ps(-(dmin * a[r]->d)), _mm_cvtepi32_ps(summ), acc[r].mins);
+    }
+  }
+  for (int r = 0; r < n_act; ++r) out[r] = hsum_f32x8(acc[r].scaled) + hsum_f32x4(acc[r].mins);
 }
-
-inline float kquant_row_result(const KQuantRowAcc& acc) { return hsum_f32x8(acc.scaled) + hsum_f32x4(acc.mins); }
 
 }  // namespace duet::avx2
