@@ -7,6 +7,7 @@
 #include "quant/scalar_kernels.h"
 #if defined(DUET_X86)
 #include "quant/avx2/avx2_kernels.h"
+#include "quant/avx512/avx512_kernels.h"
 #endif
 
 namespace duet {
@@ -57,10 +58,17 @@ KernelTable avx2_table() {
   return t;
 }
 
-// No 512-bit kernels yet: the AVX-512 path runs the AVX2 ones (a superset CPU).
+// Starts from AVX2 (an AVX-512 CPU runs it): the float types and the quantizers
+// stay the AVX2 ones.
 KernelTable avx512_table() {
   KernelTable t = avx2_table();
   t.isa = Isa::Avx512;
+  set_vec_dot(t, GgmlType::Q4_0, avx512::vec_dot_q4_0);
+  set_vec_dot(t, GgmlType::Q5_0, avx512::vec_dot_q5_0);
+  set_vec_dot(t, GgmlType::Q8_0, avx512::vec_dot_q8_0);
+  set_vec_dot(t, GgmlType::Q4_K, avx512::vec_dot_q4_k);
+  set_vec_dot(t, GgmlType::Q5_K, avx512::vec_dot_q5_k);
+  set_vec_dot(t, GgmlType::Q6_K, avx512::vec_dot_q6_k);
   return t;
 }
 #endif

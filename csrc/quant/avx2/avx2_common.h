@@ -6,7 +6,10 @@
 
 #include "quant/formats.h"
 
+// Everything here has internal linkage: this header is compiled into files built
+// with different ISA flags, and the linker must not pick one file's copy for all.
 namespace duet::avx2 {
+namespace {
 
 inline float f16_load(uint16_t h) { return _cvtsh_ss(h); }
 
@@ -45,4 +48,5 @@ inline __m256i broadcast16_control(int lo, int hi) {
   return _mm256_setr_epi16(l, l, l, l, l, l, l, l, h, h, h, h, h, h, h, h);
 }
 
+}  // namespace
 }  // namespace duet::avx2

@@ -8,9 +8,12 @@
 #include "quant/kernels.h"
 #include "quant/kquant_scales.h"
 
+// Everything here has internal linkage: this header is compiled into files built
+// with different ISA flags, and the linker must not pick one file's copy for all.
 namespace duet::avx2 {
+namespace {
 
-struct alignas(32) KBlockUnpacked {
+struct alignas(64) KBlockUnpacked {  // 64: AVX-512 loads chunk pairs
   __m256i q[8];      // chunk j: unsigned weights of elements 32j..32j+31
   __m256i scale[8];  // chunk j: int16 factor for each pair sum (16 lanes)
 };
@@ -35,6 +38,8 @@ inline void kblock_dot_rows(const KBlockUnpacked& u, const int8_t* const a[R], _
 }
 
 // sums[i] for the n (<= kMaxActRows) rows a[0..n), up to four at a time.
+using KBlockDot = void (*)(const KBlockUnpacked& u, const int8_t* const* a, int n, __m256i* sums);
+
 inline void kblock_dot(const KBlockUnpacked& u, const int8_t* const* a, int n, __m256i* sums) {
   int i = 0;
   for (; i + 4 <= n; i += 4) kblock_dot_rows<4>(u, a + i, sums + i);
@@ -84,7 +89,7 @@ struct KQuantRowAcc {
 
 // Runs a K-quant-with-mins dot product (Q4_K, Q5_K) over n_act rows; unpack(block,
 // u) fills u.q (u.scale and the returned mins come from kquant_scales_into).
-template <typename Block, __m128i (*unpack)(const Block&, KBlockUnpacked&)>
+template <typename Block, __m128i (*unpack)(const Block&, KBlockUnpacked&), KBlockDot dot>
 void kquant_mins_vec_dot(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
   const Block* blocks = static_cast<const Block*>(w);
   const uint8_t* rows = static_cast<const uint8_t*>(act);
@@ -100,7 +105,7 @@ void kquant_mins_vec_dot(int64_t n, const void* w, const void* act, size_t act_s
     const int8_t* qs[kMaxActRows];
     act_blocks_gather(rows, act_stride, n_act, b, a, qs);
     __m256i sumi[kMaxActRows];
-    kblock_dot(u, qs, n_act, sumi);
+    dot(u, qs, n_act, sumi);
     for (int r = 0; r < n_act; ++r) {
       const __m128i summ = kquant_mins_dot(mins16, *a[r]);
       acc[r].scaled = _mm256_fmadd_ps(_mm256_set1_ps(d * a[r]->d), _mm256_cvtepi32_ps(sumi[r]), acc[r].scaled);
@@ -110,4 +115,35 @@ void kquant_mins_vec_dot(int64_t n, const void* w, const void* act, size_t act_s
   for (int r = 0; r < n_act; ++r) out[r] = hsum_f32x8(acc[r].scaled) + hsum_f32x4(acc[r].mins);
 }
 
+// Q6_K's dot product over n_act rows given its unpacker: the -32 offset of every
+// weight is taken once per block as 32 * sum_j(scale_j * bsums_j), exact in int32.
+template <void (*unpack)(const BlockQ6_K&, KBlockUnpacked&), KBlockDot dot>
+void q6_k_vec_dot_with(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
+  const BlockQ6_K* blocks = static_cast<const BlockQ6_K*>(w);
+  const uint8_t* rows = static_cast<const uint8_t*>(act);
+  __m256 acc[kMaxActRows];
+  for (int r = 0; r < n_act; ++r) acc[r] = _mm256_setzero_ps();
+  KBlockUnpacked u;
+  const int64_t n_blocks = n / QK_K;
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    _mm_prefetch(reinterpret_cast<const char*>(blocks + b + 4), _MM_HINT_T0);
+    unpack(blocks[b], u);
+    const __m256i scales_all = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blocks[b].scales)));
+    const float d = f16_load(blocks[b].d);
+    const ActQ8_256* a[kMaxActRows];
+    const int8_t* qs[kMaxActRows];
+    act_blocks_gather(rows, act_stride, n_act, b, a, qs);
+    __m256i sumi[kMaxActRows];
+    dot(u, qs, n_act, sumi);
+    for (int r = 0; r < n_act; ++r) {
+      const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[r]->bsums));
+      const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(scales_all, bsums), 5);
+      const __m256 sum = _mm256_cvtepi32_ps(_mm256_sub_epi32(sumi[r], offset));
+      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[r]->d), sum, acc[r]);
+    }
+  }
+  for (int r = 0; r < n_act; ++r) out[r] = hsum_f32x8(acc[r]);
+}
+
+}  // namespace
 }  // namespace duet::avx2
