@@ -24,16 +24,23 @@ struct alignas(64) KBlockUnpacked {  // 64: AVX-512 loads chunk pairs
 template <int R>
 inline void kblock_dot_rows(const KBlockUnpacked& u, const int8_t* const a[R], __m256i sums[R]) {
   for (int i = 0; i < R; ++i) sums[i] = _mm256_setzero_si256();
-  // Fully unrolled, GCC regroups the integer adds into a tree that keeps every
-  // product live and spills; a rolled loop keeps one running sum per row.
-#pragma GCC unroll 1
-  for (int j = 0; j < 8; ++j) {
+  auto chunk = [&](int j) {
     const __m256i q = _mm256_load_si256(&u.q[j]);
     const __m256i scale = _mm256_load_si256(&u.scale[j]);
     for (int i = 0; i < R; ++i) {
       const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[i] + 32 * j));
       sums[i] = _mm256_add_epi32(sums[i], _mm256_madd_epi16(_mm256_maddubs_epi16(q, av), scale));
     }
+  };
+  if constexpr (R == 1) {
+    // Unrolled, so that a block unpacked just before stays in registers.
+    for (int j = 0; j < 8; ++j) chunk(j);
+  } else {
+    // Fully unrolled over several rows, GCC regroups the integer adds into a tree
+    // that keeps every product live and spills; a rolled loop keeps one running
+    // sum per row.
+#pragma GCC unroll 1
+    for (int j = 0; j < 8; ++j) chunk(j);
   }
 }
 
@@ -58,6 +65,7 @@ inline void act_blocks_gather(const uint8_t* rows, size_t stride, int n_act, int
   for (int r = 0; r < n_act; ++r) {
     blocks[r] = reinterpret_cast<const ActQ8_256*>(rows + r * stride) + b;
     qs[r] = blocks[r]->qs;
+    if (n_act == 1) break;  // one stream: the hardware prefetcher follows it
     const char* ahead = reinterpret_cast<const char*>(blocks[r] + 2);
     for (int line = 0; line < 5; ++line) _mm_prefetch(ahead + 64 * line, _MM_HINT_T0);
   }
@@ -89,8 +97,11 @@ struct KQuantRowAcc {
 
 // Runs a K-quant-with-mins dot product (Q4_K, Q5_K) over n_act rows; unpack(block,
 // u) fills u.q (u.scale and the returned mins come from kquant_scales_into).
-template <typename Block, __m128i (*unpack)(const Block&, KBlockUnpacked&), KBlockDot dot>
-void kquant_mins_vec_dot(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
+// kRows is n_act when known at compile time (1: the block never leaves registers),
+// else 0. Either way each row's operations are the same.
+template <typename Block, __m128i (*unpack)(const Block&, KBlockUnpacked&), KBlockDot dot, int kRows>
+void kquant_mins_rows(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
+  if constexpr (kRows > 0) n_act = kRows;
   const Block* blocks = static_cast<const Block*>(w);
   const uint8_t* rows = static_cast<const uint8_t*>(act);
   KQuantRowAcc acc[kMaxActRows];
@@ -115,10 +126,20 @@ void kquant_mins_vec_dot(int64_t n, const void* w, const void* act, size_t act_s
   for (int r = 0; r < n_act; ++r) out[r] = hsum_f32x8(acc[r].scaled) + hsum_f32x4(acc[r].mins);
 }
 
+template <typename Block, __m128i (*unpack)(const Block&, KBlockUnpacked&), KBlockDot dot>
+void kquant_mins_vec_dot(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
+  if (n_act == 1) {
+    kquant_mins_rows<Block, unpack, dot, 1>(n, w, act, act_stride, n_act, out);
+  } else {
+    kquant_mins_rows<Block, unpack, dot, 0>(n, w, act, act_stride, n_act, out);
+  }
+}
+
 // Q6_K's dot product over n_act rows given its unpacker: the -32 offset of every
 // weight is taken once per block as 32 * sum_j(scale_j * bsums_j), exact in int32.
-template <void (*unpack)(const BlockQ6_K&, KBlockUnpacked&), KBlockDot dot>
-void q6_k_vec_dot_with(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
+template <void (*unpack)(const BlockQ6_K&, KBlockUnpacked&), KBlockDot dot, int kRows>
+void q6_k_rows(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
+  if constexpr (kRows > 0) n_act = kRows;
   const BlockQ6_K* blocks = static_cast<const BlockQ6_K*>(w);
   const uint8_t* rows = static_cast<const uint8_t*>(act);
   __m256 acc[kMaxActRows];
@@ -143,6 +164,15 @@ void q6_k_vec_dot_with(int64_t n, const void* w, const void* act, size_t act_str
     }
   }
   for (int r = 0; r < n_act; ++r) out[r] = hsum_f32x8(acc[r]);
+}
+
+template <void (*unpack)(const BlockQ6_K&, KBlockUnpacked&), KBlockDot dot>
+void q6_k_vec_dot_with(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
+  if (n_act == 1) {
+    q6_k_rows<unpack, dot, 1>(n, w, act, act_stride, n_act, out);
+  } else {
+    q6_k_rows<unpack, dot, 0>(n, w, act, act_stride, n_act, out);
+  }
 }
 
 }  // namespace
