@@ -6,6 +6,8 @@
 #pragma once
 #include "quant/avx2/avx2_common.h"
 #include "quant/kernels.h"
+#include <cstring>
+
 #include "quant/kquant_scales.h"
 
 // Everything here has internal linkage: this header is compiled into files built
@@ -71,11 +73,26 @@ inline void act_blocks_gather(const uint8_t* rows, size_t stride, int n_act, int
   }
 }
 
+// kquant_scales_unpack in one register: bytes 0-7 the scales, 8-15 the mins.
+// 32-bit lane k is output word k of the scalar version: lanes 0 and 2 are the low
+// 6 bits of words 0 and 1; lanes 1 and 3 combine a nibble of word 2 with the top
+// 2 bits of words 0 and 1.
+inline __m128i kquant_scales_unpack_sse(const uint8_t packed[12]) {
+  uint32_t word[3];
+  std::memcpy(word, packed, 12);
+  const __m128i w = _mm_setr_epi32(static_cast<int>(word[0]), static_cast<int>(word[1]), static_cast<int>(word[2]), 0);
+  const __m128i low_words = _mm_shuffle_epi32(w, _MM_SHUFFLE(1, 1, 0, 0));   // w0 w0 w1 w1
+  const __m128i nibble_words = _mm_srlv_epi32(_mm_shuffle_epi32(w, _MM_SHUFFLE(2, 1, 2, 0)), _mm_setr_epi32(0, 0, 0, 4));
+  const __m128i low6 = _mm_and_si128(low_words, _mm_set1_epi32(0x3f3f3f3f));
+  const __m128i top2 = _mm_slli_epi32(_mm_and_si128(_mm_srli_epi32(low_words, 6), _mm_set1_epi32(0x03030303)), 4);
+  const __m128i combined = _mm_or_si128(_mm_and_si128(nibble_words, _mm_set1_epi32(0x0f0f0f0f)), top2);
+  return _mm_blend_epi32(low6, combined, 0b1010);
+}
+
 // The eight sub-block scales of Q4_K / Q5_K as pair-sum factors (chunk j is
 // sub-block j), and the mins as int16[8].
 inline __m128i kquant_scales_into(const uint8_t packed[12], KBlockUnpacked& u) {
-  const KQuantScales s = kquant_scales_unpack(packed);
-  const __m256i both = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(&s)));
+  const __m256i both = _mm256_cvtepu8_epi16(kquant_scales_unpack_sse(packed));
   const __m256i scales16 = _mm256_permute2x128_si256(both, both, 0x00);
   for (int j = 0; j < 8; ++j) u.scale[j] = _mm256_shuffle_epi8(scales16, broadcast16_control(j, j));
   return _mm256_extracti128_si256(both, 1);
