@@ -53,13 +53,15 @@ void matmul(const KernelTable& kt, const WeightView& w, const float* x, int64_t 
   const uint8_t* act = activations_prepare(kt, traits.act_format, x, n_rows_x, w.cols, act_stride);
   const auto vec_dot = kernels_for(kt, w.type).vec_dot;
   const uint8_t* weights = static_cast<const uint8_t*>(w.data);
+  // Activation groups outermost within a chunk: one group's rows stay in L1 while
+  // the chunk's weight rows (from L2 after the first group) pass under them.
   pool.parallel_for(w.rows, kRowsPerChunk, [&](int64_t begin, int64_t end, int) {
     float results[kMaxActRows];
-    for (int64_t r = begin; r < end; ++r) {
-      const uint8_t* w_row = weights + static_cast<size_t>(r) * w_row_bytes;
-      for (int64_t m0 = 0; m0 < n_rows_x; m0 += kMaxActRows) {
-        const int n_act = static_cast<int>(std::min<int64_t>(kMaxActRows, n_rows_x - m0));
-        vec_dot(w.cols, w_row, act + m0 * act_stride, act_stride, n_act, results);
+    for (int64_t m0 = 0; m0 < n_rows_x; m0 += kMaxActRows) {
+      const int n_act = static_cast<int>(std::min<int64_t>(kMaxActRows, n_rows_x - m0));
+      for (int64_t r = begin; r < end; ++r) {
+        vec_dot(w.cols, weights + static_cast<size_t>(r) * w_row_bytes, act + m0 * act_stride, act_stride, n_act,
+                results);
         for (int i = 0; i < n_act; ++i) y[(m0 + i) * ldy + r] = results[i];
       }
     }
