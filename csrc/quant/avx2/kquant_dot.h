@@ -60,14 +60,22 @@ inline void kblock_dot(const KBlockUnpacked& u, const int8_t* const* a, int n, _
   }
 }
 
-// The activation blocks b of n_act rows, each prefetched two blocks ahead: the
-// rows are walked in lockstep, more streams than the hardware prefetchers follow.
-inline void act_blocks_gather(const uint8_t* rows, size_t stride, int n_act, int64_t b, const ActQ8_256* blocks[],
-                              const int8_t* qs[]) {
+// Activation rows that matmul cannot keep in L1 across weight rows (it tries to):
+// they are walked in lockstep, more streams than the hardware prefetchers follow,
+// so each row's block two steps ahead is requested.
+constexpr size_t kActL1Budget = 24 * 1024;  // of the 32 KB L1, leaving room for weights
+
+inline bool act_rows_need_prefetch(int n_act, size_t stride) {
+  return n_act > 1 && static_cast<size_t>(n_act) * stride > kActL1Budget;
+}
+
+// The activation blocks b of n_act rows.
+inline void act_blocks_gather(const uint8_t* rows, size_t stride, int n_act, int64_t b, bool prefetch,
+                              const ActQ8_256* blocks[], const int8_t* qs[]) {
   for (int r = 0; r < n_act; ++r) {
     blocks[r] = reinterpret_cast<const ActQ8_256*>(rows + r * stride) + b;
     qs[r] = blocks[r]->qs;
-    if (n_act == 1) break;  // one stream: the hardware prefetcher follows it
+    if (!prefetch) continue;
     const char* ahead = reinterpret_cast<const char*>(blocks[r] + 2);
     for (int line = 0; line < 5; ++line) _mm_prefetch(ahead + 64 * line, _MM_HINT_T0);
   }
@@ -119,6 +127,7 @@ struct KQuantRowAcc {
 template <typename Block, __m128i (*unpack)(const Block&, KBlockUnpacked&), KBlockDot dot, int kRows>
 void kquant_mins_rows(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
   if constexpr (kRows > 0) n_act = kRows;
+  const bool prefetch = act_rows_need_prefetch(n_act, act_stride);
   const Block* blocks = static_cast<const Block*>(w);
   const uint8_t* rows = static_cast<const uint8_t*>(act);
   KQuantRowAcc acc[kMaxActRows];
@@ -131,7 +140,7 @@ void kquant_mins_rows(int64_t n, const void* w, const void* act, size_t act_stri
     const float d = f16_load(blocks[b].d), dmin = f16_load(blocks[b].dmin);
     const ActQ8_256* a[kMaxActRows];
     const int8_t* qs[kMaxActRows];
-    act_blocks_gather(rows, act_stride, n_act, b, a, qs);
+    act_blocks_gather(rows, act_stride, n_act, b, prefetch, a, qs);
     __m256i sumi[kMaxActRows];
     dot(u, qs, n_act, sumi);
     for (int r = 0; r < n_act; ++r) {
@@ -157,6 +166,7 @@ void kquant_mins_vec_dot(int64_t n, const void* w, const void* act, size_t act_s
 template <void (*unpack)(const BlockQ6_K&, KBlockUnpacked&), KBlockDot dot, int kRows>
 void q6_k_rows(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
   if constexpr (kRows > 0) n_act = kRows;
+  const bool prefetch = act_rows_need_prefetch(n_act, act_stride);
   const BlockQ6_K* blocks = static_cast<const BlockQ6_K*>(w);
   const uint8_t* rows = static_cast<const uint8_t*>(act);
   __m256 acc[kMaxActRows];
@@ -170,7 +180,7 @@ void q6_k_rows(int64_t n, const void* w, const void* act, size_t act_stride, int
     const float d = f16_load(blocks[b].d);
     const ActQ8_256* a[kMaxActRows];
     const int8_t* qs[kMaxActRows];
-    act_blocks_gather(rows, act_stride, n_act, b, a, qs);
+    act_blocks_gather(rows, act_stride, n_act, b, prefetch, a, qs);
     __m256i sumi[kMaxActRows];
     dot(u, qs, n_act, sumi);
     for (int r = 0; r < n_act; ++r) {
