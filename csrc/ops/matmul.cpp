@@ -4,6 +4,7 @@
 #include "ops/matmul.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <vector>
 
 namespace duet {
@@ -14,16 +15,30 @@ namespace {
 // that two threads finish together on the smallest matrices.
 constexpr int64_t kRowsPerChunk = 32;
 
-// Quantized activation rows in the weight type's activation format; f32
-// activations are used in place. Kept per thread to avoid an allocation per call.
+constexpr size_t kCacheLine = 64;
+
+// Distance between quantized activation rows. vec_dot walks up to kMaxActRows rows
+// in lockstep; a stride near a multiple of 2 KB would put them all in the same few
+// L1 sets (8-way, 64 sets), so the stride is padded to 8 lines more than a
+// multiple of 16 lines: 8 rows then start 8 sets apart.
+size_t act_stride_padded(size_t row_bytes) {
+  size_t lines = (row_bytes + kCacheLine - 1) / kCacheLine;
+  lines += (24 - lines % 16) % 16;
+  return lines * kCacheLine;
+}
+
+// Quantized activation rows in the weight type's activation format, row m at
+// m * stride, cache-line aligned; f32 activations are used in place. The buffer
+// is kept per calling thread to avoid an allocation per call.
 const uint8_t* activations_prepare(const KernelTable& kt, ActFormat format, const float* x, int64_t n_rows,
-                                   int64_t cols, size_t row_stride) {
+                                   int64_t cols, size_t stride) {
   if (format == ActFormat::F32) return reinterpret_cast<const uint8_t*>(x);
   thread_local std::vector<uint8_t> buffer;
-  buffer.resize(row_stride * static_cast<size_t>(n_rows));
+  buffer.resize(stride * static_cast<size_t>(n_rows) + kCacheLine);
+  uint8_t* base = buffer.data() + (kCacheLine - reinterpret_cast<uintptr_t>(buffer.data()) % kCacheLine);
   auto quantize = format == ActFormat::Q8_32 ? kt.quantize_q8_32 : kt.quantize_q8_256;
-  for (int64_t m = 0; m < n_rows; ++m) quantize(x + m * cols, buffer.data() + m * row_stride, cols);
-  return buffer.data();
+  for (int64_t m = 0; m < n_rows; ++m) quantize(x + m * cols, base + m * stride, cols);
+  return base;
 }
 
 }  // namespace
@@ -32,17 +47,21 @@ void matmul(const KernelTable& kt, const WeightView& w, const float* x, int64_t 
             ThreadPool& pool) {
   const TypeTraits& traits = type_traits(w.type);
   const size_t w_row_bytes = row_bytes(w.type, w.cols);
-  const size_t act_stride = act_row_bytes(traits.act_format, w.cols);
+  const size_t act_stride = traits.act_format == ActFormat::F32
+                                ? act_row_bytes(ActFormat::F32, w.cols)
+                                : act_stride_padded(act_row_bytes(traits.act_format, w.cols));
   const uint8_t* act = activations_prepare(kt, traits.act_format, x, n_rows_x, w.cols, act_stride);
   const auto vec_dot = kernels_for(kt, w.type).vec_dot;
   const uint8_t* weights = static_cast<const uint8_t*>(w.data);
+  // Activation groups outermost within a chunk: one group's rows stay in L1 while
+  // the chunk's weight rows (from L2 after the first group) pass under them.
   pool.parallel_for(w.rows, kRowsPerChunk, [&](int64_t begin, int64_t end, int) {
     float results[kMaxActRows];
-    for (int64_t r = begin; r < end; ++r) {
-      const uint8_t* w_row = weights + static_cast<size_t>(r) * w_row_bytes;
-      for (int64_t m0 = 0; m0 < n_rows_x; m0 += kMaxActRows) {
-        const int n_act = static_cast<int>(std::min<int64_t>(kMaxActRows, n_rows_x - m0));
-        vec_dot(w.cols, w_row, act + m0 * act_stride, act_stride, n_act, results);
+    for (int64_t m0 = 0; m0 < n_rows_x; m0 += kMaxActRows) {
+      const int n_act = static_cast<int>(std::min<int64_t>(kMaxActRows, n_rows_x - m0));
+      for (int64_t r = begin; r < end; ++r) {
+        vec_dot(w.cols, weights + static_cast<size_t>(r) * w_row_bytes, act + m0 * act_stride, act_stride, n_act,
+                results);
         for (int i = 0; i < n_act; ++i) y[(m0 + i) * ldy + r] = results[i];
       }
     }

@@ -7,6 +7,10 @@
 #include "quant/scalar_kernels.h"
 #if defined(DUET_X86)
 #include "quant/avx2/avx2_kernels.h"
+#include "quant/avx512/avx512_kernels.h"
+#endif
+#if defined(DUET_ARM64)
+#include "quant/neon/neon_kernels.h"
 #endif
 
 namespace duet {
@@ -57,19 +61,46 @@ KernelTable avx2_table() {
   return t;
 }
 
-// No 512-bit kernels yet: the AVX-512 path runs the AVX2 ones (a superset CPU).
+// Starts from AVX2 (an AVX-512 CPU runs it): the float types and the quantizers
+// stay the AVX2 ones.
 KernelTable avx512_table() {
   KernelTable t = avx2_table();
   t.isa = Isa::Avx512;
+  set_vec_dot(t, GgmlType::Q4_0, avx512::vec_dot_q4_0);
+  set_vec_dot(t, GgmlType::Q5_0, avx512::vec_dot_q5_0);
+  set_vec_dot(t, GgmlType::Q8_0, avx512::vec_dot_q8_0);
+  set_vec_dot(t, GgmlType::Q4_K, avx512::vec_dot_q4_k);
+  set_vec_dot(t, GgmlType::Q5_K, avx512::vec_dot_q5_k);
+  set_vec_dot(t, GgmlType::Q6_K, avx512::vec_dot_q6_k);
   return t;
 }
 #endif
 
 #if defined(DUET_ARM64)
-// No NEON kernels yet: the ARM paths run the scalar reference.
-KernelTable arm_table(Isa isa) {
+KernelTable neon_table() {
   KernelTable t = scalar_table();
-  t.isa = isa;
+  t.isa = Isa::Neon;
+  set_vec_dot(t, GgmlType::F32, neon::vec_dot_f32);
+  set_vec_dot(t, GgmlType::F16, neon::vec_dot_f16);
+  set_vec_dot(t, GgmlType::BF16, neon::vec_dot_bf16);
+  set_vec_dot(t, GgmlType::Q4_0, neon::vec_dot_q4_0);
+  set_vec_dot(t, GgmlType::Q5_0, neon::vec_dot_q5_0);
+  set_vec_dot(t, GgmlType::Q8_0, neon::vec_dot_q8_0);
+  set_vec_dot(t, GgmlType::Q4_K, neon::vec_dot_q4_k);
+  set_vec_dot(t, GgmlType::Q5_K, neon::vec_dot_q5_k);
+  set_vec_dot(t, GgmlType::Q6_K, neon::vec_dot_q6_k);
+  return t;
+}
+
+KernelTable dotprod_table() {
+  KernelTable t = neon_table();
+  t.isa = Isa::Dotprod;
+  set_vec_dot(t, GgmlType::Q4_0, dotprod::vec_dot_q4_0);
+  set_vec_dot(t, GgmlType::Q5_0, dotprod::vec_dot_q5_0);
+  set_vec_dot(t, GgmlType::Q8_0, dotprod::vec_dot_q8_0);
+  set_vec_dot(t, GgmlType::Q4_K, dotprod::vec_dot_q4_k);
+  set_vec_dot(t, GgmlType::Q5_K, dotprod::vec_dot_q5_k);
+  set_vec_dot(t, GgmlType::Q6_K, dotprod::vec_dot_q6_k);
   return t;
 }
 #endif
@@ -94,11 +125,11 @@ const KernelTable& kernel_table(Isa isa) {
 #endif
 #if defined(DUET_ARM64)
     case Isa::Neon: {
-      static const KernelTable table = arm_table(Isa::Neon);
+      static const KernelTable table = neon_table();
       return table;
     }
     case Isa::Dotprod: {
-      static const KernelTable table = arm_table(Isa::Dotprod);
+      static const KernelTable table = dotprod_table();
       return table;
     }
 #endif

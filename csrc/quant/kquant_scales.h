@@ -6,7 +6,10 @@
 
 #include "quant/formats.h"
 
+// Everything here has internal linkage: this header is compiled into files built
+// with different ISA flags, and the linker must not pick one file's copy for all.
 namespace duet {
+namespace {
 
 struct KQuantScales {
   uint8_t scales[8];  // [sub-block] 6-bit scale
@@ -38,4 +41,5 @@ inline int32_t kquant_mins_dot(const KQuantScales& s, const ActQ8_256& a) {
   return summ;
 }
 
+}  // namespace
 }  // namespace duet

@@ -6,7 +6,10 @@
 #include <cstddef>
 #include <cstdint>
 
+// Everything here has internal linkage: this header is compiled into files built
+// with different ISA flags, and the linker must not pick one file's copy for all.
 namespace duet {
+namespace {
 
 constexpr int kRowGroup = 4;  // rows one unpacked weight block serves at a time
 
@@ -22,4 +25,5 @@ inline void run_row_groups(const RowsKernel (&rows_kernel)[kRowGroup], int64_t n
   }
 }
 
+}  // namespace
 }  // namespace duet

@@ -6,7 +6,10 @@
 
 #include "quant/formats.h"
 
+// Everything here has internal linkage: this header is compiled into files built
+// with different ISA flags, and the linker must not pick one file's copy for all.
 namespace duet::avx2 {
+namespace {
 
 inline float f16_load(uint16_t h) { return _cvtsh_ss(h); }
 
@@ -37,10 +40,13 @@ inline __m256i dot_i8_i8(__m256i w_abs, __m256i w, __m256i a) {
 }
 
 // The shuffle control that copies 16-bit lane `lo` of each 128-bit half into every
-// lane of the low half and lane `hi` into every lane of the high half.
+// lane of the low half and lane `hi` into every lane of the high half. Written
+// element by element so that constant arguments fold into one constant load.
 inline __m256i broadcast16_control(int lo, int hi) {
-  return _mm256_set_m128i(_mm_set1_epi16(static_cast<short>(((2 * hi + 1) << 8) | (2 * hi))),
-                          _mm_set1_epi16(static_cast<short>(((2 * lo + 1) << 8) | (2 * lo))));
+  const short l = static_cast<short>(((2 * lo + 1) << 8) | (2 * lo));
+  const short h = static_cast<short>(((2 * hi + 1) << 8) | (2 * hi));
+  return _mm256_setr_epi16(l, l, l, l, l, l, l, l, h, h, h, h, h, h, h, h);
 }
 
+}  // namespace
 }  // namespace duet::avx2

@@ -1,20 +1,109 @@
-// What the Q4_K and Q5_K dot products share: the per-block scale vectors and the
-// mins term against the activations' 16-element sums.
+// What the K-quant dot products (Q4_K, Q5_K, Q6_K) share. A super-block is
+// unpacked once into L1 (unsigned bytes and the 16-bit scale of each pair sum),
+// then every activation row runs the same integer dot product over it: unpacking
+// is paid once per block however many rows there are, and each row's arithmetic
+// is the one-row sequence.
 #pragma once
 #include "quant/avx2/avx2_common.h"
+#include "quant/kernels.h"
+#include <cstring>
+
 #include "quant/kquant_scales.h"
 
+// Everything here has internal linkage: this header is compiled into files built
+// with different ISA flags, and the linker must not pick one file's copy for all.
 namespace duet::avx2 {
+namespace {
 
-struct KQuantScaleVectors {
-  __m256i scales16;  // int16 [2][8]: the eight sub-block scales in both 128-bit halves
-  __m128i mins16;    // int16 [8]: the eight sub-block mins
+struct alignas(64) KBlockUnpacked {  // 64: AVX-512 loads chunk pairs
+  __m256i q[8];      // chunk j: unsigned weights of elements 32j..32j+31
+  __m256i scale[8];  // chunk j: int16 factor for each pair sum (16 lanes)
 };
 
-inline KQuantScaleVectors kquant_scale_vectors(const uint8_t packed[12]) {
-  const KQuantScales s = kquant_scales_unpack(packed);
-  const __m256i both = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(&s)));
-  return {_mm256_permute2x128_si256(both, both, 0x00), _mm256_extracti128_si256(both, 1)};
+// sums[i] = int32[8] partial sums of sum_j scale_j * q_j * a_i,j over the
+// super-block, for R activation rows at once: each unpacked chunk is loaded once
+// for R rows. Integer sums are exact, so the grouping cannot change a row's result.
+template <int R>
+inline void kblock_dot_rows(const KBlockUnpacked& u, const int8_t* const a[R], __m256i sums[R]) {
+  for (int i = 0; i < R; ++i) sums[i] = _mm256_setzero_si256();
+  auto chunk = [&](int j) {
+    const __m256i q = _mm256_load_si256(&u.q[j]);
+    const __m256i scale = _mm256_load_si256(&u.scale[j]);
+    for (int i = 0; i < R; ++i) {
+      const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[i] + 32 * j));
+      sums[i] = _mm256_add_epi32(sums[i], _mm256_madd_epi16(_mm256_maddubs_epi16(q, av), scale));
+    }
+  };
+  if constexpr (R == 1) {
+    // Unrolled, so that a block unpacked just before stays in registers.
+    for (int j = 0; j < 8; ++j) chunk(j);
+  } else {
+    // Fully unrolled over several rows, GCC regroups the integer adds into a tree
+    // that keeps every product live and spills; a rolled loop keeps one running
+    // sum per row.
+#pragma GCC unroll 1
+    for (int j = 0; j < 8; ++j) chunk(j);
+  }
+}
+
+// sums[i] for the n (<= kMaxActRows) rows a[0..n), up to four at a time.
+using KBlockDot = void (*)(const KBlockUnpacked& u, const int8_t* const* a, int n, __m256i* sums);
+
+inline void kblock_dot(const KBlockUnpacked& u, const int8_t* const* a, int n, __m256i* sums) {
+  int i = 0;
+  for (; i + 4 <= n; i += 4) kblock_dot_rows<4>(u, a + i, sums + i);
+  switch (n - i) {
+    case 3: kblock_dot_rows<3>(u, a + i, sums + i); break;
+    case 2: kblock_dot_rows<2>(u, a + i, sums + i); break;
+    case 1: kblock_dot_rows<1>(u, a + i, sums + i); break;
+    default: break;
+  }
+}
+
+// Activation rows that matmul cannot keep in L1 across weight rows (it tries to):
+// they are walked in lockstep, more streams than the hardware prefetchers follow,
+// so each row's block two steps ahead is requested.
+constexpr size_t kActL1Budget = 24 * 1024;  // of the 32 KB L1, leaving room for weights
+
+inline bool act_rows_need_prefetch(int n_act, size_t stride) {
+  return n_act > 1 && static_cast<size_t>(n_act) * stride > kActL1Budget;
+}
+
+// The activation blocks b of n_act rows.
+inline void act_blocks_gather(const uint8_t* rows, size_t stride, int n_act, int64_t b, bool prefetch,
+                              const ActQ8_256* blocks[], const int8_t* qs[]) {
+  for (int r = 0; r < n_act; ++r) {
+    blocks[r] = reinterpret_cast<const ActQ8_256*>(rows + r * stride) + b;
+    qs[r] = blocks[r]->qs;
+    if (!prefetch) continue;
+    const char* ahead = reinterpret_cast<const char*>(blocks[r] + 2);
+    for (int line = 0; line < 5; ++line) _mm_prefetch(ahead + 64 * line, _MM_HINT_T0);
+  }
+}
+
+// kquant_scales_unpack in one register: bytes 0-7 the scales, 8-15 the mins.
+// 32-bit lane k is output word k of the scalar version: lanes 0 and 2 are the low
+// 6 bits of words 0 and 1; lanes 1 and 3 combine a nibble of word 2 with the top
+// 2 bits of words 0 and 1.
+inline __m128i kquant_scales_unpack_sse(const uint8_t packed[12]) {
+  uint32_t word[3];
+  std::memcpy(word, packed, 12);
+  const __m128i w = _mm_setr_epi32(static_cast<int>(word[0]), static_cast<int>(word[1]), static_cast<int>(word[2]), 0);
+  const __m128i low_words = _mm_shuffle_epi32(w, _MM_SHUFFLE(1, 1, 0, 0));   // w0 w0 w1 w1
+  const __m128i nibble_words = _mm_srlv_epi32(_mm_shuffle_epi32(w, _MM_SHUFFLE(2, 1, 2, 0)), _mm_setr_epi32(0, 0, 0, 4));
+  const __m128i low6 = _mm_and_si128(low_words, _mm_set1_epi32(0x3f3f3f3f));
+  const __m128i top2 = _mm_slli_epi32(_mm_and_si128(_mm_srli_epi32(low_words, 6), _mm_set1_epi32(0x03030303)), 4);
+  const __m128i combined = _mm_or_si128(_mm_and_si128(nibble_words, _mm_set1_epi32(0x0f0f0f0f)), top2);
+  return _mm_blend_epi32(low6, combined, 0b1010);
+}
+
+// The eight sub-block scales of Q4_K / Q5_K as pair-sum factors (chunk j is
+// sub-block j), and the mins as int16[8].
+inline __m128i kquant_scales_into(const uint8_t packed[12], KBlockUnpacked& u) {
+  const __m256i both = _mm256_cvtepu8_epi16(kquant_scales_unpack_sse(packed));
+  const __m256i scales16 = _mm256_permute2x128_si256(both, both, 0x00);
+  for (int j = 0; j < 8; ++j) u.scale[j] = _mm256_shuffle_epi8(scales16, broadcast16_control(j, j));
+  return _mm256_extracti128_si256(both, 1);
 }
 
 // int32[4] partial sums of min_j * (bsums[2j] + bsums[2j+1]).
@@ -24,19 +113,94 @@ inline __m128i kquant_mins_dot(__m128i mins16, const ActQ8_256& a) {
   return _mm_madd_epi16(mins16, pair_sums);
 }
 
-// Row state of a K-quant dot product with mins: integer sums of one block, and the
-// two float accumulators (scale term and mins term) across blocks.
+// Row state of a Q4_K / Q5_K dot product: the scale term and the mins term, each
+// one FMA per block.
 struct KQuantRowAcc {
-  __m256 scaled = _mm256_setzero_ps();
-  __m128 mins = _mm_setzero_ps();
+  __m256 scaled;
+  __m128 mins;
 };
 
-// Folds one block of one row into its accumulators: one FMA per term.
-inline void kquant_row_accumulate(KQuantRowAcc& acc, __m256i sumi, __m128i summ, float d, float neg_dmin) {
-  acc.scaled = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc.scaled);
-  acc.mins = _mm_fmadd_ps(_mm_set1_ps(neg_dmin), _mm_cvtepi32_ps(summ), acc.mins);
+// Runs a K-quant-with-mins dot product (Q4_K, Q5_K) over n_act rows; unpack(block,
+// u) fills u.q (u.scale and the returned mins come from kquant_scales_into).
+// kRows is n_act when known at compile time (1: the block never leaves registers),
+// else 0. Either way each row's operations are the same.
+template <typename Block, __m128i (*unpack)(const Block&, KBlockUnpacked&), KBlockDot dot, int kRows>
+void kquant_mins_rows(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
+  if constexpr (kRows > 0) n_act = kRows;
+  const bool prefetch = act_rows_need_prefetch(n_act, act_stride);
+  const Block* blocks = static_cast<const Block*>(w);
+  const uint8_t* rows = static_cast<const uint8_t*>(act);
+  KQuantRowAcc acc[kMaxActRows];
+  for (int r = 0; r < n_act; ++r) acc[r] = {_mm256_setzero_ps(), _mm_setzero_ps()};
+  KBlockUnpacked u;
+  const int64_t n_blocks = n / QK_K;
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    _mm_prefetch(reinterpret_cast<const char*>(blocks + b + 4), _MM_HINT_T0);
+    const __m128i mins16 = unpack(blocks[b], u);
+    const float d = f16_load(blocks[b].d), dmin = f16_load(blocks[b].dmin);
+    const ActQ8_256* a[kMaxActRows];
+    const int8_t* qs[kMaxActRows];
+    act_blocks_gather(rows, act_stride, n_act, b, prefetch, a, qs);
+    __m256i sumi[kMaxActRows];
+    dot(u, qs, n_act, sumi);
+    for (int r = 0; r < n_act; ++r) {
+      const __m128i summ = kquant_mins_dot(mins16, *a[r]);
+      acc[r].scaled = _mm256_fmadd_ps(_mm256_set1_ps(d * a[r]->d), _mm256_cvtepi32_ps(sumi[r]), acc[r].scaled);
+      acc[r].mins = _mm_fmadd_ps(_mm_set1_ps(-(dmin * a[r]->d)), _mm_cvtepi32_ps(summ), acc[r].mins);
+    }
+  }
+  for (int r = 0; r < n_act; ++r) out[r] = hsum_f32x8(acc[r].scaled) + hsum_f32x4(acc[r].mins);
 }
 
-inline float kquant_row_result(const KQuantRowAcc& acc) { return hsum_f32x8(acc.scaled) + hsum_f32x4(acc.mins); }
+template <typename Block, __m128i (*unpack)(const Block&, KBlockUnpacked&), KBlockDot dot>
+void kquant_mins_vec_dot(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
+  if (n_act == 1) {
+    kquant_mins_rows<Block, unpack, dot, 1>(n, w, act, act_stride, n_act, out);
+  } else {
+    kquant_mins_rows<Block, unpack, dot, 0>(n, w, act, act_stride, n_act, out);
+  }
+}
 
+// Q6_K's dot product over n_act rows given its unpacker: the -32 offset of every
+// weight is taken once per block as 32 * sum_j(scale_j * bsums_j), exact in int32.
+template <void (*unpack)(const BlockQ6_K&, KBlockUnpacked&), KBlockDot dot, int kRows>
+void q6_k_rows(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
+  if constexpr (kRows > 0) n_act = kRows;
+  const bool prefetch = act_rows_need_prefetch(n_act, act_stride);
+  const BlockQ6_K* blocks = static_cast<const BlockQ6_K*>(w);
+  const uint8_t* rows = static_cast<const uint8_t*>(act);
+  __m256 acc[kMaxActRows];
+  for (int r = 0; r < n_act; ++r) acc[r] = _mm256_setzero_ps();
+  KBlockUnpacked u;
+  const int64_t n_blocks = n / QK_K;
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    _mm_prefetch(reinterpret_cast<const char*>(blocks + b + 4), _MM_HINT_T0);
+    unpack(blocks[b], u);
+    const __m256i scales_all = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blocks[b].scales)));
+    const float d = f16_load(blocks[b].d);
+    const ActQ8_256* a[kMaxActRows];
+    const int8_t* qs[kMaxActRows];
+    act_blocks_gather(rows, act_stride, n_act, b, prefetch, a, qs);
+    __m256i sumi[kMaxActRows];
+    dot(u, qs, n_act, sumi);
+    for (int r = 0; r < n_act; ++r) {
+      const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[r]->bsums));
+      const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(scales_all, bsums), 5);
+      const __m256 sum = _mm256_cvtepi32_ps(_mm256_sub_epi32(sumi[r], offset));
+      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[r]->d), sum, acc[r]);
+    }
+  }
+  for (int r = 0; r < n_act; ++r) out[r] = hsum_f32x8(acc[r]);
+}
+
+template <void (*unpack)(const BlockQ6_K&, KBlockUnpacked&), KBlockDot dot>
+void q6_k_vec_dot_with(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
+  if (n_act == 1) {
+    q6_k_rows<unpack, dot, 1>(n, w, act, act_stride, n_act, out);
+  } else {
+    q6_k_rows<unpack, dot, 0>(n, w, act, act_stride, n_act, out);
+  }
+}
+
+}  // namespace
 }  // namespace duet::avx2

@@ -1,13 +1,8 @@
 #include "quant/avx2/avx2_kernels.h"
 #include "quant/avx2/block32_dot.h"
+#include "quant/avx2/block32_unpack.h"
 
 namespace duet::avx2 {
-
-namespace {
-__m256i q4_0_unpack(const BlockQ4_0& block) {
-  return _mm256_sub_epi8(nibbles_unpack(block.qs), _mm256_set1_epi8(8));
-}
-}  // namespace
 
 void vec_dot_q4_0(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
   block32_vec_dot<BlockQ4_0, q4_0_unpack>(n, w, act, act_stride, n_act, out);

@@ -1,0 +1,22 @@
+// The AVX-512 (+VNNI) path's kernels. It mirrors the AVX2 path (same unpacking,
+// same per-row float sequence) and widens the integer dot products: 512-bit for
+// the K-quants, VNNI vpdpbusd / vpdpwssd where they fuse a multiply and an add.
+// Types without a kernel here use the AVX2 one.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace duet::avx512 {
+
+#define DUET_DECLARE_VEC_DOT(fmt) \
+  void vec_dot_##fmt(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out);
+
+DUET_DECLARE_VEC_DOT(q4_0)
+DUET_DECLARE_VEC_DOT(q5_0)
+DUET_DECLARE_VEC_DOT(q8_0)
+DUET_DECLARE_VEC_DOT(q4_k)
+DUET_DECLARE_VEC_DOT(q5_k)
+DUET_DECLARE_VEC_DOT(q6_k)
+#undef DUET_DECLARE_VEC_DOT
+
+}  // namespace duet::avx512
