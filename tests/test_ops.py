@@ -386,3 +386,21 @@ def test_add_bias_and_add_inplace():
         _core.add_inplace(x, np.zeros((4, 8), np.float32))
     with pytest.raises(ValueError):
         _core.add_inplace(x[:, ::2], np.zeros((4, 5), np.float32))
+
+
+def test_thread_pool_many_small_jobs_stay_exact():
+    """Thousands of back-to-back jobs on a pool whose helper may wake late: every
+    result must still be complete and exact (a late helper must never run a chunk
+    of the wrong job)."""
+    rng = np.random.default_rng(5)
+    pool = _core.ThreadPool(3)
+    x = rng.standard_normal((4, 64)).astype(np.float32)
+    w = rng.standard_normal(64).astype(np.float32)
+    expected = _core.rms_norm(x, w, 1e-6)
+    q = rng.standard_normal((2, 4, 16)).astype(np.float32)
+    k = rng.standard_normal((8, 2, 16)).astype(np.float32)
+    mask = np.ones((2, 8), dtype=np.uint8)
+    first = _core.attention(q, k, k, 8, mask, 0.25, pool)
+    for _ in range(3000):
+        assert np.array_equal(_core.attention(q, k, k, 8, mask, 0.25, pool), first)
+    assert np.array_equal(_core.rms_norm(x, w, 1e-6), expected)

@@ -16,9 +16,9 @@ namespace duet {
 
 namespace {
 // Decode calls parallel_for a few hundred times per token, each lasting tens of
-// microseconds; waking a sleeping thread costs about as much, so helpers spin a
+// microseconds; waking a sleeping thread costs about as much, so threads spin a
 // while before they sleep.
-constexpr int kSpinIterations = 1 << 16;
+constexpr int kSpinIterations = 1 << 14;
 }  // namespace
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads) {
@@ -31,42 +31,57 @@ ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads) {
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    stopping_ = true;
-    ++generation_;
+    stopping_.store(true);
+    generation_.fetch_add(1);
   }
   wake_.notify_all();
   for (auto& t : workers_) t.join();
 }
 
-void ThreadPool::run_chunks(int index) {
+bool ThreadPool::claim(uint64_t generation, int64_t& begin, int64_t& end) {
+  const uint64_t tag = (generation << kItemBits) & ~kItemMask;
+  uint64_t current = claim_.load(std::memory_order_acquire);
   for (;;) {
-    int64_t begin = next_item_.fetch_add(job_grain_, std::memory_order_relaxed);
-    if (begin >= job_n_) return;
-    int64_t end = begin + job_grain_ < job_n_ ? begin + job_grain_ : job_n_;
-    (*job_)(begin, end, index);
+    if ((current & ~kItemMask) != tag) return false;  // that job is over
+    // The job is live while the counter carries its tag, so its slot is stable.
+    const Job& job = jobs_[generation & 1];
+    const int64_t n = job.n.load(std::memory_order_relaxed), grain = job.grain.load(std::memory_order_relaxed);
+    begin = int64_t(current & kItemMask);
+    if (begin >= n) return false;
+    end = begin + grain < n ? begin + grain : n;
+    if (claim_.compare_exchange_weak(current, tag | uint64_t(end), std::memory_order_acq_rel)) return true;
+  }
+}
+
+void ThreadPool::run_chunks(uint64_t generation, int index) {
+  int64_t begin, end;
+  while (claim(generation, begin, end)) {
+    const Job& job = jobs_[generation & 1];
+    (*job.fn.load(std::memory_order_relaxed))(begin, end, index);
+    if (done_items_.fetch_add(end - begin, std::memory_order_acq_rel) + (end - begin) ==
+        job.n.load(std::memory_order_relaxed)) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      finished_.notify_one();
+    }
   }
 }
 
 void ThreadPool::worker_loop(int index) {
   uint64_t seen = 0;
   for (;;) {
-    uint64_t gen;
-    for (int spin = 0; spin < kSpinIterations; ++spin) {
-      if (__atomic_load_n(&generation_, __ATOMIC_ACQUIRE) != seen) break;
+    uint64_t generation = generation_.load(std::memory_order_acquire);
+    for (int spin = 0; spin < kSpinIterations && generation == seen; ++spin) {
       cpu_relax();
+      generation = generation_.load(std::memory_order_acquire);
     }
-    {
+    if (generation == seen) {
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return generation_ != seen; });
-      gen = generation_;
-      if (stopping_) return;
+      wake_.wait(lock, [&] { return generation_.load() != seen; });
+      generation = generation_.load();
     }
-    seen = gen;
-    run_chunks(index);
-    if (active_workers_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-      std::lock_guard<std::mutex> lock(mutex_);
-      done_.notify_one();
-    }
+    if (stopping_.load()) return;
+    seen = generation;
+    run_chunks(generation, index);
   }
 }
 
@@ -77,23 +92,25 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void
     fn(0, n, 0);
     return;
   }
+  const uint64_t generation = generation_.load(std::memory_order_relaxed) + 1;
+  Job& job = jobs_[generation & 1];
+  job.fn.store(&fn, std::memory_order_relaxed);
+  job.n.store(n, std::memory_order_relaxed);
+  job.grain.store(grain, std::memory_order_relaxed);
+  done_items_.store(0, std::memory_order_relaxed);
+  claim_.store((generation << kItemBits) & ~kItemMask, std::memory_order_release);
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    job_ = &fn;
-    job_n_ = n;
-    job_grain_ = grain;
-    next_item_.store(0, std::memory_order_relaxed);
-    active_workers_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
-    __atomic_store_n(&generation_, generation_ + 1, __ATOMIC_RELEASE);
+    generation_.store(generation, std::memory_order_release);
   }
   wake_.notify_all();
-  run_chunks(0);
+  run_chunks(generation, 0);
   for (int spin = 0; spin < kSpinIterations; ++spin) {
-    if (active_workers_.load(std::memory_order_acquire) == 0) return;
+    if (done_items_.load(std::memory_order_acquire) == n) return;
     cpu_relax();
   }
   std::unique_lock<std::mutex> lock(mutex_);
-  done_.wait(lock, [&] { return active_workers_.load(std::memory_order_acquire) == 0; });
+  finished_.wait(lock, [&] { return done_items_.load(std::memory_order_acquire) == n; });
 }
 
 }  // namespace duet
