@@ -15,6 +15,8 @@ run: install
 # Installs the test dependencies and runs every test, the real-model ones included.
 test:
 	$(PYTHON) -m pip install ".[test]"
+	cmake -S . -B build-tests -G Ninja -DDUET_BUILD_PYTHON=OFF -DDUET_BUILD_TESTS=ON
+	cmake --build build-tests
 	$(PYTHON) -m duet models pull
 	$(PYTHON) -m pytest -q
 

@@ -9,7 +9,9 @@ import subprocess
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-HOST_TESTS = ROOT / "build" / "duet_kernel_tests"
+# make test builds them in build-tests/, make dev in build/.
+HOST_TESTS = next((p for p in (ROOT / "build-tests" / "duet_kernel_tests", ROOT / "build" / "duet_kernel_tests")
+                   if p.exists()), ROOT / "build-tests" / "duet_kernel_tests")
 ARM_TESTS = ROOT / "build-arm" / "duet_kernel_tests"
 QEMU = shutil.which("qemu-aarch64")
 
@@ -20,7 +22,7 @@ def run_and_check(command):
     assert " 0 failed" in result.stdout
 
 
-@pytest.mark.skipif(not HOST_TESTS.exists(), reason="build/duet_kernel_tests not built (-DDUET_BUILD_TESTS=ON)")
+@pytest.mark.skipif(not HOST_TESTS.exists(), reason="duet_kernel_tests not built (make test or make dev)")
 def test_cpp_kernel_tests_pass():
     run_and_check([str(HOST_TESTS)])
 
