@@ -19,7 +19,7 @@ from duet.config import ModelConfig
 from duet.generate import DecodeStats, decode_tokens
 from duet.gguf_file import GGUFFile
 from duet.kv_cache import KVCache
-from duet.memory import format_size, memory_usage, parse_size
+from duet.memory import memory_usage, parse_size, peak_memory
 from duet.model import PREFILL_BLOCK, Model, layer_shape
 from duet.models import default_pair, resolve_model
 from duet.policy import FallbackPolicy
@@ -213,7 +213,7 @@ class Engine:
             first_time = first_time or now
             emitted += 1
             rate = (emitted - 1) / (now - first_time) if now > first_time else 0.0
-            yield TokenEvent(decoder.feed(token), token, from_draft, rate, memory_usage().peak)
+            yield TokenEvent(decoder.feed(token), token, from_draft, rate, peak_memory())
         self.last_stats = self._summarise(stats, len(tokens), emitted, start, first_time, io_before)
 
     def _collaborative_steps(self, tokens, max_tokens, sampler, target_cache):
@@ -239,7 +239,7 @@ class Engine:
             "seconds": end - start,
             "time_to_first_token": (first_time - start) if first_time else None,
             "tokens_per_second": (emitted - 1) / (end - first_time) if first_time and end > first_time else 0.0,
-            "peak_memory": memory_usage().peak,
+            "peak_memory": peak_memory(),
             "budget": self.budget,
             "bytes_read": io["bytes_read"] - io_before["bytes_read"],
             "read_seconds": io["seconds_busy"] - io_before["seconds_busy"],

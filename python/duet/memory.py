@@ -68,6 +68,18 @@ def memory_usage() -> MemoryUsage:
                        file=status.get("RssFile", shared), peak=max(status.get("VmHWM", rss), rss))
 
 
+def peak_memory() -> int:
+    """The process's peak resident bytes so far, cheaply (once per token)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return memory_usage().peak
+
+
 def reset_peak() -> bool:
     """Restarts VmHWM from the current RSS (Linux 4.0+); False where not allowed."""
     try:
