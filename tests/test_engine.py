@@ -128,3 +128,29 @@ def test_sampling_is_seeded(tiny_pair):
         a = engine.generate(PROMPT, max_tokens=24, temperature=0.9, seed=7).tokens
         b = engine.generate(PROMPT, max_tokens=24, temperature=0.9, seed=7).tokens
     assert a == b
+
+
+def test_read_error_mid_generation_raises_and_engine_recovers(tmp_path):
+    """The model file shrinks under a running engine: that generation ends with a
+    clear error; once the file is whole again the same engine works."""
+    original = write_tiny_model(tmp_path / "wide.gguf", n_layer=4, n_embd=512, n_ff=1024, weight_type="F16", seed=2)
+    path = tmp_path / "shrinking.gguf"
+    path.write_bytes(original.read_bytes())
+    expected = target_only(original)
+    with Engine(target=path, draft=None, threads=2, n_ctx=256) as probe:
+        fixed = sum(probe.fixed_costs().values())
+        segments = layer_segments(probe.target_gguf, probe.target_config.n_layer)
+    budget = fixed + 3 * max(s.read_bytes for s in segments) + 2_000_000
+    with Engine(target=path, draft=None, threads=2, n_ctx=256, budget=budget) as engine:
+        streamed = engine.plan.streamed
+        assert streamed
+        whole = path.read_bytes()
+        events = engine.stream(PROMPT, max_tokens=48)
+        next(events)  # the prompt is in; the file now loses its streamed layers
+        with open(path, "r+b") as f:
+            f.truncate(streamed[0].offset + 16)
+        with pytest.raises(RuntimeError, match="end of|read error"):
+            for _ in events:
+                pass
+        path.write_bytes(whole)
+        assert engine.generate(PROMPT, max_tokens=48).tokens == expected
