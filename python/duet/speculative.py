@@ -72,6 +72,7 @@ class TreeDrafter:
         self.slots: dict[int, int] = {}  # tree node -> cache slot of its row
         self.open: list[tuple[float, int, int, float]] = []  # heap of (-cumulative, parent, token, prob)
         self.root_position = 0
+        self.steps = 0  # forward passes of single draft nodes, for the cost model
 
     def candidates(self, probs: np.ndarray) -> list[tuple[int, float]]:
         """The likeliest next token, plus others likely enough to open a branch."""
@@ -119,6 +120,7 @@ class TreeDrafter:
         mask[0, self.cache.n] = 1
         position = np.array([self.root_position + self.tree.depths[node]], dtype=np.int32)
         self.slots[node] = self.cache.n
+        self.steps += 1
         logits = self.model.forward([token], self.cache, positions=position, mask=mask)[0]
         self._open_children(node, softmax(logits))
 
@@ -252,15 +254,23 @@ def _record(stats: SpeculativeStats, tree: TokenTree, verdict: Verdict, policy: 
     stats.accepted_per_pass.append(verdict.n_draft_accepted)
 
 
+def _observe(policy: FallbackPolicy, drafter: TreeDrafter, steps_before: int, draft_seconds: float,
+             verify_seconds: float) -> None:
+    steps = drafter.steps - steps_before
+    policy.observe_costs(draft_seconds / steps if steps else None, verify_seconds)
+
+
 def _sequential_rounds(verifier, drafter, root, policy, choose, stats) -> Iterator[Verdict]:
     while True:
-        start = time.perf_counter()
+        start, steps = time.perf_counter(), drafter.steps
         tree = drafter.draft(root, verifier.cache.n, policy)
         middle = time.perf_counter()
         verdict = verifier.verify(tree, choose)
         drafter.commit(verdict)
+        end = time.perf_counter()
         stats.draft_seconds += middle - start
-        stats.verify_seconds += time.perf_counter() - middle
+        stats.verify_seconds += end - middle
+        _observe(policy, drafter, steps, middle - start, end - middle)
         _record(stats, tree, verdict, policy)
         yield verdict
         root = verdict.tokens[-1]
@@ -274,15 +284,17 @@ def _pipelined_rounds(verifier, drafter, root, policy, choose, stats) -> Iterato
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="duet-verify") as executor:
             while True:
-                start = time.perf_counter()
+                start, steps = time.perf_counter(), drafter.steps
                 tree = drafter.draft(root, verifier.cache.n, policy)
                 middle = time.perf_counter()
                 pending = executor.submit(verifier.verify, tree, choose)
                 stats.provisional += drafter.draft_provisionally(pending.done, 2 * policy.max_nodes)
                 verdict = pending.result()
                 stats.reused += drafter.commit(verdict)
+                end = time.perf_counter()
                 stats.draft_seconds += middle - start
-                stats.verify_seconds += time.perf_counter() - middle
+                stats.verify_seconds += end - middle
+                _observe(policy, drafter, steps, middle - start, end - middle)
                 _record(stats, tree, verdict, policy)
                 yield verdict
                 root = verdict.tokens[-1]
