@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PROMPT ?= Write a Python function that returns the n-th Fibonacci number.
 
-.PHONY: install run test test-fast dev cpp-test bench
+.PHONY: install run test test-fast dev cpp-test sanitize bench
 
 install:
 	$(PYTHON) -m pip install .
@@ -32,6 +32,13 @@ dev:
 
 cpp-test: dev
 	./build/duet_kernel_tests
+
+# The C++ kernel tests built with AddressSanitizer and UBSan.
+sanitize:
+	cmake -S . -B build-sanitize -G Ninja -DDUET_BUILD_PYTHON=OFF -DDUET_BUILD_TESTS=ON -DDUET_SANITIZE=ON \
+		-DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake --build build-sanitize
+	./build-sanitize/duet_kernel_tests
 
 bench:
 	$(PYTHON) bench/bench_matmul.py
