@@ -233,3 +233,26 @@ def test_cli_and_import_duet_stay_light(tiny_pair):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=duet_env(), timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_chat_turn_that_outgrows_the_context_is_refused_alone(tiny_pair):
+    target, draft = tiny_pair
+    args = ["-m", str(target), "-md", str(draft), "-c", "64", "-t", "1", "-n", "8"]
+    long_line = "please write a function that counts the operations below zero " * 2
+    result = run_duet("chat", *args, stdin=f"hello\n{long_line}\n")
+    assert result.returncode == 0, result.stderr
+    with Engine(target=target, draft=draft, threads=1, n_ctx=64) as engine:
+        first = engine.chat([{"role": "user", "content": "hello"}], max_tokens=8).text
+    assert result.stdout == first + "\n"
+    assert len(result.stderr.strip().splitlines()) == 1 and "context size" in result.stderr
+
+
+def test_bench_runs_the_bench_scripts_of_a_checkout(monkeypatch, tmp_path, capsys):
+    for name in ("bench_a.py", "bench_b.py", "helper.py"):
+        (tmp_path / name).write_text(f"open('{name}.ran', 'w').close()\n")
+    monkeypatch.setattr(cli, "BENCH_DIR", tmp_path)
+    assert cli.main(["bench"]) == 0
+    assert sorted(p.name for p in tmp_path.glob("*.ran")) == ["bench_a.py.ran", "bench_b.py.ran"]
+    (tmp_path / "bench_c.py").write_text("raise SystemExit(3)\n")
+    assert cli.main(["bench"]) == 1
+    assert "bench_c.py failed with exit code 3" in capsys.readouterr().err

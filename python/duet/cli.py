@@ -159,8 +159,10 @@ def _stream_to_stdout(engine, prompt: str | list[int], options: dict) -> list[in
 
 def _timing_line(label: str, seconds: float, count: int, unit: str) -> str:
     ms = seconds * 1e3
-    per = f"{ms / count:8.2f} ms per token, {count / seconds:8.2f} tokens per second" if count and seconds > 0 else ""
-    return f"duet_perf: {label:>16} = {ms:10.2f} ms / {count:5d} {unit:<6} ({per})"
+    line = f"duet_perf: {label:>16} = {ms:10.2f} ms / {count:5d} {unit:<6}"
+    if count and seconds > 0:
+        line += f" ({ms / count:8.2f} ms per token, {count / seconds:8.2f} tokens per second)"
+    return line
 
 
 def format_run_summary(stats: dict, load_seconds: float) -> str:
@@ -173,7 +175,7 @@ def format_run_summary(stats: dict, load_seconds: float) -> str:
     lines = [
         f"duet_perf: {'load time':>16} = {load_seconds * 1e3:10.2f} ms",
         _timing_line("prompt eval time", prompt_seconds, stats["prompt_tokens"], "tokens"),
-        _timing_line("eval time", eval_seconds, stats["generated_tokens"], "runs"),
+        _timing_line("eval time", eval_seconds, stats["generated_tokens"], "tokens"),
         f"duet_perf: {'total time':>16} = {(load_seconds + stats['seconds']) * 1e3:10.2f} ms / "
         f"{stats['prompt_tokens'] + stats['generated_tokens']:5d} tokens",
     ]
@@ -227,13 +229,23 @@ def _user_lines(interactive: bool) -> Iterator[str]:
 
 
 def _chat(args: argparse.Namespace) -> int:
+    from duet.sampling import Sampler
+
+    options = _sampling_options(args)
+    # Bad settings fail here, once, rather than on every turn below.
+    Sampler(**{k: v for k, v in options.items() if k != "max_tokens"})
     with _open_engine(args) as engine:
         _print_plan(engine, args.verbose)
         messages = [{"role": "system", "content": args.system}] if args.system else []
         for line in _user_lines(sys.stdin.isatty()):
             messages.append({"role": "user", "content": line})
             prompt = engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
-            tokens = _stream_to_stdout(engine, prompt, _sampling_options(args))
+            try:
+                tokens = _stream_to_stdout(engine, prompt, options)
+            except ValueError as exc:  # e.g. the conversation outgrew the context: this turn only
+                messages.pop()
+                print(f"duet: error: {_one_line(exc)}", file=sys.stderr)
+                continue
             sys.stdout.write("\n")
             sys.stdout.flush()
             messages.append({"role": "assistant", "content": engine.tokenizer.decode(tokens, special=False)})
@@ -283,8 +295,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     for script in scripts:
         print(f"== {script.name}", flush=True)
-        command = [sys.executable, str(script)] + (["--threads", str(args.threads)] if args.threads else [])
-        returncode = subprocess.run(command, cwd=script.parent).returncode
+        returncode = subprocess.run([sys.executable, str(script)], cwd=script.parent).returncode
         if returncode != 0:
             raise CommandError(f"{script.name} failed with exit code {returncode}")
     return 0
@@ -310,7 +321,8 @@ def add_bench_command(subparsers: argparse._SubParsersAction) -> None:
         "bench", help="run bench/bench_*.py of a source checkout, else a quick built-in tokens/s measurement",
         description="In a source checkout, runs bench/bench_*.py (duet beside llama.cpp, real models). "
                     "Installed without the bench scripts, or with --quick: decodes one fixed prompt greedily, "
-                    "target-only and with the drafter, and prints tokens per second.")
+                    "target-only and with the drafter, and prints tokens per second. The model options apply "
+                    "to the built-in measurement; the scripts run with their own defaults.")
     bench.add_argument("--quick", action="store_true", help="the built-in measurement even in a source checkout")
     _add_model_options(bench)
     bench.add_argument("-n", "--n-predict", type=_positive_int, default=64, metavar="N", help="tokens per measurement")

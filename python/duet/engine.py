@@ -48,9 +48,11 @@ class TokenEvent:
 
 @dataclass
 class GenerationResult:
-    text: str
-    tokens: list[int]
-    stats: dict = field(default_factory=dict)
+    """A whole generation, as engine.generate and engine.chat return it."""
+
+    text: str                 # the decoded answer, special tokens left out
+    tokens: list[int]         # the generated token ids (a final end-of-turn token included)
+    stats: dict = field(default_factory=dict)  # engine.last_stats of this run
 
 
 def kv_cache_bytes(config: ModelConfig, n_ctx: int, kv_type: str) -> int:
@@ -79,6 +81,14 @@ class Engine:
     decoding. By default the catalog's default pair.
     budget: peak resident memory of the whole process ("1GiB", bytes); None: no limit.
     threads: compute threads (default: all cores). n_ctx: context size in tokens.
+    kv_type: "f16" or "f32" KV caches. max_tree_nodes: the largest draft tree.
+    direct_io: read streamed layers with O_DIRECT (bypassing the page cache).
+
+    After construction, engine.plan is the MemoryPlan (None without a budget); after
+    each generation, engine.last_stats holds its statistics (tokens, seconds, peak
+    memory, bytes read, and with a drafter passes / drafted / accepted).
+    Raises ModelError (unknown or missing model), GGUFError (not a readable GGUF),
+    BudgetTooSmallError (names the minimum) or ValueError (bad arguments).
     """
 
     def __init__(
@@ -148,6 +158,7 @@ class Engine:
         return plan_memory(segments, self.budget, self.fixed_costs())
 
     def describe_plan(self) -> str:
+        """The memory plan in words: fixed costs, resident and streamed layers, expected pass time."""
         if self.plan is None:
             return "no budget: every weight resident (memory-mapped)"
         return self.plan.describe(STORAGE_BYTES_PER_S, MEMORY_BYTES_PER_S)
