@@ -344,8 +344,10 @@ def _profile(args: argparse.Namespace) -> int:
     written = profiler.write_report(report, Path(args.out))
     for path in written:
         print(path)
-    if not any(path.suffix == ".png" for path in written):
+    if not profiler.plotting_available():
         print("plots skipped: matplotlib is not installed (pip install 'duet-llm[plot]')", file=sys.stderr)
+    elif not any(path.suffix == ".png" for path in written):
+        print("plots skipped: no configuration ran to the end (see the errors in the table)", file=sys.stderr)
     return 0
 
 
@@ -359,13 +361,15 @@ def add_profile_command(subparsers: argparse._SubParsersAction) -> None:
     profile.add_argument("-m", "--model", metavar="NAME|PATH", help="target model (default: the catalog's target)")
     profile.add_argument("-md", "--model-draft", metavar="NAME|PATH", help="drafter (default: the catalog's)")
     profile.add_argument("--no-draft", action="store_true", help="target-only decoding")
-    profile.add_argument("--budgets", default="0.6GiB,0.8GiB,1GiB,none", help="comma-separated; none: no limit")
+    profile.add_argument("--budgets", default="0.8GiB,1.1GiB,1.4GiB,none",
+                         help="comma-separated sizes; none: no limit (default %(default)s)")
     profile.add_argument("--tree-sizes", default="8,24", help="comma-separated draft tree sizes (nodes)")
     profile.add_argument("--prompts-file", metavar="PATH",
                          help="one prompt per line, or a .jsonl(.gz) with a 'prompt' field (default: HumanEval)")
     profile.add_argument("--n-prompts", type=_positive_int, default=3, metavar="N", help="prompts per configuration")
     profile.add_argument("-n", "--n-predict", type=_positive_int, default=64, metavar="N", help="tokens per prompt")
-    profile.add_argument("-c", "--ctx-size", type=_positive_int, default=2048, metavar="N", help="context size")
+    profile.add_argument("-c", "--ctx-size", type=_positive_int, default=1024, metavar="N",
+                         help="context size (default %(default)s: room for a HumanEval prompt and its answer)")
     profile.add_argument("-t", "--threads", type=_positive_int, metavar="N", help="compute threads")
     profile.add_argument("--no-llama", action="store_true", help="skip the llama.cpp baseline")
     profile.add_argument("-o", "--out", default="profile-out", metavar="DIR", help="output folder")
