@@ -256,3 +256,20 @@ def test_bench_runs_the_bench_scripts_of_a_checkout(monkeypatch, tmp_path, capsy
     (tmp_path / "bench_c.py").write_text("raise SystemExit(3)\n")
     assert cli.main(["bench"]) == 1
     assert "bench_c.py failed with exit code 3" in capsys.readouterr().err
+
+
+def test_without_the_extension_models_works_and_run_says_why_not(tmp_path):
+    """A package copy with no compiled duet._core: `duet models list` works; `duet run`
+    fails with one line naming the missing extension."""
+    import shutil
+
+    repo = Path(__file__).resolve().parents[1]
+    shutil.copytree(repo / "python" / "duet", tmp_path / "python" / "duet",
+                    ignore=shutil.ignore_patterns("_core*", "__pycache__"))
+    shutil.copytree(repo / "models", tmp_path / "models")
+    env = {**duet_env(tmp_path / "home"), "PYTHONPATH": str(tmp_path / "python")}
+    for args, expected_rc in ((["models", "list"], 0), (["run", "-p", "x"], 1)):
+        result = subprocess.run([sys.executable, "-m", "duet", *args], capture_output=True, text=True, env=env,
+                                timeout=120)
+        assert result.returncode == expected_rc, result.stderr
+    assert "_core" in result.stderr and len(result.stderr.strip().splitlines()) == 1

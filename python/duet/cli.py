@@ -412,8 +412,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except KeyboardInterrupt:
         # The text generated so far is already out (a flush per token); end its line.
-        sys.stdout.flush()
-        print("\nduet: interrupted", file=sys.stderr)
+        print(flush=True)
+        print("duet: interrupted", file=sys.stderr)
         return 130
     except (CommandError, ModelError, ValueError, OSError, ImportError) as exc:
         # ValueError covers bad GGUF files, budgets, sizes and sampling settings;
