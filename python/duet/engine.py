@@ -81,14 +81,6 @@ class Engine:
     decoding. By default the catalog's default pair.
     budget: peak resident memory of the whole process ("1GiB", bytes); None: no limit.
     threads: compute threads (default: all cores). n_ctx: context size in tokens.
-    kv_type: "f16" or "f32" KV caches. max_tree_nodes: the largest draft tree.
-    direct_io: read streamed layers with O_DIRECT (bypassing the page cache).
-
-    After construction, engine.plan is the MemoryPlan (None without a budget); after
-    each generation, engine.last_stats holds its statistics (tokens, seconds, peak
-    memory, bytes read, and with a drafter passes / drafted / accepted).
-    Raises ModelError (unknown or missing model), GGUFError (not a readable GGUF),
-    BudgetTooSmallError (names the minimum) or ValueError (bad arguments).
     """
 
     def __init__(
