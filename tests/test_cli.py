@@ -237,11 +237,12 @@ def test_cli_and_import_duet_stay_light(tiny_pair):
 
 def test_chat_turn_that_outgrows_the_context_is_refused_alone(tiny_pair):
     target, draft = tiny_pair
-    args = ["-m", str(target), "-md", str(draft), "-c", "64", "-t", "1", "-n", "8"]
+    # Room for the first turn and its draft trees, not for the second, long one.
+    args = ["-m", str(target), "-md", str(draft), "-c", "96", "-t", "1", "-n", "8"]
     long_line = "please write a function that counts the operations below zero " * 2
     result = run_duet("chat", *args, stdin=f"hello\n{long_line}\n")
     assert result.returncode == 0, result.stderr
-    with Engine(target=target, draft=draft, threads=1, n_ctx=64) as engine:
+    with Engine(target=target, draft=draft, threads=1, n_ctx=96) as engine:
         first = engine.chat([{"role": "user", "content": "hello"}], max_tokens=8).text
     assert result.stdout == first + "\n"
     assert len(result.stderr.strip().splitlines()) == 1 and "context size" in result.stderr
