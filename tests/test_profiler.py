@@ -121,4 +121,7 @@ def test_llama_cpp_baseline_runs_beside_duet(tiny_pair, prompts_file):
     assert all(r["tokens_per_second"] > 0 and r["generated_tokens"] > 0 for r in llama)
     # Under a cgroup, one run per budget; without one, a single unconstrained run.
     assert [r["budget"] for r in llama] in ([2 << 30, None], [None])
+    for run in llama:
+        if run["constrained"]:  # what the kernel charged to the group stayed under its limit
+            assert 0 < run["cgroup_peak_memory"] <= run["budget"]
     assert not list(MEMORY_HIERARCHY.glob("duet-profile-*"))  # the groups are removed afterwards

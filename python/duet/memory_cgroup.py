@@ -43,6 +43,15 @@ class MemoryCgroup:
         """Moves the calling process into the group at path (before it allocates)."""
         Path(path, "cgroup.procs").write_text(str(os.getpid()))
 
+    def peak_usage(self) -> int | None:
+        """Bytes: the most ever charged to the group (anonymous + page cache). File pages
+        another group already holds are not charged here, so on a shared machine this
+        can be below the process's own VmHWM."""
+        try:
+            return int((self.path / "memory.max_usage_in_bytes").read_text())
+        except (OSError, ValueError):
+            return None
+
     def remove(self) -> None:
         """Deletes the group; its processes must have ended."""
         try:

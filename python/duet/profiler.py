@@ -156,12 +156,15 @@ def _measure_in_child(config: dict) -> dict:
     try:
         result = subprocess.run([sys.executable, "-m", "duet.profiler", json.dumps(config)],
                                 capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
+        measured = _child_result(result)
+        if group is not None:
+            measured["cgroup_peak_memory"] = group.peak_usage()
+        return measured
     except subprocess.TimeoutExpired:
         return {"error": f"no result within {CHILD_TIMEOUT_S} s"}
     finally:
         if group is not None:
             group.remove()
-    return _child_result(result)
 
 
 def _child_result(result: subprocess.CompletedProcess) -> dict:
@@ -311,7 +314,7 @@ def markdown_table(report: dict) -> str:
                  _cell(row.get("file_memory"), 2**20, 0), _cell(row.get("bytes_read_per_token"), 2**20),
                  _cell(row.get("mean_accepted_per_pass")), _cell(row.get("acceptance_rate")),
                  _cell(split.get("draft"), 1e-3), _cell(split.get("read"), 1e-3), _cell(split.get("verify"), 1e-3),
-                 row.get("error", "")]
+                 _note(row)]
         lines.append("| " + " | ".join(cells) + " |")
     request = report["request"]
     header = (f"# duet profile\n\n{report['n_prompts']} prompts, {request['max_tokens']} tokens each, "
@@ -319,6 +322,13 @@ def markdown_table(report: dict) -> str:
               f"(prompt processing excluded); the time split is per generated token, and reads run on the IO "
               f"thread, overlapping verification.\n")
     return header + "\n" + "\n".join(lines) + "\n"
+
+
+def _note(row: dict) -> str:
+    if "error" in row:
+        return row["error"]
+    charged = row.get("cgroup_peak_memory")
+    return f"cgroup charged at most {charged / 2**20:.0f} MiB" if charged else ""
 
 
 def write_report(report: dict, out_dir: Path) -> list[Path]:
