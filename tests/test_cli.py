@@ -1,5 +1,7 @@
-"""The duet command line: `python -m duet ...` in a subprocess, and main() in process."""
-import os
+"""The duet command line: `python -m duet ...` in a subprocess over tiny models (run,
+chat, plan, bench, errors, Ctrl-C), and main() in process."""
+import inspect
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -7,13 +9,8 @@ from pathlib import Path
 import pytest
 
 from duet import cli, models
-
-PYTHON_DIR = str(Path(__file__).resolve().parents[1] / "python")
-
-
-def run_duet(*args: str, home: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DUET_HOME": str(home), "PYTHONPATH": PYTHON_DIR}
-    return subprocess.run([sys.executable, "-m", "duet", *args], capture_output=True, text=True, env=env, timeout=120)
+from duet.engine import Engine
+from duet_subprocess import duet_env, run_duet, streaming_budget, tiny_pair, wide_target  # noqa: F401 (fixtures)
 
 
 def test_models_list_in_a_subprocess(tmp_path):
@@ -53,3 +50,227 @@ def test_pull_without_names_fetches_the_default_pair(monkeypatch, tmp_path, caps
     assert cli.main(["models", "pull", "--quiet"]) == 0
     assert pulled == [(name, False) for name in models.default_pair()]
     assert capsys.readouterr().out.count(str(tmp_path)) == 2
+
+
+# --- duet run / chat / plan / bench on tiny models -------------------------------------------
+
+PROMPT = "def below_zero(operations):"
+N_TOKENS = 16
+
+
+def pair_args(pair) -> list[str]:
+    target, draft = pair
+    return ["-m", str(target), "-md", str(draft), "-c", "256", "-t", "1"]
+
+
+def engine_text(target, draft=None, prompt=PROMPT, **options) -> str:
+    """The reference: the same generation through the Python API, in this process."""
+    with Engine(target=target, draft=draft, threads=1, n_ctx=256) as engine:
+        return engine.generate(prompt, max_tokens=N_TOKENS, **options).text
+
+
+def assert_summary(stderr: str, with_draft: bool) -> None:
+    for label in ("load time", "prompt eval time", "eval time", "total time", "tokens per second", "peak =",
+                  "budget =", "bytes read ="):
+        assert label in stderr, label
+    assert ("mean accepted per pass" in stderr) == with_draft
+
+
+def test_run_streams_the_engine_text_and_a_summary(tiny_pair):
+    result = run_duet("run", *pair_args(tiny_pair), "-p", PROMPT, "-n", str(N_TOKENS))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == engine_text(*tiny_pair) + "\n"
+    assert_summary(result.stderr, with_draft=True)
+
+
+def test_run_without_draft_gives_the_same_greedy_text(tiny_pair):
+    result = run_duet("run", *pair_args(tiny_pair), "--no-draft", "-p", PROMPT, "-n", str(N_TOKENS))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == engine_text(tiny_pair[0]) + "\n"
+    assert_summary(result.stderr, with_draft=False)
+
+
+def test_prompt_from_stdin_and_from_file(tiny_pair, tmp_path):
+    prompt_file = tmp_path / "prompt.txt"
+    prompt_file.write_text(PROMPT, encoding="utf-8")
+    from_stdin = run_duet("run", *pair_args(tiny_pair), "-p", "-", "-n", str(N_TOKENS), stdin=PROMPT)
+    from_file = run_duet("run", *pair_args(tiny_pair), "-f", str(prompt_file), "-n", str(N_TOKENS))
+    expected = engine_text(*tiny_pair) + "\n"
+    assert (from_stdin.returncode, from_stdin.stdout) == (0, expected), from_stdin.stderr
+    assert (from_file.returncode, from_file.stdout) == (0, expected), from_file.stderr
+
+
+def test_chat_flag_wraps_the_prompt_in_the_template(tiny_pair):
+    result = run_duet("run", *pair_args(tiny_pair), "--chat", "-p", "hello there", "-n", str(N_TOKENS))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == engine_text(*tiny_pair, prompt="hello there", chat=True) + "\n"
+
+
+def test_sampling_flags_reach_the_engine(tiny_pair):
+    flags = ["--temp", "0.8", "--top-k", "40", "--top-p", "0.9", "--min-p", "0.05", "--seed", "3"]
+    result = run_duet("run", *pair_args(tiny_pair), "-p", PROMPT, "-n", str(N_TOKENS), *flags)
+    assert result.returncode == 0, result.stderr
+    options = dict(temperature=0.8, top_k=40, top_p=0.9, min_p=0.05, seed=3)
+    assert result.stdout == engine_text(*tiny_pair, **options) + "\n"
+
+
+def test_budget_that_streams_keeps_the_text(wide_target):
+    budget = streaming_budget(wide_target, "--no-draft", "-c", "256")
+    model = ["-m", str(wide_target), "--no-draft", "-c", "256", "-t", "1"]
+    plan = run_duet("plan", *model, "--budget", str(budget))
+    assert plan.returncode == 0, plan.stderr
+    streamed = [line for line in plan.stdout.splitlines() if line.startswith("streamed layers")]
+    assert streamed and "none" not in streamed[0], plan.stdout
+    result = run_duet("run", *model, "--budget", str(budget), "-p", PROMPT, "-n", str(N_TOKENS))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == engine_text(wide_target) + "\n"
+    assert "bytes read = 0 B" not in result.stderr and "bytes read =" in result.stderr
+
+
+def test_plan_with_room_for_everything(tiny_pair):
+    result = run_duet("plan", *pair_args(tiny_pair), "--budget", "4GiB")
+    assert result.returncode == 0, result.stderr
+    assert "planned peak" in result.stdout and "everything resident" in result.stdout
+    assert "drafter" in result.stdout  # the drafter is one of the fixed costs
+
+
+def test_chat_over_piped_input_keeps_the_conversation(tiny_pair):
+    target, draft = tiny_pair
+    result = run_duet("chat", *pair_args(tiny_pair), "-n", "8", stdin="hello\nhow are you\n/exit\nnever read\n")
+    assert result.returncode == 0, result.stderr
+    messages, expected = [], ""
+    with Engine(target=target, draft=draft, threads=1, n_ctx=256) as engine:
+        for line in ("hello", "how are you"):
+            messages.append({"role": "user", "content": line})
+            answer = engine.chat(messages, max_tokens=8).text
+            messages.append({"role": "assistant", "content": answer})
+            expected += answer + "\n"
+    assert result.stdout == expected
+
+
+def test_chat_ends_at_end_of_input(tiny_pair):
+    result = run_duet("chat", *pair_args(tiny_pair), "-n", "4", stdin="")
+    assert (result.returncode, result.stdout) == (0, "")
+
+
+def test_quick_bench_measures_both_modes(tiny_pair):
+    result = run_duet("bench", "--quick", *pair_args(tiny_pair), "-n", "8")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["target", "with"]
+    assert all(float(line.split("tokens/s")[0].split()[-1]) > 0 for line in lines)
+
+
+def bad_gguf(tmp_path) -> str:
+    path = tmp_path / "notes.gguf"
+    path.write_text("these are not weights\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("case", ["unknown model", "zero threads", "tiny budget", "small context", "not a gguf",
+                                  "no prompt", "missing prompt file", "bad temperature"])
+def test_bad_arguments_are_one_line_without_traceback(tiny_pair, tmp_path, case):
+    target = ["-m", str(tiny_pair[0]), "--no-draft", "-t", "1"]
+    args = {
+        "unknown model": ["run", "-m", "no-such-model", "--no-draft", "-p", "x"],
+        "zero threads": ["run", *target, "-t", "0", "-p", "x"],
+        "tiny budget": ["run", *target, "--budget", "1KiB", "-p", "x"],
+        "small context": ["run", *target, "-c", "8", "-p", PROMPT * 3],
+        "not a gguf": ["run", "-m", bad_gguf(tmp_path), "--no-draft", "-p", "x"],
+        "no prompt": ["run", *target],
+        "missing prompt file": ["run", *target, "-f", str(tmp_path / "absent.txt")],
+        "bad temperature": ["run", *target, "--temp", "-1", "-p", "x"],
+    }[case]
+    result = run_duet(*args)
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.startswith("duet")
+    assert result.stdout == ""
+    expected_words = {"unknown model": "no-such-model", "tiny budget": "at least", "small context": "context size",
+                      "not a gguf": "not a GGUF", "zero threads": "at least 1"}
+    assert expected_words.get(case, "") in result.stderr
+
+
+def test_verbose_run_error_shows_the_traceback(tiny_pair):
+    result = run_duet("run", "-m", str(tiny_pair[0]), "--no-draft", "--budget", "1KiB", "-p", "x", "--verbose")
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "BudgetTooSmallError" in result.stderr
+
+
+@pytest.mark.skipif("trie" in inspect.signature(Engine).parameters, reason="the engine has a trie drafter now")
+def test_trie_flag_says_not_available_yet(tiny_pair):
+    result = run_duet("run", *pair_args(tiny_pair), "--trie", "-p", "x")
+    assert result.returncode == 1
+    assert "not available yet" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_ctrl_c_stops_cleanly_with_130(tiny_pair):
+    # Long enough (thousands of tokens) that the interrupt lands mid-generation.
+    command = [sys.executable, "-m", "duet", "run", "-m", str(tiny_pair[0]), "--no-draft", "-t", "1",
+               "-c", "8192", "-n", "8000", "-p", "class Counter:"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=duet_env())
+    first = process.stdout.read(1)  # generation has started: text is flushed per token
+    process.send_signal(signal.SIGINT)
+    rest, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "Traceback" not in stderr.decode() and "interrupted" in stderr.decode()
+    assert len(first + rest) > 0
+
+
+def test_cli_and_import_duet_stay_light(tiny_pair):
+    """`import duet` loads neither numpy nor the engine; a whole run never imports
+    matplotlib or llama_cpp (neither exists on a bare Termux install)."""
+    code = (
+        "import sys, duet\n"
+        "assert 'numpy' not in sys.modules and 'duet.engine' not in sys.modules\n"
+        "from duet.engine import Engine\n"
+        "assert duet.Engine is Engine\n"
+        "from duet import cli\n"
+        f"assert cli.main(['run', *{pair_args(tiny_pair)!r}, '-p', 'x', '-n', '2']) == 0\n"
+        "assert cli.main(['plan', *" + repr(pair_args(tiny_pair)) + ", '--budget', '4GiB']) == 0\n"
+        "heavy = [m for m in ('matplotlib', 'llama_cpp') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=duet_env(), timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_chat_turn_that_outgrows_the_context_is_refused_alone(tiny_pair):
+    target, draft = tiny_pair
+    # Room for the first turn and its draft trees, not for the second, long one.
+    args = ["-m", str(target), "-md", str(draft), "-c", "96", "-t", "1", "-n", "8"]
+    long_line = "please write a function that counts the operations below zero " * 2
+    result = run_duet("chat", *args, stdin=f"hello\n{long_line}\n")
+    assert result.returncode == 0, result.stderr
+    with Engine(target=target, draft=draft, threads=1, n_ctx=96) as engine:
+        first = engine.chat([{"role": "user", "content": "hello"}], max_tokens=8).text
+    assert result.stdout == first + "\n"
+    assert len(result.stderr.strip().splitlines()) == 1 and "context size" in result.stderr
+
+
+def test_bench_runs_the_bench_scripts_of_a_checkout(monkeypatch, tmp_path, capsys):
+    for name in ("bench_a.py", "bench_b.py", "helper.py"):
+        (tmp_path / name).write_text(f"open('{name}.ran', 'w').close()\n")
+    monkeypatch.setattr(cli, "BENCH_DIR", tmp_path)
+    assert cli.main(["bench"]) == 0
+    assert sorted(p.name for p in tmp_path.glob("*.ran")) == ["bench_a.py.ran", "bench_b.py.ran"]
+    (tmp_path / "bench_c.py").write_text("raise SystemExit(3)\n")
+    assert cli.main(["bench"]) == 1
+    assert "bench_c.py failed with exit code 3" in capsys.readouterr().err
+
+
+def test_without_the_extension_models_works_and_run_says_why_not(tmp_path):
+    """A package copy with no compiled duet._core: `duet models list` works; `duet run`
+    fails with one line naming the missing extension."""
+    import shutil
+
+    repo = Path(__file__).resolve().parents[1]
+    shutil.copytree(repo / "python" / "duet", tmp_path / "python" / "duet",
+                    ignore=shutil.ignore_patterns("_core*", "__pycache__"))
+    shutil.copytree(repo / "models", tmp_path / "models")
+    env = {**duet_env(tmp_path / "home"), "PYTHONPATH": str(tmp_path / "python")}
+    for args, expected_rc in ((["models", "list"], 0), (["run", "-p", "x"], 1)):
+        result = subprocess.run([sys.executable, "-m", "duet", *args], capture_output=True, text=True, env=env,
+                                timeout=120)
+        assert result.returncode == expected_rc, result.stderr
+    assert "_core" in result.stderr and len(result.stderr.strip().splitlines()) == 1

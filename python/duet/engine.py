@@ -48,9 +48,11 @@ class TokenEvent:
 
 @dataclass
 class GenerationResult:
-    text: str
-    tokens: list[int]
-    stats: dict = field(default_factory=dict)
+    """A whole generation, as engine.generate and engine.chat return it."""
+
+    text: str                 # the decoded answer, special tokens left out
+    tokens: list[int]         # the generated token ids (a final end-of-turn token included)
+    stats: dict = field(default_factory=dict)  # engine.last_stats of this run
 
 
 def kv_cache_bytes(config: ModelConfig, n_ctx: int, kv_type: str) -> int:
@@ -151,6 +153,7 @@ class Engine:
         return plan_memory(segments, self.budget, self.fixed_costs())
 
     def describe_plan(self) -> str:
+        """The memory plan in words: fixed costs, resident and streamed layers, expected pass time."""
         if self.plan is None:
             return "no budget: every weight resident (memory-mapped)"
         return self.plan.describe(STORAGE_BYTES_PER_S, MEMORY_BYTES_PER_S)
