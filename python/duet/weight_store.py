@@ -92,10 +92,10 @@ class MemoryPlan:
     def describe(self, storage_bytes_per_s: float, memory_bytes_per_s: float) -> str:
         times = self.expected_pass_seconds(storage_bytes_per_s, memory_bytes_per_s)
         lines = [f"budget            {format_size(self.budget)}"]
-        lines += [f"  {name:<16}{format_size(n)}" for name, n in self.fixed.items()]
+        lines += [f"  {name:<17} {format_size(n)}" for name, n in self.fixed.items()]
         lines += [
-            f"  resident layers {format_size(self.resident_bytes)}: {_ranges([s.layer for s in self.resident])}",
-            f"  stream buffers  {format_size(self.buffers_total)} ({self.n_buffers} x {format_size(self.buffer_bytes)})",
+            f"  {'resident layers':<17} {format_size(self.resident_bytes)}: {_ranges([s.layer for s in self.resident])}",
+            f"  {'stream buffers':<17} {format_size(self.buffers_total)} ({self.n_buffers} x {format_size(self.buffer_bytes)})",
             f"planned peak      {format_size(self.planned_peak)}",
             f"streamed layers   {_ranges([s.layer for s in self.streamed])}",
             f"read per pass     {format_size(self.bytes_read_per_pass)}",
