@@ -10,7 +10,7 @@ install:
 # Installs everything and runs the main job on the default model pair.
 run: install
 	$(PYTHON) -m duet models pull
-	$(PYTHON) -m duet run -p "$(PROMPT)" -n 128 --verbose
+	$(PYTHON) -m duet run --chat -p "$(PROMPT)" -n 128 -c 1024 --budget 1GiB
 
 # Installs the test dependencies and runs every test, the real-model ones included.
 test:

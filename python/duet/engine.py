@@ -109,6 +109,9 @@ class Engine:
         if self.draft_gguf is not None:
             check_same_vocabulary(self.target_gguf, self.draft_gguf)
         self.tokenizer = Tokenizer.from_metadata(self.target_gguf.metadata)
+        for gguf in (self.target_gguf, self.draft_gguf):
+            if gguf is not None:  # the budget counts what stays resident
+                gguf.drop_vocabulary()
         self.target_config = ModelConfig.from_gguf(self.target_gguf)
         if n_ctx < 2:
             raise ValueError(f"context size must be at least 2 tokens, got {n_ctx}")
