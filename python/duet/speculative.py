@@ -10,7 +10,7 @@ import heapq
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol
 
 import numpy as np
 
@@ -55,6 +55,18 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
+class Drafter(Protocol):
+    """What the loop needs of a drafter. Optional: `cache` (a KVCache the prompt must
+    fit in), and for the compute-IO pipeline `model` and
+    `draft_provisionally(stop, max_nodes) -> int`."""
+
+    def start(self, prompt: list[int]) -> None: ...
+
+    def draft(self, root_token: int, root_position: int, policy: FallbackPolicy) -> TokenTree: ...
+
+    def commit(self, tree: TokenTree, verdict: Verdict) -> int | None: ...
+
+
 class TreeDrafter:
     """The small model's side. Its cache holds the committed text, then the rows of
     the tree nodes it ran this round. Tokens committed but not yet run through it
@@ -86,7 +98,12 @@ class TreeDrafter:
         for token, p in self.candidates(probs):
             heapq.heappush(self.open, (-(self.tree.cumulative[node] * p), node, token, p))
 
-    def start(self, root_token: int, root_position: int) -> None:
+    def start(self, prompt: list[int]) -> None:
+        """A new request: the prompt's tokens this cache lacks run with the first root."""
+        self.pending = list(prompt[self.cache.n:-1])
+        self.tree = None
+
+    def begin_round(self, root_token: int, root_position: int) -> None:
         """Begins a round at root_token: reuses the carried subtree if it is rooted
         there, else runs the pending tokens and the root."""
         self.root_position = root_position
@@ -124,16 +141,21 @@ class TreeDrafter:
         logits = self.model.forward([token], self.cache, positions=position, mask=mask)[0]
         self._open_children(node, softmax(logits))
 
-    def draft(self, root_token: int, root_position: int, policy: FallbackPolicy) -> TokenTree:
+    def draft(self, root_token: int, root_position: int, policy: FallbackPolicy,
+              extend: Callable[[TokenTree], None] | None = None) -> TokenTree:
         """Best-first growth until the policy says verify; returns the tree to
         verify. The likeliest open candidates join it as leaves the small model has
-        not run: verifying them costs the target little, drafting them cost nothing."""
-        self.start(root_token, root_position)
+        not run: verifying them costs the target little, drafting them cost nothing.
+        extend(tree) may add more such nodes (another drafter's branches) first."""
+        self.begin_round(root_token, root_position)
         while (best := self.best_open()) is not None and not policy.should_verify(best[0], best[1], len(self.tree)):
             self.grow_one()
         for _, parent, token, p in heapq.nsmallest(self.max_children, self.open):
             if len(self.tree) <= policy.max_nodes:
                 self.tree.add(token, parent, p)
+        if extend is not None:
+            extend(self.tree)
+        # The verifier gets a copy: this tree keeps growing while it verifies.
         return self.tree.copy()
 
     def draft_provisionally(self, stop: Callable[[], bool], max_nodes: int) -> int:
@@ -145,10 +167,12 @@ class TreeDrafter:
             grown += 1
         return grown
 
-    def commit(self, verdict: Verdict) -> int:
+    def commit(self, verified: TokenTree, verdict: Verdict) -> int:
         """Keeps the rows of the committed tokens and, if the target's own next
         token is a node already run (drafted provisionally), that node's subtree,
-        which the next round then starts from. Returns the nodes carried over."""
+        which the next round then starts from. Returns the nodes carried over.
+        `verified` is the tree draft() returned: node indices agree with this
+        drafter's own tree, which may have grown since."""
         tree, root_slot = self.tree, self.slots[0]
         carry = tree.child(verdict.accepted_nodes[-1], verdict.tokens[-1])
         if carry is not None and carry not in self.slots:
@@ -204,7 +228,7 @@ def sampled_choice(sampler) -> Callable[[TokenTree, np.ndarray], Verdict]:
 
 def speculative_generate(
     verifier: TreeVerifier,
-    drafter: TreeDrafter,
+    drafter: Drafter,
     prompt: list[int],
     max_tokens: int,
     policy: FallbackPolicy,
@@ -223,19 +247,21 @@ def speculative_generate(
     stats = stats if stats is not None else SpeculativeStats()
     if not prompt:
         raise ValueError("the prompt is empty")
-    room = min(verifier.cache.n_ctx, drafter.cache.n_ctx)
+    # A drafter without a model (an n-gram store) has no cache.
+    caches = [verifier.cache] + ([drafter.cache] if getattr(drafter, "cache", None) is not None else [])
+    room = min(cache.n_ctx for cache in caches)
     if len(prompt) + max_tokens + 2 * policy.max_nodes + 1 > room:
         raise ValueError(f"prompt ({len(prompt)} tokens) plus {max_tokens} new tokens and draft trees of "
                          f"{2 * policy.max_nodes} exceed the context size {room}")
-    if verifier.cache.n >= len(prompt) or drafter.cache.n >= len(prompt):
+    if any(cache.n >= len(prompt) for cache in caches):
         raise ValueError("a cache already holds the whole prompt; the last prompt token must be left to run")
     start = time.perf_counter()
     if verifier.cache.n < len(prompt) - 1:
         verifier.model.prefill(prompt[verifier.cache.n:-1], verifier.cache)
-    drafter.pending = list(prompt[drafter.cache.n:-1])  # runs with the first root
-    drafter.tree = None
+    drafter.start(prompt)
     stats.prompt_seconds += time.perf_counter() - start
-    rounds = _pipelined_rounds if pipeline else _sequential_rounds
+    can_pipeline = hasattr(drafter, "draft_provisionally") and getattr(drafter, "model", None) is not None
+    rounds = _pipelined_rounds if pipeline and can_pipeline else _sequential_rounds
     root, emitted = prompt[-1], 0
     for verdict in rounds(verifier, drafter, root, policy, choose, stats):
         for i, token in enumerate(verdict.tokens):
@@ -254,19 +280,19 @@ def _record(stats: SpeculativeStats, tree: TokenTree, verdict: Verdict, policy: 
     stats.accepted_per_pass.append(verdict.n_draft_accepted)
 
 
-def _observe(policy: FallbackPolicy, drafter: TreeDrafter, steps_before: int, draft_seconds: float,
+def _observe(policy: FallbackPolicy, drafter, steps_before: int, draft_seconds: float,
              verify_seconds: float) -> None:
-    steps = drafter.steps - steps_before
+    steps = getattr(drafter, "steps", 0) - steps_before
     policy.observe_costs(draft_seconds / steps if steps else None, verify_seconds)
 
 
 def _sequential_rounds(verifier, drafter, root, policy, choose, stats) -> Iterator[Verdict]:
     while True:
-        start, steps = time.perf_counter(), drafter.steps
+        start, steps = time.perf_counter(), getattr(drafter, "steps", 0)
         tree = drafter.draft(root, verifier.cache.n, policy)
         middle = time.perf_counter()
         verdict = verifier.verify(tree, choose)
-        drafter.commit(verdict)
+        drafter.commit(tree, verdict)
         end = time.perf_counter()
         stats.draft_seconds += middle - start
         stats.verify_seconds += end - middle
@@ -284,13 +310,13 @@ def _pipelined_rounds(verifier, drafter, root, policy, choose, stats) -> Iterato
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="duet-verify") as executor:
             while True:
-                start, steps = time.perf_counter(), drafter.steps
+                start, steps = time.perf_counter(), getattr(drafter, "steps", 0)
                 tree = drafter.draft(root, verifier.cache.n, policy)
                 middle = time.perf_counter()
                 pending = executor.submit(verifier.verify, tree, choose)
                 stats.provisional += drafter.draft_provisionally(pending.done, 2 * policy.max_nodes)
                 verdict = pending.result()
-                stats.reused += drafter.commit(verdict)
+                stats.reused += drafter.commit(tree, verdict) or 0
                 end = time.perf_counter()
                 stats.draft_seconds += middle - start
                 stats.verify_seconds += end - middle
