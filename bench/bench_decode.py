@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from common import humaneval_prompts, llama_cpp_model, print_table, write_json
+from common import humaneval_prompts, llama_cpp_model, llama_last_logits, print_table, write_json
 from duet import _core
 from duet.gguf_file import GGUFFile
 from duet.model import Model
@@ -39,7 +39,7 @@ def llama_decode_rate(llm, prompt: list[int], n: int) -> float:
     llm.eval(prompt)
     start = time.perf_counter()
     for _ in range(n):
-        llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
+        llm.eval([int(np.argmax(llama_last_logits(llm)))])
     return n / (time.perf_counter() - start)
 
 

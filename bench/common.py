@@ -28,6 +28,14 @@ def llama_cpp_model(path, threads: int, n_ctx: int = 2048, n_batch: int = 512):
                  n_batch=n_batch, n_ubatch=n_batch, verbose=False)
 
 
+def llama_last_logits(llm):
+    """The logits of llama.cpp's last evaluated token (without logits_all, llama-cpp-python
+    keeps them only in the context)."""
+    import numpy as np
+
+    return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
+
+
 def print_table(rows: list[dict], columns: list[str]) -> None:
     widths = [max(len(c), *(len(fmt(r.get(c))) for r in rows)) for c in columns]
     print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))

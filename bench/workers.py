@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from common import humaneval_prompts
+from common import humaneval_prompts, llama_last_logits
 
 
 def duet_worker(target: str, draft: str | None, budget: str | None, prompts: list[int], tokens: int,
@@ -51,8 +51,7 @@ def llama_worker(target: str, prompts: list[int], tokens: int, threads: int, n_c
         llm.eval(prompt)
         out, first = [], None
         for _ in range(tokens):
-            logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
-            out.append(int(np.argmax(logits)))
+            out.append(int(np.argmax(llama_last_logits(llm))))
             first = first or time.perf_counter()
             if out[-1] in (llm.token_eos(), 151643, 151645) or len(out) == tokens:
                 break

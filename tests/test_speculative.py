@@ -13,7 +13,7 @@ from duet.gguf_file import GGUFFile
 from duet.model import Model
 from duet.policy import FallbackPolicy
 from duet.sampling import Sampler
-from duet.speculative import SpeculativeStats, TreeDrafter, TreeVerifier, speculative_generate
+from duet.speculative import SpeculativeStats, TreeDrafter, TreeVerifier, sampled_choice, speculative_generate
 from duet.token_tree import TokenTree, verify_greedy, verify_sampled
 from tiny_models import write_tiny_model
 
@@ -123,3 +123,27 @@ def test_verify_sampled_follows_the_target_distribution():
     expected = p * n
     chi2 = float(((counts - expected) ** 2 / expected).sum())
     assert chi2 < 20.5  # p = 0.001 for 5 degrees of freedom
+
+
+def test_sampled_collaborative_decoding_follows_the_target_distribution(models):
+    """Temperature 1 on a tiny pair: the first token after the prompt, drawn through
+    the tree with the residual rule, is distributed as the target's own softmax."""
+    target, draft = models
+    logits = target.prefill(PROMPT, target.new_cache(64))
+    p = Sampler(temperature=1.0).probabilities(logits)
+    top = np.argsort(-p)[:6]
+    counts = np.zeros(len(top) + 1)
+    n = 1500
+    verifier = TreeVerifier(target, target.new_cache(64))
+    drafter = TreeDrafter(draft, draft.new_cache(64))
+    for seed in range(n):
+        verifier.cache.trim(0)
+        drafter.cache.trim(0)
+        sampler = Sampler(temperature=1.0, seed=seed)
+        token, _ = next(speculative_generate(verifier, drafter, PROMPT, 1, FallbackPolicy(max_nodes=6),
+                                             lambda t: False, choose=sampled_choice(sampler)))
+        hits = np.flatnonzero(top == token)
+        counts[hits[0] if hits.size else -1] += 1
+    expected = np.append(p[top], 1 - p[top].sum()) * n
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 22.5  # p = 0.001 for 6 degrees of freedom
