@@ -11,6 +11,7 @@ from duet.compute_token import NoToken
 from duet.config import ModelConfig
 from duet.gguf_file import GGUFFile, TensorInfo
 from duet.kv_cache import KVCache
+from duet.tensor_rows import TensorRowReader
 
 ROPE_MODES = {"normal": 0, "neox": 2}
 PREFILL_BLOCK = 256  # tokens per prefill pass; a streamed pass reads its layers once per block
@@ -60,9 +61,14 @@ class Model:
         self.compute = NoToken()  # a ComputeToken when another model shares the cores
         self.urgent = True        # whether this model's calls go first under the token
         self.token_embd = tensor_entry(gguf.tensor("token_embd.weight"))  # (type, [n_vocab rows of n_embd])
+        self.embedding_rows = None  # optional: ids -> the rows' bytes, read without the mapping
         self.output_norm = gguf.tensor("output_norm.weight").data.reshape(-1).view(np.float32)  # [n_embd]
         head = "token_embd.weight" if self.config.tied_embeddings else "output.weight"
         self.output = tensor_entry(gguf.tensor(head))  # (type, [n_vocab rows of n_embd])
+        if hasattr(layers, "load_tensor"):
+            # Streamed under a budget: nothing of the target stays mapped.
+            self.output = tensor_entry(gguf.tensor(head), layers.load_tensor(gguf.tensor(head)))
+            self.embedding_rows = TensorRowReader(gguf.path, gguf.tensor("token_embd.weight"))
 
     def new_cache(self, n_ctx: int, kv_type: str = "f16") -> KVCache:
         c = self.config
@@ -71,6 +77,9 @@ class Model:
     def embed(self, tokens: np.ndarray) -> np.ndarray:
         """[n] token ids -> [n, n_embd] rows of the embedding table."""
         type_id, table, n_embd, n_vocab = self.token_embd
+        if self.embedding_rows is not None:
+            rows = self.embedding_rows(tokens)
+            return _core.embedding(type_id, rows, len(rows), n_embd, np.arange(len(rows), dtype=np.int32), self.isa)
         return _core.embedding(type_id, table, n_vocab, n_embd, tokens, self.isa)
 
     def run_layers(self, x: np.ndarray, positions: np.ndarray, cache: KVCache, mask: np.ndarray | None) -> None:

@@ -229,5 +229,19 @@ class StreamedLayers:
             self.reader.release(ticket)
         self._next_stream = 0
 
+    def load_tensor(self, info) -> np.ndarray:
+        """A whole tensor copied into this process's memory through the reader, in
+        buffer-sized pieces (the output head under a budget: never mapped)."""
+        out = np.empty(info.n_bytes, dtype=np.uint8)
+        step = self.reader.buffer_bytes - 2 * ALIGN
+        for start in range(0, info.n_bytes, step):
+            size = min(step, info.n_bytes - start)
+            ticket = self.reader.submit(info.offset + start, size)
+            try:
+                out[start:start + size] = self.reader.wait(ticket)[:size]
+            finally:
+                self.reader.release(ticket)
+        return out
+
     def io_stats(self) -> dict:
         return self.reader.stats()

@@ -1,0 +1,39 @@
+"""Chosen rows of a tensor, read from the file without mapping it."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+
+class TensorRowReader:
+    """Reads chosen rows of a tensor with pread (the embedding table under a
+    budget: a few KB per token, never mapped, so a file that shrinks gives an
+    error instead of a fault)."""
+
+    def __init__(self, path, info):
+        self.path = str(path)
+        self.offset = info.offset
+        self.n_rows = info.shape[1]
+        self.row_bytes = info.n_bytes // self.n_rows
+        self.fd = os.open(self.path, os.O_RDONLY)
+
+    def __call__(self, ids: np.ndarray) -> np.ndarray:
+        """[n] ids -> [n, row_bytes] bytes of those rows."""
+        rows = []
+        for row in np.asarray(ids).tolist():
+            if not 0 <= row < self.n_rows:
+                raise IndexError(f"token id {row} outside the vocabulary of {self.n_rows}")
+            data = os.pread(self.fd, self.row_bytes, self.offset + row * self.row_bytes)
+            if len(data) != self.row_bytes:
+                raise RuntimeError(f"unexpected end of {self.path} reading the row of token {row}")
+            rows.append(data)
+        return np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), self.row_bytes)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __del__(self):
+        self.close()
