@@ -146,9 +146,6 @@ class Engine:
             dc = ModelConfig.from_gguf(self.draft_gguf)
             costs["drafter"] = sum(t.n_bytes for t in self.draft_gguf.tensors.values())
             costs["drafter kv cache"] = kv_cache_bytes(dc, self.n_ctx, self.kv_type)
-        # The embedding table is read a row per token through the file mapping.
-        row = self.target_gguf.tensor("token_embd.weight").n_bytes // tc.n_vocab
-        costs["embedding rows"] = max(4096, row) * self.n_ctx
         return costs
 
     def _make_plan(self) -> MemoryPlan:
