@@ -15,10 +15,13 @@ from duet.model import Model
 from tiny_models import write_tiny_model
 
 
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory):
-    path = write_tiny_model(tmp_path_factory.mktemp("fuzz") / "seed.gguf", n_layer=1, weight_type="Q4_K")
-    return path.read_bytes()
+PRISTINE: list[bytes] = []  # the undamaged file, written once (not a fixture: hypothesis would print it)
+
+
+def pristine(folder) -> bytes:
+    if not PRISTINE:
+        PRISTINE.append(write_tiny_model(folder / "seed.gguf", n_layer=1, weight_type="Q4_K").read_bytes())
+    return PRISTINE[0]
 
 
 damage = st.one_of(
@@ -46,9 +49,9 @@ def damaged(data: bytes, how) -> bytes:
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(how=damage)
-def test_damaged_gguf_loads_or_raises_gguf_error(pristine, tmp_path, how):
+def test_damaged_gguf_loads_or_raises_gguf_error(tmp_path, how):
     path = tmp_path / "damaged.gguf"
-    data = damaged(pristine, how)
+    data = damaged(pristine(tmp_path), how)
     path.write_bytes(data)
     digest = hashlib.sha256(data).hexdigest()
     try:

@@ -59,7 +59,7 @@ class ModelConfig:
         if n_head <= 0 or n_embd % n_head:
             raise GGUFError(f"{model.path}: embedding_length {n_embd} is not a multiple of head_count {n_head}")
         head_dim = int(meta.get(f"{arch}.attention.key_length", n_embd // n_head))
-        return cls(
+        config = cls(
             architecture=arch,
             n_vocab=_vocab_size(model, arch),
             n_ctx_train=int(required("context_length")),
@@ -76,6 +76,23 @@ class ModelConfig:
             bos_token_id=_optional_int(meta.get("tokenizer.ggml.bos_token_id")),
             eos_token_id=_optional_int(meta.get("tokenizer.ggml.eos_token_id")),
         )
+        config.check(model.path)
+        return config
+
+    def check(self, path) -> None:
+        """Refuses hyper-parameters no model can have (a damaged file), before they
+        reach the kernels as sizes."""
+        sizes = {"n_vocab": self.n_vocab, "n_embd": self.n_embd, "n_layer": self.n_layer, "n_head": self.n_head,
+                 "n_head_kv": self.n_head_kv, "head_dim": self.head_dim, "n_ff": self.n_ff,
+                 "n_ctx_train": self.n_ctx_train}
+        for name, value in sizes.items():
+            if not 0 < value < 2**31:
+                raise GGUFError(f"{path}: {name} = {value} is not a valid size")
+        if self.n_head % self.n_head_kv or self.head_dim % 2:
+            raise GGUFError(f"{path}: head_count {self.n_head} is not a multiple of head_count_kv "
+                            f"{self.n_head_kv}, or head size {self.head_dim} is odd")
+        if not (self.rms_eps > 0 and self.rope_freq_base > 0):
+            raise GGUFError(f"{path}: rms epsilon {self.rms_eps} and rope base {self.rope_freq_base} must be positive")
 
 
 def _vocab_size(model: GGUFFile, arch: str) -> int:
