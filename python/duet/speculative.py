@@ -9,7 +9,7 @@ from __future__ import annotations
 import heapq
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol
 
 import numpy as np
 
@@ -29,6 +29,7 @@ class SpeculativeStats:
     verify_seconds: float = 0.0
     prompt_seconds: float = 0.0
     accepted_per_pass: list[int] = field(default_factory=list)
+    accepted_by_source: dict[str, int] = field(default_factory=dict)  # accepted draft tokens per tree source
 
     @property
     def mean_accepted(self) -> float:
@@ -42,13 +43,22 @@ class SpeculativeStats:
         return {"passes": self.passes, "drafted": self.drafted, "accepted": self.accepted, "emitted": self.emitted,
                 "mean_accepted_per_pass": self.mean_accepted, "acceptance_rate": self.acceptance_rate,
                 "draft_seconds": self.draft_seconds, "verify_seconds": self.verify_seconds,
-                "prompt_seconds": self.prompt_seconds}
+                "prompt_seconds": self.prompt_seconds, "accepted_by_source": dict(self.accepted_by_source)}
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits.astype(np.float64) - np.max(logits)
     e = np.exp(z)
     return e / e.sum()
+
+
+class Drafter(Protocol):
+    """What the loop needs of a drafter. Optional: `cache` (a KVCache the prompt must
+    fit in) and `start(prompt)` (called once before the first draft)."""
+
+    def draft(self, root_token: int, root_position: int, policy: FallbackPolicy) -> TokenTree: ...
+
+    def commit(self, tree: TokenTree, verdict: Verdict) -> None: ...
 
 
 class TreeDrafter:
@@ -158,9 +168,20 @@ def sampled_choice(sampler) -> Callable[[TokenTree, np.ndarray], Verdict]:
     return choose
 
 
+def start_drafter(drafter, prompt: list[int]) -> None:
+    """Tells the drafter the prompt before the first draft: through its `start(prompt)`
+    hook when it has one, else (TreeDrafter) as pending tokens that run with the
+    first root, after what its cache already holds."""
+    hook = getattr(drafter, "start", None)
+    if hook is not None:
+        hook(prompt)
+    else:
+        drafter.pending = list(prompt[drafter.cache.n:-1])
+
+
 def speculative_generate(
     verifier: TreeVerifier,
-    drafter: TreeDrafter,
+    drafter: Drafter,
     prompt: list[int],
     max_tokens: int,
     policy: FallbackPolicy,
@@ -174,16 +195,18 @@ def speculative_generate(
     stats = stats if stats is not None else SpeculativeStats()
     if not prompt:
         raise ValueError("the prompt is empty")
-    room = min(verifier.cache.n_ctx, drafter.cache.n_ctx)
+    # A drafter without a model (an n-gram store) has no cache.
+    caches = [verifier.cache] + ([drafter.cache] if getattr(drafter, "cache", None) is not None else [])
+    room = min(cache.n_ctx for cache in caches)
     if len(prompt) + max_tokens + policy.max_nodes + 1 > room:
         raise ValueError(f"prompt ({len(prompt)} tokens) plus {max_tokens} new tokens and a draft tree of "
                          f"{policy.max_nodes} exceed the context size {room}")
-    if verifier.cache.n >= len(prompt) or drafter.cache.n >= len(prompt):
+    if any(cache.n >= len(prompt) for cache in caches):
         raise ValueError("a cache already holds the whole prompt; the last prompt token must be left to run")
     start = time.perf_counter()
     if verifier.cache.n < len(prompt) - 1:
         verifier.model.prefill(prompt[verifier.cache.n:-1], verifier.cache)
-    drafter.pending = list(prompt[drafter.cache.n:-1])  # runs with the first root
+    start_drafter(drafter, prompt)
     stats.prompt_seconds += time.perf_counter() - start
     root, emitted = prompt[-1], 0
     while True:
@@ -199,6 +222,9 @@ def speculative_generate(
         stats.drafted += len(tree) - 1
         stats.accepted += verdict.n_draft_accepted
         stats.accepted_per_pass.append(verdict.n_draft_accepted)
+        for node in verdict.accepted_nodes[1:]:
+            source = tree.sources[node]
+            stats.accepted_by_source[source] = stats.accepted_by_source.get(source, 0) + 1
         for i, token in enumerate(verdict.tokens):
             emitted += 1
             stats.emitted += 1
