@@ -139,8 +139,9 @@ def test_draft_tree_shape_depth_and_budget():
     store.add_prompt([5, 1, 2, 3, 4, 0] * 3 + [9, 5, 7, 8, 0] * 2)
     tree = store.draft_tree(5, [0], max_nodes=32)
     paths = {tuple(tree.tokens[i] for i in tree.path(leaf)[1:]) for leaf in range(len(tree)) if not tree.children(leaf)}
-    # Two branches, each cut at the store's depth; the 2-token key (0, 5) says 1 for sure.
-    assert paths == {(1, 2, 3, 4, 0, 5), (1, 2, 3, 4, 0, 9), (7, 8, 0, 9, 5, 7)}
+    # The 2-token key (0, 5) says 1 for sure, then splits at the store's depth; the
+    # 1-token key (5) adds 7 8 0, seen twice, and stops where it was seen once.
+    assert paths == {(1, 2, 3, 4, 0, 5), (1, 2, 3, 4, 0, 9), (7, 8, 0)}
     assert tree.cumulative[1] == pytest.approx(1.0)
     assert all(source == "trie" for source in tree.sources[1:])
     assert max(tree.depths) <= store.depth

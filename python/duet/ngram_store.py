@@ -77,12 +77,15 @@ class KeyTrie:
 
 class NGramStore:
     def __init__(self, key_lengths: Sequence[int] = (1, 2), depth: int = 8, max_entries: int = 200_000,
-                 max_key_entries: int | None = None, min_count: int = 1, min_share: float = 0.25):
+                 max_key_entries: int | None = None, min_count: int = 1, min_share: float = 0.25,
+                 short_key_min_count: int = 2):
         """key_lengths: context lengths (tokens ending at the root) that key the tries.
         depth: longest stored continuation. max_entries: cap on trie nodes overall;
         max_key_entries: cap per key (default max_entries // 8).
         min_count, min_share: retrieval stops a branch at a node seen fewer times, or
-        whose share of its parent's count is smaller."""
+        whose share of its parent's count is smaller; short_key_min_count replaces
+        min_count for keys shorter than the longest, whose single token of context
+        makes one sighting weak evidence (llama.cpp's lookup gates likewise)."""
         key_lengths = tuple(sorted(set(int(n) for n in key_lengths)))
         if not key_lengths or key_lengths[0] < 1:
             raise ValueError(f"key lengths must be positive, got {key_lengths}")
@@ -92,14 +95,16 @@ class NGramStore:
         if max_key_entries < depth + 1 or max_entries < max_key_entries:
             raise ValueError(f"need depth + 1 <= max_key_entries <= max_entries, got depth {depth}, "
                              f"max_key_entries {max_key_entries}, max_entries {max_entries}")
-        if not 0 <= min_share <= 1 or min_count < 1:
-            raise ValueError(f"need min_count >= 1 and min_share in [0, 1], got {min_count}, {min_share}")
+        if not 0 <= min_share <= 1 or min_count < 1 or short_key_min_count < 1:
+            raise ValueError(f"need min counts >= 1 and min_share in [0, 1], got {min_count}, "
+                             f"{short_key_min_count}, {min_share}")
         self.key_lengths = key_lengths
         self.depth = depth
         self.max_entries = max_entries
         self.max_key_entries = max_key_entries
         self.min_count = min_count
         self.min_share = min_share
+        self.short_key_min_count = short_key_min_count
         self.keys: OrderedDict[tuple[int, ...], KeyTrie] = OrderedDict()  # least recently used first
         self.n_entries = 0
         self.prompt_keys: set[tuple[int, ...]] = set()  # keys holding prompt counts
@@ -110,7 +115,8 @@ class NGramStore:
 
     def config(self) -> dict:
         return {"key_lengths": list(self.key_lengths), "depth": self.depth, "max_entries": self.max_entries,
-                "max_key_entries": self.max_key_entries, "min_count": self.min_count, "min_share": self.min_share}
+                "max_key_entries": self.max_key_entries, "min_count": self.min_count, "min_share": self.min_share,
+                "short_key_min_count": self.short_key_min_count}
 
     @property
     def nbytes(self) -> int:
@@ -288,10 +294,11 @@ class NGramStore:
             entry = self.keys.get(key) if len(context) >= n else None
             if entry is not None:
                 self.keys.move_to_end(key)
-                self._grow(tree, entry.root, budget, max_depth)
+                min_count = self.min_count if n == self.key_lengths[-1] else self.short_key_min_count
+                self._grow(tree, entry.root, budget, max_depth, min_count)
         return tree
 
-    def _grow(self, tree: TokenTree, root: TrieNode, budget: int, max_depth: int) -> None:
+    def _grow(self, tree: TokenTree, root: TrieNode, budget: int, max_depth: int, min_count: int) -> None:
         heap: list[tuple[float, int, int, int, float, TrieNode]] = []  # (-cumulative, tie, parent, token, share, node)
         tie = 0
 
@@ -302,7 +309,7 @@ class NGramStore:
             total = node.weight
             for token, child in node.children.items():
                 share = min(child.weight / total, 1.0)
-                if child.count >= self.min_count and share >= self.min_share:
+                if child.count >= min_count and share >= self.min_share:
                     tie += 1
                     heapq.heappush(heap, (-tree.cumulative[parent_index] * share, tie, parent_index, token, share,
                                           child))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from duet.ngram_store import NGramStore
 from duet.policy import FallbackPolicy
 from duet.speculative import TreeDrafter, start_drafter
-from duet.token_tree import TokenTree, Verdict
+from duet.token_tree import TokenTree, Verdict, branch_length
 
 
 class TrieDrafter:
@@ -51,11 +51,18 @@ class TrieDrafter:
 
 class MergedDrafter:
     """The small model's tree with the trie's branches added, one verification pass.
-    Trie nodes the small model never ran wait in TreeDrafter.pending if accepted."""
+    When the trie alone is confident far enough (its likeliest branch at least
+    `trie_only_depth` deep), the small model does not draft this round: copying
+    from the prompt needs no model, and the small model's sequential passes would
+    cost more than they add. Its cache then catches up through `pending`, in one
+    batched pass with the next round. Trie nodes the small model never ran wait in
+    TreeDrafter.pending too, when accepted."""
 
-    def __init__(self, tree_drafter: TreeDrafter, trie_drafter: TrieDrafter):
+    def __init__(self, tree_drafter: TreeDrafter, trie_drafter: TrieDrafter, trie_only_depth: int | None = 4):
         self.tree_drafter = tree_drafter
         self.trie_drafter = trie_drafter
+        self.trie_only_depth = trie_only_depth  # None: the small model always drafts
+        self.model_drafted = False  # whether the small model drafted this round
 
     @property
     def cache(self):
@@ -66,9 +73,20 @@ class MergedDrafter:
         self.trie_drafter.start(prompt)
 
     def draft(self, root_token: int, root_position: int, policy: FallbackPolicy) -> TokenTree:
+        if self.trie_only_depth is not None:
+            trie_tree = self.trie_drafter.draft(root_token, root_position, policy)
+            if branch_length(trie_tree, 0) >= self.trie_only_depth:
+                self.model_drafted = False
+                return trie_tree
+        self.model_drafted = True
         tree = self.tree_drafter.draft(root_token, root_position, policy)
         return self.trie_drafter.draft(root_token, root_position, policy, tree=tree)
 
     def commit(self, tree: TokenTree, verdict: Verdict) -> None:
-        self.tree_drafter.commit(tree, verdict)
+        if self.model_drafted:
+            self.tree_drafter.commit(tree, verdict)
+        else:
+            # The small model ran nothing this round: the root and the accepted
+            # tokens precede the next root in its cache.
+            self.tree_drafter.pending += [tree.root_token] + verdict.tokens[:-1]
         self.trie_drafter.commit(tree, verdict)
