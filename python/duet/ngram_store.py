@@ -5,7 +5,10 @@ of tries, one per context key).
 Each trie node counts how often its path followed the key, separately for the
 current request's prompt and for generated output. Prompt counts rank first: text
 the user just gave is the best guide to what will be copied next; output counts
-persist across the requests of a session and can be saved and loaded.
+persist across the requests of a session and can be saved and loaded. Branch
+shares (a node's pseudo-probability) use both counts together, so that where the
+output departs from the prompt (an edit: a renamed identifier) the output's way
+opens a branch of its own instead of staying buried under the prompt's.
 
 Memory is bounded by `max_entries` trie nodes. Whole keys are evicted least
 recently used: code repeats what was written recently (identifiers, the lines
@@ -26,9 +29,6 @@ from duet.token_tree import TokenTree
 
 FORMAT_NAME = "duet-ngram-store"
 FORMAT_VERSION = 1
-# A prompt count outweighs this many output counts, so ranking by weighted count
-# is prompt count first, output count second (output counts saturate below it).
-PROMPT_WEIGHT = 1000
 # Approximate CPython cost of one node (object with slots, its children dict,
 # its slot in the parent's dict) and of one key (tuple, LRU entry); checked
 # against tracemalloc in the tests.
@@ -51,10 +51,6 @@ class TrieNode:
     @property
     def count(self) -> int:
         return self.prompt + self.output
-
-    @property
-    def weight(self) -> int:
-        return self.prompt * PROMPT_WEIGHT + min(self.output, PROMPT_WEIGHT - 1)
 
     def child(self, token: int) -> TrieNode | None:
         return None if self.children is None else self.children.get(token)
@@ -273,7 +269,7 @@ class NGramStore:
         entry = self.keys.get(tuple(int(t) for t in key))
         if entry is None or entry.root.children is None:
             return []
-        ranked = sorted(entry.root.children.items(), key=lambda kv: (-kv[1].weight, kv[0]))
+        ranked = sorted(entry.root.children.items(), key=lambda kv: (-kv[1].prompt, -kv[1].output, kv[0]))
         return [(token, node.prompt, node.output) for token, node in ranked]
 
     def draft_tree(self, root_token: int, context_tail: Sequence[int], max_nodes: int = 16,
@@ -299,24 +295,25 @@ class NGramStore:
         return tree
 
     def _grow(self, tree: TokenTree, root: TrieNode, budget: int, max_depth: int, min_count: int) -> None:
-        heap: list[tuple[float, int, int, int, float, TrieNode]] = []  # (-cumulative, tie, parent, token, share, node)
+        # (-cumulative, -prompt count, -output count, tie, parent index, token, share,
+        # trie node): likeliest first; among equals prompt count first, output count second.
+        heap: list[tuple[float, int, int, int, int, int, float, TrieNode]] = []
         tie = 0
 
         def push_children(parent_index: int, node: TrieNode) -> None:
             nonlocal tie
             if node.children is None or tree.depths[parent_index] >= max_depth:
                 return
-            total = node.weight
             for token, child in node.children.items():
-                share = min(child.weight / total, 1.0)
+                share = min(child.count / node.count, 1.0)
                 if child.count >= min_count and share >= self.min_share:
                     tie += 1
-                    heapq.heappush(heap, (-tree.cumulative[parent_index] * share, tie, parent_index, token, share,
-                                          child))
+                    heapq.heappush(heap, (-tree.cumulative[parent_index] * share, -child.prompt, -child.output,
+                                          tie, parent_index, token, share, child))
 
         push_children(0, root)
         while heap and len(tree) < budget:
-            _, _, parent, token, share, node = heapq.heappop(heap)
+            *_, parent, token, share, node = heapq.heappop(heap)
             index = tree.add(token, parent, share, source="trie")
             push_children(index, node)
 
