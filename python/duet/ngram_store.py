@@ -23,7 +23,7 @@ import json
 import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from duet.token_tree import TokenTree
 
@@ -129,7 +129,7 @@ class NGramStore:
         for key in list(self.prompt_keys):
             entry = self.keys.get(key)
             if entry is not None:
-                self._rescale(key, entry, prompt_scale=0, output_divisor=1)
+                self._recount(key, entry, output_counts_only)
         self.prompt_keys.clear()
         self.tail, self.tail_first_start = [], 0
 
@@ -227,28 +227,26 @@ class NGramStore:
 
     def _enforce_limits(self, key: tuple[int, ...], entry: KeyTrie) -> None:
         while entry.size > self.max_key_entries and key in self.keys:
-            self._rescale(key, entry, prompt_scale=1, output_divisor=2, prompt_divisor=2)
+            self._recount(key, entry, halved_counts)
         while self.n_entries > self.max_entries:
             old_key, old = self.keys.popitem(last=False)
             self.n_entries -= old.size
             self.prompt_keys.discard(old_key)
 
-    def _rescale(self, key: tuple[int, ...], entry: KeyTrie, prompt_scale: int, output_divisor: int,
-                 prompt_divisor: int = 1) -> None:
-        """Rescales every count of a key (prompt * scale // divisor, output // divisor)
-        and drops nodes left at zero with their subtrees. Child counts never exceed
-        their parent's, and floor division keeps that order, so a dropped node's
-        subtree was at zero as well."""
+    def _recount(self, key: tuple[int, ...], entry: KeyTrie, recount: Callable[[TrieNode], tuple[int, int]]) -> None:
+        """Replaces every count of a key by recount(node) -> (prompt, output) and drops
+        nodes left at zero with their subtrees. Child counts never exceed their
+        parent's and recount keeps that order, so a dropped subtree was at zero too."""
         removed = 0
         stack = [entry.root]
+        entry.root.prompt, entry.root.output = recount(entry.root)
         while stack:
             node = stack.pop()
-            node.prompt = node.prompt * prompt_scale // prompt_divisor
-            node.output //= output_divisor
             if node.children is None:
                 continue
             for token, child in list(node.children.items()):
-                if (child.prompt * prompt_scale // prompt_divisor) + child.output // output_divisor == 0:
+                child.prompt, child.output = recount(child)
+                if child.count == 0:
                     removed += subtree_size(child)
                     del node.children[token]
                 else:
@@ -382,6 +380,14 @@ class NGramStore:
         if (len(flat) - 1) % 3:
             raise ValueError("truncated node list")
         self._enforce_limits(key, entry)
+
+
+def output_counts_only(node: TrieNode) -> tuple[int, int]:
+    return 0, node.output
+
+
+def halved_counts(node: TrieNode) -> tuple[int, int]:
+    return node.prompt // 2, node.output // 2
 
 
 def subtree_size(node: TrieNode) -> int:
