@@ -33,6 +33,7 @@ class SpeculativeStats:
     provisional: int = 0           # nodes drafted while the target verified
     reused: int = 0                # of those, nodes a later round started from (not drafted again)
     accepted_per_pass: list[int] = field(default_factory=list)
+    accepted_by_source: dict[str, int] = field(default_factory=dict)  # accepted draft tokens per tree source
 
     @property
     def mean_accepted(self) -> float:
@@ -45,8 +46,9 @@ class SpeculativeStats:
     def as_dict(self) -> dict:
         return {"passes": self.passes, "drafted": self.drafted, "accepted": self.accepted, "emitted": self.emitted,
                 "mean_accepted_per_pass": self.mean_accepted, "acceptance_rate": self.acceptance_rate,
-                "provisional": self.provisional, "reused": self.reused, "draft_seconds": self.draft_seconds, "verify_seconds": self.verify_seconds,
-                "prompt_seconds": self.prompt_seconds}
+                "provisional": self.provisional, "reused": self.reused, "draft_seconds": self.draft_seconds,
+                "verify_seconds": self.verify_seconds, "prompt_seconds": self.prompt_seconds,
+                "accepted_by_source": dict(self.accepted_by_source)}
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -102,6 +104,13 @@ class TreeDrafter:
         """A new request: the prompt's tokens this cache lacks run with the first root."""
         self.pending = list(prompt[self.cache.n:-1])
         self.tree = None
+
+    def abandon(self) -> None:
+        """Drops a carried tree (its root included): another drafter drafts this round,
+        and the committed tokens will reach this cache through `pending`."""
+        if self.tree is not None:
+            self.cache.trim(self.slots[0])
+            self.tree = None
 
     def begin_round(self, root_token: int, root_position: int) -> None:
         """Begins a round at root_token: reuses the carried subtree if it is rooted
@@ -278,6 +287,9 @@ def _record(stats: SpeculativeStats, tree: TokenTree, verdict: Verdict, policy: 
     stats.drafted += len(tree) - 1
     stats.accepted += verdict.n_draft_accepted
     stats.accepted_per_pass.append(verdict.n_draft_accepted)
+    for node in verdict.accepted_nodes[1:]:
+        source = tree.sources[node]
+        stats.accepted_by_source[source] = stats.accepted_by_source.get(source, 0) + 1
 
 
 def _observe(policy: FallbackPolicy, drafter, steps_before: int, draft_seconds: float,

@@ -1,0 +1,150 @@
+"""Trie drafts on the real pair, resident: tokens/s of target-only, target + trie,
+small-model tree, and small-model tree + trie, on HumanEval edit tasks and plain
+HumanEval completions, greedy (every mode must emit the same tokens).
+
+    python bench/bench_trie.py [--prompts 5] [--tokens 96] [--threads 2]
+
+Prints a table and writes bench/out/trie.json. Each mode keeps one n-gram store
+for the whole task set (a session: output counts carry over, prompt counts do not).
+Both caches hold prompt[:-1] before the clock starts, so every mode is timed from
+the last prompt token on."""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import time
+
+from common import humaneval_prompts, print_table, write_json
+from duet import _core
+from duet.generate import decode_tokens
+from duet.gguf_file import GGUFFile
+from duet.model import Model
+from duet.models import resolve_model
+from duet.ngram_store import NGramStore
+from duet.policy import FallbackPolicy
+from duet.sampling import Sampler
+from duet.speculative import SpeculativeStats, TreeDrafter, TreeVerifier, speculative_generate
+from duet.tokenizer import Tokenizer
+from duet.trie_drafter import MergedDrafter, TrieDrafter
+
+MODES = ("target", "target+trie", "tree", "tree+trie")
+
+
+def edit_task(code: str) -> list[dict]:
+    """The prompt's code with a small change asked for, so most of the answer is a copy."""
+    name = re.search(r"def (\w+)\(", code).group(1)
+    request = (f"Rename the function `{name}` to `{name}_renamed` and return the same code, with its "
+               f"docstring, changing nothing else.\n\n```python\n{code}```")
+    return [{"role": "user", "content": request}]
+
+
+def task_prompts(tokenizer: Tokenizer, n: int) -> dict[str, list[list[int]]]:
+    codes = humaneval_prompts()[:n]
+    edits = [tokenizer.encode(tokenizer.apply_chat_template(edit_task(code))) for code in codes]
+    plain = [tokenizer.encode(code) for code in codes]
+    return {"edit": edits, "plain": plain}
+
+
+class Runner:
+    """The resident pair and one n-gram store per mode (a session)."""
+
+    def __init__(self, threads: int, max_tokens: int, max_nodes: int, trie_nodes: int):
+        pool = _core.ThreadPool(threads)
+        self.target = Model(GGUFFile(resolve_model("qwen2.5-coder-1.5b")), pool)
+        self.drafter = Model(GGUFFile(resolve_model("qwen2.5-coder-0.5b")), pool)
+        self.tokenizer = Tokenizer.from_metadata(self.target.gguf.metadata)
+        self.max_tokens = max_tokens
+        self.max_nodes = max_nodes
+        self.trie_nodes = trie_nodes
+        self.stores = {mode: NGramStore() for mode in MODES if "trie" in mode}
+
+    def is_stop(self, token: int) -> bool:
+        return self.tokenizer.is_end_of_generation(token)
+
+    def prefilled_cache(self, model: Model, prompt: list[int]):
+        cache = model.new_cache(len(prompt) + self.max_tokens + 64)
+        model.prefill(prompt[:-1], cache)
+        return cache
+
+    def run(self, mode: str, prompt: list[int]) -> dict:
+        target_cache = self.prefilled_cache(self.target, prompt)
+        if mode == "target":
+            start = time.perf_counter()
+            tokens = list(decode_tokens(self.target, target_cache, prompt, self.max_tokens, Sampler(temperature=0),
+                                        self.is_stop))
+            return {"tokens": tokens, "seconds": time.perf_counter() - start, "stats": None}
+        drafter = self.make_drafter(mode, prompt)
+        stats = SpeculativeStats()
+        policy = FallbackPolicy(max_nodes=self.max_nodes)
+        start = time.perf_counter()
+        tokens = [t for t, _ in speculative_generate(TreeVerifier(self.target, target_cache), drafter, prompt,
+                                                     self.max_tokens, policy, self.is_stop, stats=stats)]
+        return {"tokens": tokens, "seconds": time.perf_counter() - start, "stats": stats}
+
+    def make_drafter(self, mode: str, prompt: list[int]):
+        trie = TrieDrafter(self.stores[mode], max_nodes=self.trie_nodes) if "trie" in mode else None
+        if mode == "target+trie":
+            return trie
+        tree = TreeDrafter(self.drafter, self.prefilled_cache(self.drafter, prompt))
+        return tree if trie is None else MergedDrafter(tree, trie)
+
+
+def summarise(task: str, mode: str, results: list[dict], reference: list[list[int]]) -> dict:
+    tokens = sum(len(r["tokens"]) for r in results)
+    seconds = sum(r["seconds"] for r in results)
+    row = {"task": task, "mode": mode, "tokens": tokens, "seconds": seconds, "tps": tokens / seconds,
+           "lossless": all(r["tokens"] == ref for r, ref in zip(results, reference))}
+    stats = [r["stats"] for r in results if r["stats"] is not None]
+    if stats:
+        passes = sum(s.passes for s in stats)
+        row["passes"] = passes
+        row["accepted_per_pass"] = sum(s.accepted for s in stats) / passes
+        row["drafted_per_pass"] = sum(s.drafted for s in stats) / passes
+        for source in ("draft", "trie"):
+            row[f"{source}_accepted_per_pass"] = sum(s.accepted_by_source.get(source, 0) for s in stats) / passes
+        row["accepted_histogram"] = histogram([n for s in stats for n in s.accepted_per_pass])
+    return row
+
+
+def histogram(values: list[int]) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=5)
+    parser.add_argument("--tokens", type=int, default=96)
+    parser.add_argument("--threads", "-t", type=int, default=2)
+    parser.add_argument("--max-nodes", type=int, default=16, help="the policy's tree size cap")
+    parser.add_argument("--trie-nodes", type=int, default=8, help="draft nodes the trie may add per pass")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    args = parser.parse_args()
+    runner = Runner(args.threads, args.tokens, args.max_nodes, args.trie_nodes)
+    load_before = os.getloadavg()
+    # Warm both models once so that first-touch page faults count for no mode.
+    runner.run("tree", runner.tokenizer.encode("def f(x):\n    return x\n")[:8])
+    rows = []
+    for task, prompts in task_prompts(runner.tokenizer, args.prompts).items():
+        reference = None
+        for mode in args.modes:
+            results = [runner.run(mode, prompt) for prompt in prompts]
+            reference = reference or [r["tokens"] for r in results]
+            rows.append(summarise(task, mode, results, reference))
+            print(f"{task:5} {mode:11} {rows[-1]['tps']:.2f} tok/s", flush=True)
+        base = rows[-len(args.modes)]["tps"]
+        for row in rows[-len(args.modes):]:
+            row["speedup"] = row["tps"] / base
+    print_table(rows, ["task", "mode", "tokens", "tps", "speedup", "lossless", "accepted_per_pass",
+                       "trie_accepted_per_pass", "draft_accepted_per_pass", "drafted_per_pass"])
+    payload = {"args": vars(args), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+               "cpu_count": os.cpu_count(), "rows": rows}
+    print(f"load average before {load_before}, after {payload['loadavg_after']}")
+    print(f"wrote {write_json('trie.json', payload)}")
+
+
+if __name__ == "__main__":
+    main()
