@@ -154,3 +154,15 @@ def test_read_error_mid_generation_raises_and_engine_recovers(tmp_path):
                 pass
         path.write_bytes(whole)
         assert engine.generate(PROMPT, max_tokens=48).tokens == expected
+
+
+@pytest.mark.parametrize("with_draft", [False, True])
+def test_trie_option_is_lossless_and_remembers_outputs(tiny_pair, with_draft):
+    target, draft = tiny_pair
+    expected = target_only(target)
+    with Engine(target=target, draft=draft if with_draft else None, threads=2, n_ctx=256, trie=True) as engine:
+        first = engine.generate(PROMPT, max_tokens=48)
+        second = engine.generate(PROMPT, max_tokens=48)  # the store now holds the first answer
+    assert first.tokens == expected and second.tokens == expected
+    assert second.stats["accepted_by_source"].get("trie", 0) > 0
+    assert len(engine.ngrams) > 0

@@ -172,3 +172,27 @@ def test_trie_only_context_check_still_refuses_overflow(target):
     with pytest.raises(ValueError, match="context size"):
         speculative_generate(TreeVerifier(target, target.new_cache(40)), TrieDrafter(NGramStore()),
                              prompt_of(target), 30, FallbackPolicy(), never_stop).__next__()
+
+
+class SlowVerifier(TreeVerifier):
+    """Waits before verifying, as a streamed target waits for its weights, so that
+    the small model drafts provisionally meanwhile."""
+
+    def verify(self, tree, choose):
+        import time
+
+        time.sleep(0.02)
+        return super().verify(tree, choose)
+
+
+@pytest.mark.parametrize("trie_only_depth", [None, 2])
+def test_merged_drafter_in_the_pipeline_is_lossless(target, small, trie_only_depth):
+    prompt = prompt_of(target)
+    drafter = MergedDrafter(TreeDrafter(small, small.new_cache(N_CTX)), TrieDrafter(NGramStore(), max_nodes=8),
+                            trie_only_depth=trie_only_depth)
+    stats = SpeculativeStats()
+    verifier = SlowVerifier(target, target.new_cache(N_CTX))
+    out = [t for t, _ in speculative_generate(verifier, drafter, prompt, N_TOKENS, FallbackPolicy(), never_stop,
+                                              stats=stats, pipeline=True)]
+    assert out == target_only(target, prompt)
+    assert stats.provisional > 0

@@ -21,12 +21,14 @@ from duet.gguf_file import GGUFFile
 from duet.kv_cache import KVCache
 from duet.memory import memory_usage, parse_size, peak_memory
 from duet.model import PREFILL_BLOCK, Model, layer_shape
+from duet.ngram_store import NGramStore
 from duet.models import default_pair, resolve_model
 from duet.policy import FallbackPolicy
 from duet.sampling import Sampler
 from duet.speculative import SpeculativeStats, TreeDrafter, TreeVerifier, greedy_choice, sampled_choice, \
     speculative_generate
 from duet.tokenizer import Tokenizer
+from duet.trie_drafter import MergedDrafter, TrieDrafter
 from duet.weight_store import MemoryPlan, StreamedLayers, layer_segments, plan_memory
 
 # Measured on the reference machine (DESIGN.md); used only to print expectations.
@@ -83,6 +85,8 @@ class Engine:
     threads: compute threads (default: all cores). n_ctx: context size in tokens.
     pipeline: draft on while the target verifies (default: when the target streams,
     since only then does the target leave the cores idle while it waits for weights).
+    trie: also draft from n-grams of the prompt and of earlier outputs (kept across
+    requests in engine.ngrams); merged into the drafter's trees, or alone without one.
     """
 
     def __init__(
@@ -96,6 +100,7 @@ class Engine:
         max_tree_nodes: int = 24,
         direct_io: bool = True,
         pipeline: bool | None = None,
+        trie: bool = False,
     ):
         threads = (os.cpu_count() or 1) if threads is None else threads
         if threads < 1:
@@ -128,6 +133,7 @@ class Engine:
         self.target = Model(self.target_gguf, self.pool, layers=layers)
         self.draft = Model(self.draft_gguf, self.pool) if self.draft_gguf is not None else None
         self.policy = FallbackPolicy(max_nodes=max_tree_nodes)
+        self.ngrams = NGramStore() if trie else None
         self.pipeline = bool(layers is not None) if pipeline is None else pipeline
         self.last_stats: dict = {}
 
@@ -176,7 +182,8 @@ class Engine:
     def _check_length(self, n_prompt: int, max_tokens: int) -> None:
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
-        needed = n_prompt + max_tokens + (2 * self.max_tree_nodes + 1 if self.draft is not None else 0)
+        drafting = self.draft is not None or self.ngrams is not None
+        needed = n_prompt + max_tokens + (2 * self.max_tree_nodes + 1 if drafting else 0)
         if needed > self.n_ctx:
             raise ValueError(f"the prompt ({n_prompt} tokens) plus {max_tokens} new tokens need a context of "
                              f"{needed}, more than the context size {self.n_ctx} (raise n_ctx / -c)")
@@ -204,8 +211,9 @@ class Engine:
         start = time.perf_counter()
         io_before = self._io_stats()
         emitted = 0
-        if self.draft is not None and use_draft:
-            steps, stats = self._collaborative_steps(tokens, max_tokens, sampler, target_cache)
+        drafter = self._drafter() if use_draft else None
+        if drafter is not None:
+            steps, stats = self._collaborative_steps(drafter, tokens, max_tokens, sampler, target_cache)
         else:
             stats = DecodeStats()
             steps = ((t, False) for t in decode_tokens(self.target, target_cache, tokens, max_tokens, sampler,
@@ -219,9 +227,16 @@ class Engine:
             yield TokenEvent(decoder.feed(token), token, from_draft, rate, peak_memory())
         self.last_stats = self._summarise(stats, len(tokens), emitted, start, first_time, io_before)
 
-    def _collaborative_steps(self, tokens, max_tokens, sampler, target_cache):
-        draft_cache = self.draft.new_cache(self.n_ctx, self.kv_type)
-        drafter = TreeDrafter(self.draft, draft_cache)
+    def _drafter(self):
+        """The drafter for one request: the small model's trees, the trie's, both
+        merged, or None for target-only decoding."""
+        tree = TreeDrafter(self.draft, self.draft.new_cache(self.n_ctx, self.kv_type)) if self.draft else None
+        trie = TrieDrafter(self.ngrams, max_nodes=min(16, self.max_tree_nodes)) if self.ngrams is not None else None
+        if tree is not None and trie is not None:
+            return MergedDrafter(tree, trie)
+        return tree or trie
+
+    def _collaborative_steps(self, drafter, tokens, max_tokens, sampler, target_cache):
         verifier = TreeVerifier(self.target, target_cache)
         choose = greedy_choice if sampler.greedy else sampled_choice(sampler)
         stats = SpeculativeStats()
