@@ -292,26 +292,27 @@ def _record(stats: SpeculativeStats, tree: TokenTree, verdict: Verdict, policy: 
         stats.accepted_by_source[source] = stats.accepted_by_source.get(source, 0) + 1
 
 
-def _observe(policy: FallbackPolicy, drafter, steps_before: int, draft_seconds: float,
-             verify_seconds: float) -> None:
-    steps = getattr(drafter, "steps", 0) - steps_before
-    policy.observe_costs(draft_seconds / steps if steps else None, verify_seconds)
-
-
-def _sequential_rounds(verifier, drafter, root, policy, choose, stats) -> Iterator[Verdict]:
+def _rounds(verifier, drafter, root, policy, choose, stats, verify) -> Iterator[Verdict]:
+    """Draft, verify, commit, repeat. verify(tree) -> verdict is where the two
+    modes differ; timing, the cost model and the statistics are shared."""
     while True:
         start, steps = time.perf_counter(), getattr(drafter, "steps", 0)
         tree = drafter.draft(root, verifier.cache.n, policy)
         middle = time.perf_counter()
-        verdict = verifier.verify(tree, choose)
-        drafter.commit(tree, verdict)
+        verdict = verify(tree)
+        stats.reused += drafter.commit(tree, verdict) or 0
         end = time.perf_counter()
         stats.draft_seconds += middle - start
         stats.verify_seconds += end - middle
-        _observe(policy, drafter, steps, middle - start, end - middle)
+        steps = getattr(drafter, "steps", 0) - steps
+        policy.observe_costs((middle - start) / steps if steps else None, end - middle)
         _record(stats, tree, verdict, policy)
         yield verdict
         root = verdict.tokens[-1]
+
+
+def _sequential_rounds(verifier, drafter, root, policy, choose, stats) -> Iterator[Verdict]:
+    yield from _rounds(verifier, drafter, root, policy, choose, stats, lambda tree: verifier.verify(tree, choose))
 
 
 def _pipelined_rounds(verifier, drafter, root, policy, choose, stats) -> Iterator[Verdict]:
@@ -321,20 +322,11 @@ def _pipelined_rounds(verifier, drafter, root, policy, choose, stats) -> Iterato
     drafter.model.compute, drafter.model.urgent = token, False
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="duet-verify") as executor:
-            while True:
-                start, steps = time.perf_counter(), getattr(drafter, "steps", 0)
-                tree = drafter.draft(root, verifier.cache.n, policy)
-                middle = time.perf_counter()
+            def verify(tree: TokenTree) -> Verdict:
                 pending = executor.submit(verifier.verify, tree, choose)
                 stats.provisional += drafter.draft_provisionally(pending.done, 2 * policy.max_nodes)
-                verdict = pending.result()
-                stats.reused += drafter.commit(tree, verdict) or 0
-                end = time.perf_counter()
-                stats.draft_seconds += middle - start
-                stats.verify_seconds += end - middle
-                _observe(policy, drafter, steps, middle - start, end - middle)
-                _record(stats, tree, verdict, policy)
-                yield verdict
-                root = verdict.tokens[-1]
+                return pending.result()
+
+            yield from _rounds(verifier, drafter, root, policy, choose, stats, verify)
     finally:
         verifier.model.compute, verifier.model.urgent, drafter.model.compute, drafter.model.urgent = saved
