@@ -193,10 +193,11 @@ class StreamingSession:
 
     def generate(self, max_tokens: int, sampler: Sampler | None = None,
                  policy: FallbackPolicy | None = None,
-                 stats: DecodeStats | SpeculativeStats | None = None) -> Iterator[int]:
+                 stats: DecodeStats | SpeculativeStats | None = None,
+                 is_stop: Callable[[int], bool] | None = None) -> Iterator[int]:
         """Yields the answer's tokens (finishing the input first if needed); stops
-        after an end-of-generation token, which is yielded too. Greedy by default;
-        with a drafter the tokens come from speculative_generate."""
+        after a stop token (default: end of generation), which is yielded too.
+        Greedy by default; with a drafter the tokens come from speculative_generate."""
         if self._state == "open":
             self.finish()
         self._raise_worker_error()
@@ -204,7 +205,8 @@ class StreamingSession:
             raise RuntimeError("generate() runs once per session, after finish()")
         sampler = sampler or Sampler(temperature=0.0)
         try:
-            for token in self._tokens_from(max_tokens, sampler, policy, stats):
+            for token in self._tokens_from(max_tokens, sampler, policy, stats,
+                                           is_stop or self.tokenizer.is_end_of_generation):
                 self.generated.append(token)
                 yield token
         finally:
@@ -219,9 +221,8 @@ class StreamingSession:
             lane.cache.trim(n)
             lane.tokens = history[:n]
 
-    def _tokens_from(self, max_tokens, sampler, policy, stats) -> Iterator[int]:
+    def _tokens_from(self, max_tokens, sampler, policy, stats, is_stop) -> Iterator[int]:
         target = self._lanes["target"]
-        is_stop = self.tokenizer.is_end_of_generation
         if "draft" not in self._lanes:
             yield from decode_tokens(target.model, target.cache, self.prompt, max_tokens, sampler,
                                      is_stop, stats)
