@@ -274,7 +274,7 @@ def test_worker_error_surfaces_at_finish(tiny_pair):
     session = StreamingSession(target, target.new_cache(4), tokenizer=tokenizer)   # too small
     session.feed("def has_close_elements(numbers: List[float], threshold: float) -> bool:")
     assert session.wait_idle(timeout=60)
-    with pytest.raises(RuntimeError, match="background prefill failed") as raised:
+    with pytest.raises(RuntimeError, match="background work failed") as raised:
         session.finish()
     assert isinstance(raised.value.__cause__, ValueError)
 
@@ -296,3 +296,18 @@ def test_template_must_place_the_user_text_verbatim():
             return "<|im_start|>user\n" + messages[-1]["content"].strip() + "<|im_end|>\n"
     with pytest.raises(ValueError):
         chat_prompt_parts(Stripping())
+
+
+def test_session_takes_bytes_split_inside_characters(tiny_pair):
+    _, _, tokenizer = tiny_pair
+    session = new_session(tiny_pair, False, background=False)
+    data = "x = 'é 你好' 😀\n".encode()
+    for k in range(len(data)):
+        session.feed(data[k:k + 1])
+        session.step()
+    assert session.finish() == tokenizer.encode("x = 'é 你好' 😀\n")
+    truncated = new_session(tiny_pair, False)
+    truncated.feed("é".encode()[:1])
+    with pytest.raises(UnicodeDecodeError):
+        truncated.finish()
+    truncated.close()

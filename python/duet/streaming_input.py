@@ -13,10 +13,10 @@ drafter), so the answer is the non-streaming answer.
 The last prompt token is never run in the background: decoding needs its logits."""
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
+from duet.background_input import BackgroundInput
 from duet.generate import DecodeStats, decode_tokens
 from duet.incremental_tokenizer import IncrementalTokenizer, common_prefix_length
 from duet.kv_cache import KVCache
@@ -55,6 +55,14 @@ class _Lane:
     cache: KVCache
     tokens: list[int] = field(default_factory=list)   # [cache.n]
 
+    @classmethod
+    def holding(cls, model: Model, cache: KVCache, cached_tokens: Sequence[int]) -> "_Lane":
+        """A lane over a cache that holds cached_tokens[:cache.n]."""
+        if cache.n > len(cached_tokens):
+            raise ValueError(f"the cache holds {cache.n} tokens but cached_tokens names only "
+                             f"{len(cached_tokens)}; pass what the caches hold")
+        return cls(model, cache, list(cached_tokens[:cache.n]))
+
     def keep_matching(self, wanted: list[int]) -> None:
         """Trims the cache back to its longest prefix that agrees with wanted."""
         n = common_prefix_length(self.tokens, wanted)
@@ -81,7 +89,7 @@ class StreamingStats:
     blocks: int = 0         # background forward passes
 
 
-class StreamingSession:
+class StreamingSession(BackgroundInput):
     """One user turn typed into caches that may already hold earlier turns.
 
     cached_tokens: the token sequence whose first cache.n tokens each cache already
@@ -96,6 +104,7 @@ class StreamingSession:
                  draft_cache: KVCache | None = None, *, tokenizer: Tokenizer, prefix: str = "",
                  suffix: str = "", cached_tokens: Sequence[int] = (), block: int = 32,
                  background: bool = True, stable_end: Callable[[str], int] | None = None):
+        super().__init__(background, name="duet-streaming-prefill")
         if (draft is None) != (draft_cache is None):
             raise ValueError("a drafter needs its own cache, and a drafter cache needs a drafter")
         if block < 1:
@@ -104,79 +113,21 @@ class StreamingSession:
         self._suffix = suffix
         self._block = block
         self._text = IncrementalTokenizer(tokenizer, prefix, stable_end=stable_end)
-        self._lanes = {"target": self._lane(target, target_cache, cached_tokens)}
+        self._lanes = {"target": _Lane.holding(target, target_cache, cached_tokens)}
         if draft is not None:
-            self._lanes["draft"] = self._lane(draft, draft_cache, cached_tokens)
+            self._lanes["draft"] = _Lane.holding(draft, draft_cache, cached_tokens)
         self.stats = StreamingStats()
         self.prompt: list[int] | None = None     # set by finish()
         self.generated: list[int] = []
-        self._pending: list[str | bytes] = []
-        self._state = "open"                     # open -> finished -> closed
-        self._stop = False
-        self._error: BaseException | None = None
-        self._idle = False                       # the worker waits with nothing to do
-        self._wake = threading.Condition()
-        self._worker = None
-        self._text.feed("")          # the prefix's stable tokens can run before any typing
-        for lane in self._lanes.values():
-            lane.keep_matching(self._text.tokens)
-        if background:
-            self._worker = threading.Thread(target=self._work, name="duet-streaming-prefill", daemon=True)
-            self._worker.start()
-
-    @staticmethod
-    def _lane(model: Model, cache: KVCache, cached_tokens: Sequence[int]) -> _Lane:
-        if cache.n > len(cached_tokens):
-            raise ValueError(f"the cache holds {cache.n} tokens but cached_tokens names only "
-                             f"{len(cached_tokens)}; pass what the caches hold")
-        return _Lane(model, cache, list(cached_tokens[:cache.n]))
-
-    # ---- input ---------------------------------------------------------------------
-
-    def feed(self, piece: str | bytes) -> None:
-        """Appends typed text (bytes may end inside a character); returns at once."""
-        if not isinstance(piece, (str, bytes, bytearray)):
-            raise TypeError(f"feed takes str or bytes, got {type(piece).__name__}")
-        with self._wake:
-            if self._state != "open":
-                raise RuntimeError(f"the session is {self._state}; feed comes before finish()")
-            self._pending.append(piece)
-            self._idle = False
-            self._wake.notify_all()
-
-    def step(self) -> bool:
-        """Does one unit of background work on the calling thread (background=False):
-        tokenizes what arrived, then runs one block on each model that lags.
-        Returns False when there was nothing to do."""
-        if self._worker is not None:
-            raise RuntimeError("step() is for sessions made with background=False")
-        with self._wake:
-            if self._state != "open":
-                raise RuntimeError(f"the session is {self._state}")
-        return self._advance()
-
-    def wait_idle(self, timeout: float | None = None) -> bool:
-        """Waits until the worker has run everything released so far (or failed);
-        False on timeout."""
-        if self._worker is None:
-            raise RuntimeError("wait_idle() is for background sessions; call step() instead")
-        with self._wake:
-            return self._wake.wait_for(lambda: self._idle or self._error is not None
-                                       or not self._worker.is_alive(), timeout)
+        self._retokenize("")                     # the prefix's stable tokens run before any typing
+        self._start()
 
     def finish(self) -> list[int]:
         """Ends the input: waits for the block in flight, tokenizes the whole text and
-        keeps what the caches hold of it. Returns the prompt tokens."""
-        with self._wake:
-            if self._state != "open":
-                raise RuntimeError(f"the session is {self._state}; finish() comes once")
-            self._state = "finished"
-            self._stop = True
-            self._wake.notify_all()
-        if self._worker is not None:
-            self._worker.join()
-        self._raise_worker_error()
-        self._text.feed(self._take_pending())
+        keeps what the caches hold of it. Returns the prompt tokens. Released tokens
+        the worker had not run yet are left to generation, which runs them in one
+        block, cheaper than the worker's small ones."""
+        self._text.feed(self._end_input())
         self._text.finish(self._suffix)
         prompt = self._text.tokens
         if not prompt:
@@ -242,46 +193,13 @@ class StreamingSession:
             raise RuntimeError("no prompt before finish()")
         return self.prompt + self.generated
 
-    def close(self) -> None:
-        """Stops the background worker (waiting for the block in flight)."""
-        with self._wake:
-            self._state = "closed"
-            self._stop = True
-            self._wake.notify_all()
-        if self._worker is not None:
-            self._worker.join()
-
-    def __enter__(self) -> "StreamingSession":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     # ---- background ----------------------------------------------------------------
 
-    def _work(self) -> None:
-        try:
-            while True:
-                with self._wake:
-                    while not (self._stop or self._pending or self._lagging()):
-                        self._idle = True
-                        self._wake.notify_all()
-                        self._wake.wait()
-                    self._idle = False
-                    if self._stop:
-                        return
-                self._advance()
-        except BaseException as exc:   # handed to finish()/generate() on the caller's thread
-            with self._wake:
-                self._error = exc
-                self._wake.notify_all()
-
-    def _advance(self) -> bool:
-        text = self._take_pending()
+    def _advance(self, text: str) -> bool:
+        """Tokenizes what arrived, trims caches whose tokens it took back, then runs
+        one block on each model that lags."""
         if text:
-            self._text.feed(text)
-            for lane in self._lanes.values():
-                lane.keep_matching(self._text.tokens)
+            self._retokenize(text)
         ran = False
         for lane in self._lanes.values():
             if lane.run_block(self._text.tokens, self._block):
@@ -289,22 +207,10 @@ class StreamingSession:
                 ran = True
         return ran or bool(text)
 
+    def _retokenize(self, text: str) -> None:
+        self._text.feed(text)
+        for lane in self._lanes.values():
+            lane.keep_matching(self._text.tokens)
+
     def _lagging(self) -> bool:
         return any(len(lane.tokens) < len(self._text.tokens) for lane in self._lanes.values())
-
-    def _take_pending(self) -> str | bytes:
-        with self._wake:
-            pieces, self._pending = self._pending, []
-        if not pieces:
-            return ""
-        if all(isinstance(p, str) for p in pieces):
-            return "".join(pieces)
-        for piece in pieces[:-1]:   # mixed str and bytes: keep their order
-            self._text.feed(piece)
-        return pieces[-1]
-
-    def _raise_worker_error(self) -> None:
-        with self._wake:
-            error = self._error
-        if error is not None:
-            raise RuntimeError(f"background prefill failed: {error}") from error
