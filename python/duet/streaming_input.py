@@ -49,14 +49,14 @@ def chat_prompt_parts(tokenizer: Tokenizer, history: Sequence[dict] = ()) -> tup
 
 
 @dataclass
-class _Lane:
+class CacheLane:
     """One model and its cache; `tokens` are what the cache holds, slot by slot."""
     model: Model
     cache: KVCache
     tokens: list[int] = field(default_factory=list)   # [cache.n]
 
     @classmethod
-    def holding(cls, model: Model, cache: KVCache, cached_tokens: Sequence[int]) -> "_Lane":
+    def holding(cls, model: Model, cache: KVCache, cached_tokens: Sequence[int]) -> "CacheLane":
         """A lane over a cache that holds cached_tokens[:cache.n]."""
         if cache.n > len(cached_tokens):
             raise ValueError(f"the cache holds {cache.n} tokens but cached_tokens names only "
@@ -113,9 +113,9 @@ class StreamingSession(BackgroundInput):
         self._suffix = suffix
         self._block = block
         self._text = IncrementalTokenizer(tokenizer, prefix, stable_end=stable_end)
-        self._lanes = {"target": _Lane.holding(target, target_cache, cached_tokens)}
+        self._lanes = {"target": CacheLane.holding(target, target_cache, cached_tokens)}
         if draft is not None:
-            self._lanes["draft"] = _Lane.holding(draft, draft_cache, cached_tokens)
+            self._lanes["draft"] = CacheLane.holding(draft, draft_cache, cached_tokens)
         self.stats = StreamingStats()
         self.prompt: list[int] | None = None     # set by finish()
         self.generated: list[int] = []
