@@ -31,6 +31,7 @@ from duet import _core
 from duet.generate import DecodeStats, decode_tokens
 from duet.gguf_file import GGUFFile
 from duet.model import Model
+from duet.livemind import LiveMindSession
 from duet.models import default_pair, resolve_model
 from duet.policy import FallbackPolicy
 from duet.sampling import Sampler
@@ -73,12 +74,9 @@ def whole_prompt_run(target, draft, prompt, n_ctx) -> tuple[list[int], float, fl
     return token_times(tokens, start, ANSWER_TOKENS)
 
 
-def typed_run(target, draft, tokenizer, text, cps, n_ctx, block) -> dict:
-    prefix, suffix = chat_prompt_parts(tokenizer)
-    session = StreamingSession(target, target.new_cache(n_ctx), draft,
-                               None if draft is None else draft.new_cache(n_ctx),
-                               tokenizer=tokenizer, prefix=prefix, suffix=suffix,
-                               block=block, background=False)
+def simulate_typing(session, text: str, cps: float) -> dict:
+    """Types text into a background=False session on the simulated clock (see the
+    module docstring); returns the clock's facts."""
     clock, busy, typed = 0.0, 0.0, 0
     key_time = lambda i: i / cps   # noqa: E731 - key i arrives at i/cps seconds
     while typed < len(text):
@@ -93,14 +91,39 @@ def typed_run(target, draft, tokenizer, text, cps, n_ctx, block) -> dict:
             busy += spent
         elif typed < len(text):
             clock = key_time(typed)
-    in_flight_wait = clock - key_time(len(text) - 1)
+    return {"in_flight_wait": clock - key_time(len(text) - 1), "typing_seconds": key_time(len(text) - 1),
+            "background_busy_seconds": busy}
+
+
+def timed_answer(session, clock: dict) -> dict:
+    """finish() and the answer, timed from the last key (the in-flight wait included)."""
     start = time.perf_counter()
     prompt = session.finish()
     tokens, first, last = token_times(session.generate(ANSWER_TOKENS, is_stop=never_stop), start, ANSWER_TOKENS)
-    return {"tokens": tokens, "prompt": prompt, "first": in_flight_wait + first, "last": in_flight_wait + last,
-            "in_flight_wait": in_flight_wait, "typing_seconds": key_time(len(text) - 1),
-            "background_busy_seconds": busy, "rollbacks": session.stats.rollbacks,
-            "prefilled": session.stats.prefilled_in_background}
+    wait = clock["in_flight_wait"]
+    return {**clock, "tokens": tokens, "prompt": prompt, "first": wait + first, "last": wait + last}
+
+
+def typed_run(target, draft, tokenizer, text, cps, n_ctx, block) -> dict:
+    prefix, suffix = chat_prompt_parts(tokenizer)
+    session = StreamingSession(target, target.new_cache(n_ctx), draft,
+                               None if draft is None else draft.new_cache(n_ctx),
+                               tokenizer=tokenizer, prefix=prefix, suffix=suffix,
+                               block=block, background=False)
+    result = timed_answer(session, simulate_typing(session, text, cps))
+    return {**result, "rollbacks": session.stats.rollbacks, "prefilled": session.stats.prefilled_in_background}
+
+
+def livemind_run(large, small, tokenizer, text, args) -> dict:
+    """LiveMind's collaborative mode: the large model notes each sentence, the small one answers."""
+    n_ctx = 4096
+    session = LiveMindSession(large, large.new_cache(n_ctx), small, small.new_cache(n_ctx), tokenizer=tokenizer,
+                              note_tokens=args.note_tokens, block=args.block, background=False)
+    result = timed_answer(session, simulate_typing(session, text, args.cpm / 60.0))
+    return {"mode": "livemind", "prompt_tokens": len(result["prompt"]), "typing_s": result["typing_seconds"],
+            "busy_s": result["background_busy_seconds"], "in_flight_wait_s": result["in_flight_wait"],
+            "stream_first_s": result["first"], "stream_64th_s": result["last"], "notes": session.note_texts(),
+            "answer": tokenizer.decode(result["tokens"], special=False)}
 
 
 def bench_prompt(target, draft, tokenizer, text, args) -> dict:
@@ -110,6 +133,7 @@ def bench_prompt(target, draft, tokenizer, text, args) -> dict:
     typed = typed_run(target, draft, tokenizer, text, args.cpm / 60.0, n_ctx, args.block)
     return {
         "mode": "target+draft" if draft is not None else "target",
+        "answer": tokenizer.decode(typed["tokens"], special=False),
         "chars": len(text), "prompt_tokens": len(full_prompt),
         "prefilled_target": typed["prefilled"]["target"],
         "prefilled_draft": typed["prefilled"].get("draft"),
@@ -136,6 +160,11 @@ def main() -> None:
     parser.add_argument("--threads", "-t", type=int, default=2)
     parser.add_argument("--block", type=int, default=32, help="most tokens per background forward")
     parser.add_argument("--no-draft", action="store_true", help="target-only runs only")
+    parser.add_argument("--livemind", action="store_true",
+                        help="also LiveMind's collaborative mode (target notes, drafter answers)")
+    parser.add_argument("--note-tokens", type=int, default=24, help="longest LiveMind note")
+    parser.add_argument("--out", default="streaming.json", help="file name under bench/out")
+    parser.add_argument("--skip-streaming", action="store_true", help="only the LiveMind runs")
     args = parser.parse_args()
     target_name, draft_name = default_pair()
     pool = _core.ThreadPool(args.threads)
@@ -148,9 +177,15 @@ def main() -> None:
         model.prefill(warm, model.new_cache(len(warm)))
     rows = []
     for text in long_prompts(tokenizer, args.min_tokens, args.prompts):
-        for mode_draft in [None] + ([draft] if draft else []):
+        for mode_draft in ([] if args.skip_streaming else [None] + ([draft] if draft else [])):
             row = bench_prompt(target, mode_draft, tokenizer, text, args)
             print_table([row], COLUMNS)
+            print("answer:", repr(row["answer"][:200]), flush=True)
+            rows.append(row)
+        if args.livemind and draft is not None:
+            row = livemind_run(target, draft, tokenizer, text, args)
+            print_table([row], COLUMNS)
+            print("notes:", row["notes"], "\nanswer:", repr(row["answer"]), flush=True)
             rows.append(row)
     print()
     print_table(rows, COLUMNS)
@@ -158,7 +193,7 @@ def main() -> None:
                "target": target_name, "draft": draft_name, "load_average_before": load_before,
                "load_average_after": os.getloadavg(), "rows": rows}
     print(f"load average before {load_before}, after {payload['load_average_after']}")
-    print(f"wrote {write_json('streaming.json', payload)}")
+    print(f"wrote {write_json(args.out, payload)}")
 
 
 COLUMNS = ["mode", "prompt_tokens", "prefilled_target", "typing_s", "busy_s", "in_flight_wait_s",

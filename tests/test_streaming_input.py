@@ -241,13 +241,12 @@ def test_next_turn_reuses_the_caches(tiny_pair):
     reply = tokenizer.decode(list(first.generate(MAX_TOKENS)), special=False)
     history = [{"role": "user", "content": "def truncate_number(number: float) -> float:"},
                {"role": "assistant", "content": reply}]
-    prefix, suffix = chat_prompt_parts(tokenizer, history)
     lanes = first._lanes
-    second = StreamingSession(target, lanes["target"].cache, lanes["draft"].model, lanes["draft"].cache,
-                              tokenizer=tokenizer, prefix=prefix, suffix=suffix,
-                              cached_tokens=first.history_tokens())
+    second = StreamingSession.for_chat(target, lanes["target"].cache, lanes["draft"].model, lanes["draft"].cache,
+                                       tokenizer=tokenizer, history=history, cached_tokens=first.history_tokens())
     second.feed("return its decimal part")
     answer = list(second.generate(MAX_TOKENS))
+    assert second.stats.prefilled_in_background["target"] > len(first.prompt)   # the first turn was reused
     prompt = tokenizer.encode(tokenizer.apply_chat_template(
         [*history, {"role": "user", "content": "return its decimal part"}]))
     assert second.prompt == prompt

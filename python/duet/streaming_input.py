@@ -122,6 +122,17 @@ class StreamingSession(BackgroundInput):
         self._retokenize("")                     # the prefix's stable tokens run before any typing
         self._start()
 
+    @classmethod
+    def for_chat(cls, target: Model, target_cache: KVCache, draft: Model | None = None,
+                 draft_cache: KVCache | None = None, *, tokenizer: Tokenizer, history: Sequence[dict] = (),
+                 cached_tokens: Sequence[int] = (), **options) -> "StreamingSession":
+        """A session for the next user message of a chat: history is the conversation
+        so far ([{"role", "content"}, ...]); cached_tokens what the caches hold (the
+        previous session's history_tokens()). A chat REPL makes one per turn."""
+        prefix, suffix = chat_prompt_parts(tokenizer, history)
+        return cls(target, target_cache, draft, draft_cache, tokenizer=tokenizer, prefix=prefix,
+                   suffix=suffix, cached_tokens=cached_tokens, **options)
+
     def finish(self) -> list[int]:
         """Ends the input: waits for the block in flight, tokenizes the whole text and
         keeps what the caches hold of it. Returns the prompt tokens. Released tokens
