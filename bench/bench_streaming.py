@@ -28,14 +28,11 @@ import time
 
 from common import humaneval_prompts, print_table, write_json
 from duet import _core
-from duet.generate import DecodeStats, decode_tokens
 from duet.gguf_file import GGUFFile
-from duet.model import Model
 from duet.livemind import LiveMindSession
+from duet.model import Model
 from duet.models import default_pair, resolve_model
 from duet.policy import FallbackPolicy
-from duet.sampling import Sampler
-from duet.speculative import TreeDrafter, TreeVerifier, speculative_generate
 from duet.streaming_input import StreamingSession, chat_prompt_parts
 from duet.tokenizer import Tokenizer
 
@@ -60,18 +57,20 @@ def token_times(tokens, start: float, n: int) -> tuple[list[int], float, float]:
     return out, first, time.perf_counter() - start
 
 
-def whole_prompt_run(target, draft, prompt, n_ctx) -> tuple[list[int], float, float]:
-    """The baseline: the prompt arrives whole and is processed from empty caches."""
+def new_session(target, draft, tokenizer, n_ctx, block) -> StreamingSession:
+    prefix, suffix = chat_prompt_parts(tokenizer)
+    return StreamingSession(target, target.new_cache(n_ctx), draft, None if draft is None else draft.new_cache(n_ctx),
+                            tokenizer=tokenizer, prefix=prefix, suffix=suffix, block=block, background=False)
+
+
+def whole_prompt_run(target, draft, tokenizer, text, n_ctx, block) -> tuple[list[int], float, float]:
+    """The baseline: the text arrives whole when the input ends and is processed from
+    empty caches, by the same decoding code."""
+    session = new_session(target, draft, tokenizer, n_ctx, block)
     start = time.perf_counter()
-    tcache = target.new_cache(n_ctx)
-    if draft is None:
-        tokens = decode_tokens(target, tcache, prompt, ANSWER_TOKENS, Sampler(temperature=0.0), never_stop,
-                              DecodeStats())
-    else:
-        tokens = (t for t, _ in speculative_generate(
-            TreeVerifier(target, tcache), TreeDrafter(draft, draft.new_cache(n_ctx)), prompt,
-            ANSWER_TOKENS, FallbackPolicy(), never_stop))
-    return token_times(tokens, start, ANSWER_TOKENS)
+    session.feed(text)
+    session.finish()
+    return token_times(session.generate(ANSWER_TOKENS, is_stop=never_stop), start, ANSWER_TOKENS)
 
 
 def simulate_typing(session, text: str, cps: float) -> dict:
@@ -105,11 +104,7 @@ def timed_answer(session, clock: dict) -> dict:
 
 
 def typed_run(target, draft, tokenizer, text, cps, n_ctx, block) -> dict:
-    prefix, suffix = chat_prompt_parts(tokenizer)
-    session = StreamingSession(target, target.new_cache(n_ctx), draft,
-                               None if draft is None else draft.new_cache(n_ctx),
-                               tokenizer=tokenizer, prefix=prefix, suffix=suffix,
-                               block=block, background=False)
+    session = new_session(target, draft, tokenizer, n_ctx, block)
     result = timed_answer(session, simulate_typing(session, text, cps))
     return {**result, "rollbacks": session.stats.rollbacks, "prefilled": session.stats.prefilled_in_background}
 
@@ -129,7 +124,7 @@ def livemind_run(large, small, tokenizer, text, args) -> dict:
 def bench_prompt(target, draft, tokenizer, text, args) -> dict:
     full_prompt = tokenizer.encode(tokenizer.apply_chat_template([{"role": "user", "content": text}]))
     n_ctx = len(full_prompt) + ANSWER_TOKENS + TREE_ROOM + 8
-    base_tokens, base_first, base_last = whole_prompt_run(target, draft, full_prompt, n_ctx)
+    base_tokens, base_first, base_last = whole_prompt_run(target, draft, tokenizer, text, n_ctx, args.block)
     typed = typed_run(target, draft, tokenizer, text, args.cpm / 60.0, n_ctx, args.block)
     return {
         "mode": "target+draft" if draft is not None else "target",
@@ -155,6 +150,7 @@ def long_prompts(tokenizer: Tokenizer, min_tokens: int, count: int) -> list[str]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=3)
+    parser.add_argument("--skip", type=int, default=0, help="leave out the first SKIP of the chosen prompts")
     parser.add_argument("--min-tokens", type=int, default=200)
     parser.add_argument("--cpm", type=float, default=240.0, help="typing speed, characters per minute")
     parser.add_argument("--threads", "-t", type=int, default=2)
@@ -176,22 +172,24 @@ def main() -> None:
     for model in [target] + ([draft] if draft else []):   # first-touch page faults count for no run
         model.prefill(warm, model.new_cache(len(warm)))
     rows = []
-    for text in long_prompts(tokenizer, args.min_tokens, args.prompts):
+    payload = {"cpm": args.cpm, "threads": args.threads, "block": args.block, "answer_tokens": ANSWER_TOKENS,
+               "target": target_name, "draft": draft_name, "load_average_before": load_before, "rows": rows}
+    for text in long_prompts(tokenizer, args.min_tokens, args.prompts)[args.skip:]:
         for mode_draft in ([] if args.skip_streaming else [None] + ([draft] if draft else [])):
             row = bench_prompt(target, mode_draft, tokenizer, text, args)
             print_table([row], COLUMNS)
             print("answer:", repr(row["answer"][:200]), flush=True)
             rows.append(row)
+            write_json(args.out, payload)   # a run cut short keeps its rows
         if args.livemind and draft is not None:
             row = livemind_run(target, draft, tokenizer, text, args)
             print_table([row], COLUMNS)
             print("notes:", row["notes"], "\nanswer:", repr(row["answer"]), flush=True)
             rows.append(row)
+            write_json(args.out, payload)
     print()
     print_table(rows, COLUMNS)
-    payload = {"cpm": args.cpm, "threads": args.threads, "block": args.block, "answer_tokens": ANSWER_TOKENS,
-               "target": target_name, "draft": draft_name, "load_average_before": load_before,
-               "load_average_after": os.getloadavg(), "rows": rows}
+    payload["load_average_after"] = os.getloadavg()
     print(f"load average before {load_before}, after {payload['load_average_after']}")
     print(f"wrote {write_json(args.out, payload)}")
 

@@ -189,11 +189,18 @@ class StreamingSession(BackgroundInput):
             yield from decode_tokens(target.model, target.cache, self.prompt, max_tokens, sampler,
                                      is_stop, stats)
             return
+        # The target's own first token comes out at once rather than after a whole
+        # draft-and-verify round: the first thing the user waits for. It is the token
+        # the first round would have started with, so the answer does not change.
+        first = sampler.sample(target.model.prefill(self.prompt[target.cache.n:], target.cache))
+        yield first
+        if is_stop(first) or max_tokens <= 1:
+            return
         draft = self._lanes["draft"]
         choose = greedy_choice if sampler.greedy else sampled_choice(sampler)
         for token, _ in speculative_generate(TreeVerifier(target.model, target.cache),
-                                             TreeDrafter(draft.model, draft.cache), self.prompt,
-                                             max_tokens, policy or FallbackPolicy(), is_stop,
+                                             TreeDrafter(draft.model, draft.cache), self.prompt + [first],
+                                             max_tokens - 1, policy or FallbackPolicy(), is_stop,
                                              choose, stats):
             yield token
 
