@@ -1,6 +1,7 @@
 """Streaming input: answer latency when the prompt is prefilled while it is typed.
 
-    python bench/bench_streaming.py [--prompts 3] [--cpm 240] [--threads 2] [--no-draft]
+    python bench/bench_streaming.py [--prompts 3] [--cpm 240] [--threads 2] [--modes target,target+draft]
+                                    [--livemind] [--skip N] [--out streaming.json]
 
 The user types a HumanEval prompt (one with >= --min-tokens tokens) as the user
 message of the chat template, at --cpm characters per minute, one key at a time.
@@ -155,17 +156,21 @@ def main() -> None:
     parser.add_argument("--cpm", type=float, default=240.0, help="typing speed, characters per minute")
     parser.add_argument("--threads", "-t", type=int, default=2)
     parser.add_argument("--block", type=int, default=32, help="most tokens per background forward")
-    parser.add_argument("--no-draft", action="store_true", help="target-only runs only")
+    parser.add_argument("--modes", default="target,target+draft",
+                        help="comma-separated streaming modes to run: target, target+draft")
     parser.add_argument("--livemind", action="store_true",
                         help="also LiveMind's collaborative mode (target notes, drafter answers)")
     parser.add_argument("--note-tokens", type=int, default=24, help="longest LiveMind note")
     parser.add_argument("--out", default="streaming.json", help="file name under bench/out")
-    parser.add_argument("--skip-streaming", action="store_true", help="only the LiveMind runs")
     args = parser.parse_args()
     target_name, draft_name = default_pair()
     pool = _core.ThreadPool(args.threads)
     target = Model(GGUFFile(resolve_model(target_name)), pool)
-    draft = None if args.no_draft else Model(GGUFFile(resolve_model(draft_name)), pool)
+    modes = [m for m in args.modes.split(",") if m]
+    if not set(modes) <= {"target", "target+draft"}:
+        parser.error(f"unknown mode in {args.modes!r}")
+    needs_draft = "target+draft" in modes or args.livemind
+    draft = Model(GGUFFile(resolve_model(draft_name)), pool) if needs_draft else None
     tokenizer = Tokenizer.from_metadata(target.gguf.metadata)
     load_before = os.getloadavg()
     warm = tokenizer.encode("def warm_up():")
@@ -175,13 +180,13 @@ def main() -> None:
     payload = {"cpm": args.cpm, "threads": args.threads, "block": args.block, "answer_tokens": ANSWER_TOKENS,
                "target": target_name, "draft": draft_name, "load_average_before": load_before, "rows": rows}
     for text in long_prompts(tokenizer, args.min_tokens, args.prompts)[args.skip:]:
-        for mode_draft in ([] if args.skip_streaming else [None] + ([draft] if draft else [])):
+        for mode_draft in [draft if mode == "target+draft" else None for mode in modes]:
             row = bench_prompt(target, mode_draft, tokenizer, text, args)
             print_table([row], COLUMNS)
             print("answer:", repr(row["answer"][:200]), flush=True)
             rows.append(row)
             write_json(args.out, payload)   # a run cut short keeps its rows
-        if args.livemind and draft is not None:
+        if args.livemind:
             row = livemind_run(target, draft, tokenizer, text, args)
             print_table([row], COLUMNS)
             print("notes:", row["notes"], "\nanswer:", repr(row["answer"]), flush=True)
