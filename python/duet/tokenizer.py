@@ -169,6 +169,19 @@ class Tokenizer:
                 ids.extend(self._word_ids(word))
         return ids
 
+    def special_texts(self, parse_special: bool = True) -> list[str]:
+        """Texts that encode() cuts out as single tokens, longest first."""
+        return [self._tokens[i] for i in self._special_ids
+                if parse_special or self._types[i] == TOKEN_USER_DEFINED]
+
+    def split_special(self, text: str, parse_special: bool = True) -> list[str | int]:
+        """text cut as encode() cuts it first: raw strings and special-token ids."""
+        return self._partition_special(text, parse_special)
+
+    def pre_tokenize(self, text: str) -> list[str]:
+        """The words of a raw string (no special tokens) that BPE merges inside."""
+        return self._split(text)
+
     def _partition_special(self, text: str, parse_special: bool) -> list[str | int]:
         """text cut into raw strings and special-token ids, llama.cpp's way: each
         special (longest first) splits every raw piece at all its occurrences."""
