@@ -287,3 +287,14 @@ def test_read_bytes_is_xor_of_words(n):
     padded[:n] = buf
     want = int(np.bitwise_xor.reduce(padded.view(np.uint64))) if n else 0
     assert _core.read_bytes(buf, _core.ThreadPool(2)) == want
+
+
+@pytest.mark.parametrize("isa", _core.isa_runnable())
+@pytest.mark.parametrize("fmt", ["q8_32", "q8_256"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_activations_never_crash(isa, fmt, bad):
+    """A damaged model can feed NaN or inf into a matmul: the bytes are then
+    meaningless, but quantizing them must stay inside the block (found by fuzzing)."""
+    x = np.random.default_rng(0).standard_normal(512).astype(np.float32)
+    x[[3, 300]] = bad
+    assert _core.quantize_act(fmt, x, isa).size > 0

@@ -67,8 +67,9 @@ void quantize_q8_256(const float* x, void* dst, int64_t n) {
       continue;
     }
     // The first element of largest magnitude, as the scalar search finds it.
+    // Bounded: with a NaN in the block no element may equal amax.
     int first = 0;
-    while (__builtin_fabsf(x[first]) != amax) ++first;
+    while (first < QK_K - 1 && __builtin_fabsf(x[first]) != amax) ++first;
     const float iscale = -127.0f / x[first];
     const __m256 sv = _mm256_set1_ps(iscale), hi = _mm256_set1_ps(127.0f);
     for (int j = 0; j < QK_K; j += 32) {
