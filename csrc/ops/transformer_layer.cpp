@@ -54,6 +54,11 @@ void transformer_layer_forward(const KernelTable& kt, const LayerShape& s, const
   if (w.bv) add_bias(v.data(), w.bv, n_tokens, kv_width);
   rope(q.data(), pos, n_tokens, s.n_head, s.head_dim, s.head_dim, s.rope_freq_base, s.rope_mode);
   rope(k.data(), pos, n_tokens, s.n_head_kv, s.head_dim, s.head_dim, s.rope_freq_base, s.rope_mode);
+  if (kv.kv_type == KvType::F16) {
+    // With an f16 cache llama.cpp takes Q · K in f16 (Q converted to the cache's
+    // type); rounding Q the same way keeps our logits with the reference's.
+    for (float& value : q) value = fp16_to_fp32(fp32_to_fp16(value));
+  }
 
   kv_store(kv.k, kv.kv_type, n_past, k.data(), n_tokens, kv_width);
   kv_store(kv.v, kv.kv_type, n_past, v.data(), n_tokens, kv_width);
