@@ -117,7 +117,9 @@ def test_merged_is_lossless_and_keeps_the_small_models_cache_right(target, small
     drafter = RecordingDrafter(MergedDrafter(tree_drafter, TrieDrafter(NGramStore(), max_nodes=8),
                                              trie_only_depth=trie_only_depth))
     stats = SpeculativeStats()
-    out = speculative(target, drafter, prompt, stats)
+    # Small model trees shallower than the trie's reach, so that trie nodes extend
+    # past them and get accepted as trie nodes.
+    out = speculative(target, drafter, prompt, stats, FallbackPolicy(max_depth=6, max_nodes=6))
     assert out == target_only(target, prompt)
     assert stats.accepted_by_source.get("trie", 0) > 0
     # The small model's cache plus its pending tokens are exactly the committed
@@ -146,7 +148,7 @@ def test_trie_nodes_accepted_below_unrun_nodes_reach_the_small_model(target, sma
         pending_seen.append(list(tree_drafter.pending))
     tree_drafter.commit = commit
     stats = SpeculativeStats()
-    speculative(target, drafter, prompt, stats)
+    speculative(target, drafter, prompt, stats, FallbackPolicy(max_depth=6, max_nodes=6))
     assert stats.accepted_by_source.get("trie", 0) > 0
     assert any(pending_seen)
 

@@ -37,10 +37,12 @@ class TrieDrafter:
     def draft(self, root_token: int, root_position: int, policy: FallbackPolicy,
               tree: TokenTree | None = None) -> TokenTree:
         """The retrieved tree below root_token. tree: add the branches into this tree
-        instead, within what is left of the policy's node budget."""
-        room = policy.max_nodes + 1 - (len(tree) if tree is not None else 1)
-        return self.store.draft_tree(root_token, self.context, max_nodes=max(0, min(self.max_nodes, room)),
-                                     max_depth=policy.max_depth, tree=tree)
+        (another drafter's) instead, with the trie's own node budget and depth: a model
+        drafter may have used all of the policy's, and these nodes cost no drafting."""
+        if tree is not None:
+            return self.store.draft_tree(root_token, self.context, max_nodes=self.max_nodes, tree=tree)
+        return self.store.draft_tree(root_token, self.context, max_nodes=min(self.max_nodes, policy.max_nodes),
+                                     max_depth=policy.max_depth)
 
     def commit(self, tree: TokenTree, verdict: Verdict) -> None:
         self.store.add_output(verdict.tokens)
