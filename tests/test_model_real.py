@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from duet.incremental_tokenizer import common_prefix_length
+
 pytestmark = pytest.mark.real
 
 MODELS = ["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
@@ -66,10 +68,6 @@ def llama_greedy(llm, prompt: list[int], n: int) -> tuple[list[int], np.ndarray]
     return out, first
 
 
-def common_prefix(a: list[int], b: list[int]) -> int:
-    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-
-
 def test_greedy_tokens_match_llama_cpp(pair, record_property):
     """Top-1 at the end of every prompt equals llama.cpp's, and the greedy
     continuations share long prefixes. Exact 64-token agreement is recorded, not
@@ -84,7 +82,7 @@ def test_greedy_tokens_match_llama_cpp(pair, record_property):
         theirs, their_logits = llama_greedy(llm, prompt, N_TOKENS)
         assert np.argmax(our_logits) == np.argmax(their_logits), "top-1 differs at the last prompt position"
         max_diffs.append(float(np.max(np.abs(our_logits - their_logits))))
-        prefixes.append(common_prefix(ours, theirs))
+        prefixes.append(common_prefix_length(ours, theirs))
     exact = sum(p == N_TOKENS for p in prefixes)
     record_property("token_exact_prompts", exact)
     record_property("max_abs_logit_diff", max(max_diffs))

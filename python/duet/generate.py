@@ -5,7 +5,7 @@ reference it must reproduce token for token in greedy mode."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol
 
 import numpy as np
@@ -24,7 +24,6 @@ class DecodeStats:
     prompt_seconds: float = 0.0
     generated_tokens: int = 0
     decode_seconds: float = 0.0
-    times: list[float] = field(default_factory=list)  # wall clock at each emitted token
 
     @property
     def prompt_tokens_per_second(self) -> float:
@@ -62,7 +61,6 @@ def decode_tokens(
         stats.generated_tokens += 1
         now = time.perf_counter()
         stats.decode_seconds = now - start
-        stats.times.append(now)
         yield token
         if is_stop(token) or i == max_tokens - 1:
             return

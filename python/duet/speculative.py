@@ -32,7 +32,6 @@ class SpeculativeStats:
     prompt_seconds: float = 0.0
     provisional: int = 0           # nodes drafted while the target verified
     reused: int = 0                # of those, nodes a later round started from (not drafted again)
-    accepted_per_pass: list[int] = field(default_factory=list)
     accepted_by_source: dict[str, int] = field(default_factory=dict)  # accepted draft tokens per tree source
 
     @property
@@ -286,7 +285,6 @@ def _record(stats: SpeculativeStats, tree: TokenTree, verdict: Verdict, policy: 
     stats.passes += 1
     stats.drafted += len(tree) - 1
     stats.accepted += verdict.n_draft_accepted
-    stats.accepted_per_pass.append(verdict.n_draft_accepted)
     for node in verdict.accepted_nodes[1:]:
         source = tree.sources[node]
         stats.accepted_by_source[source] = stats.accepted_by_source.get(source, 0) + 1
