@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import os
 import re
+import site
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+import duet
 from duet.memory import UNITS
 from tiny_models import write_tiny_model
 
-PYTHON_DIR = str(Path(__file__).resolve().parents[1] / "python")
+# The subprocess imports the same duet as this process: the installed package under
+# `pip install .` (CI), the source tree under PYTHONPATH=python (development).
+PACKAGE_PARENT = str(Path(duet.__file__).resolve().parents[1])
+INSTALLED = PACKAGE_PARENT in {str(Path(p).resolve()) for p in site.getsitepackages()}
 
 
 def duet_env(home: Path | None = None) -> dict:
-    env = {**os.environ, "PYTHONPATH": PYTHON_DIR}
+    env = dict(os.environ) if INSTALLED else {**os.environ, "PYTHONPATH": PACKAGE_PARENT}
     if home is not None:
         env["DUET_HOME"] = str(home)
     return env
