@@ -7,6 +7,7 @@
 #include "quant/avx2/avx2_common.h"
 #include "quant/kernels.h"
 #include <cstring>
+#include <type_traits>
 
 #include "quant/kquant_scales.h"
 
@@ -46,16 +47,25 @@ inline void kblock_dot_rows(const KBlockUnpacked& u, const int8_t* const a[R], _
   }
 }
 
-// sums[i] for the n (<= kMaxActRows) rows a[0..n), up to four at a time.
-using KBlockDot = void (*)(const KBlockUnpacked& u, const int8_t* const* a, int n, __m256i* sums);
+// The integer dot product of a path, for R rows at once: Dot::rows<R>(u, a, sums).
+struct KBlockDotAvx2 {
+  template <int R>
+  static void rows(const KBlockUnpacked& u, const int8_t* const a[R], __m256i sums[R]) {
+    kblock_dot_rows<R>(u, a, sums);
+  }
+};
 
-inline void kblock_dot(const KBlockUnpacked& u, const int8_t* const* a, int n, __m256i* sums) {
-  int i = 0;
-  for (; i + 4 <= n; i += 4) kblock_dot_rows<4>(u, a + i, sums + i);
-  switch (n - i) {
-    case 3: kblock_dot_rows<3>(u, a + i, sums + i); break;
-    case 2: kblock_dot_rows<2>(u, a + i, sums + i); break;
-    case 1: kblock_dot_rows<1>(u, a + i, sums + i); break;
+// f(std::integral_constant<int, R>(), first) over the n rows in groups of at most
+// four, so that every group runs code compiled for its row count: per-row state
+// then lives in registers, not in arrays indexed at run time.
+template <typename F>
+inline void row_groups_each(int n, F&& f) {
+  int first = 0;
+  for (; first + 4 <= n; first += 4) f(std::integral_constant<int, 4>(), first);
+  switch (n - first) {
+    case 3: f(std::integral_constant<int, 3>(), first); break;
+    case 2: f(std::integral_constant<int, 2>(), first); break;
+    case 1: f(std::integral_constant<int, 1>(), first); break;
     default: break;
   }
 }
@@ -71,10 +81,9 @@ inline bool act_rows_need_prefetch(int n_act, size_t stride) {
 
 // The activation blocks b of n_act rows.
 inline void act_blocks_gather(const uint8_t* rows, size_t stride, int n_act, int64_t b, bool prefetch,
-                              const ActQ8_256* blocks[], const int8_t* qs[]) {
+                              const ActQ8_256* blocks[]) {
   for (int r = 0; r < n_act; ++r) {
     blocks[r] = reinterpret_cast<const ActQ8_256*>(rows + r * stride) + b;
-    qs[r] = blocks[r]->qs;
     if (!prefetch) continue;
     const char* ahead = reinterpret_cast<const char*>(blocks[r] + 2);
     for (int line = 0; line < 5; ++line) _mm_prefetch(ahead + 64 * line, _MM_HINT_T0);
@@ -120,11 +129,26 @@ struct KQuantRowAcc {
   __m128 mins;
 };
 
+// One Q4_K / Q5_K block's contribution to R rows' accumulators.
+template <typename Dot, int R>
+inline void kquant_mins_block_rows(const KBlockUnpacked& u, __m128i mins16, float d, float dmin,
+                                   const ActQ8_256* const a[R], KQuantRowAcc acc[R]) {
+  const int8_t* qs[R];
+  for (int r = 0; r < R; ++r) qs[r] = a[r]->qs;
+  __m256i sumi[R];
+  Dot::template rows<R>(u, qs, sumi);
+  for (int r = 0; r < R; ++r) {
+    const __m128i summ = kquant_mins_dot(mins16, *a[r]);
+    acc[r].scaled = _mm256_fmadd_ps(_mm256_set1_ps(d * a[r]->d), _mm256_cvtepi32_ps(sumi[r]), acc[r].scaled);
+    acc[r].mins = _mm_fmadd_ps(_mm_set1_ps(-(dmin * a[r]->d)), _mm_cvtepi32_ps(summ), acc[r].mins);
+  }
+}
+
 // Runs a K-quant-with-mins dot product (Q4_K, Q5_K) over n_act rows; unpack(block,
 // u) fills u.q (u.scale and the returned mins come from kquant_scales_into).
 // kRows is n_act when known at compile time (1: the block never leaves registers),
 // else 0. Either way each row's operations are the same.
-template <typename Block, __m128i (*unpack)(const Block&, KBlockUnpacked&), KBlockDot dot, int kRows>
+template <typename Block, __m128i (*unpack)(const Block&, KBlockUnpacked&), typename Dot, int kRows>
 void kquant_mins_rows(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
   if constexpr (kRows > 0) n_act = kRows;
   const bool prefetch = act_rows_need_prefetch(n_act, act_stride);
@@ -139,31 +163,42 @@ void kquant_mins_rows(int64_t n, const void* w, const void* act, size_t act_stri
     const __m128i mins16 = unpack(blocks[b], u);
     const float d = f16_load(blocks[b].d), dmin = f16_load(blocks[b].dmin);
     const ActQ8_256* a[kMaxActRows];
-    const int8_t* qs[kMaxActRows];
-    act_blocks_gather(rows, act_stride, n_act, b, prefetch, a, qs);
-    __m256i sumi[kMaxActRows];
-    dot(u, qs, n_act, sumi);
-    for (int r = 0; r < n_act; ++r) {
-      const __m128i summ = kquant_mins_dot(mins16, *a[r]);
-      acc[r].scaled = _mm256_fmadd_ps(_mm256_set1_ps(d * a[r]->d), _mm256_cvtepi32_ps(sumi[r]), acc[r].scaled);
-      acc[r].mins = _mm_fmadd_ps(_mm_set1_ps(-(dmin * a[r]->d)), _mm_cvtepi32_ps(summ), acc[r].mins);
-    }
+    act_blocks_gather(rows, act_stride, n_act, b, prefetch, a);
+    row_groups_each(n_act, [&](auto group, int first) {
+      kquant_mins_block_rows<Dot, decltype(group)::value>(u, mins16, d, dmin, a + first, acc + first);
+    });
   }
   for (int r = 0; r < n_act; ++r) out[r] = hsum_f32x8(acc[r].scaled) + hsum_f32x4(acc[r].mins);
 }
 
-template <typename Block, __m128i (*unpack)(const Block&, KBlockUnpacked&), KBlockDot dot>
+template <typename Block, __m128i (*unpack)(const Block&, KBlockUnpacked&), typename Dot>
 void kquant_mins_vec_dot(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
   if (n_act == 1) {
-    kquant_mins_rows<Block, unpack, dot, 1>(n, w, act, act_stride, n_act, out);
+    kquant_mins_rows<Block, unpack, Dot, 1>(n, w, act, act_stride, n_act, out);
   } else {
-    kquant_mins_rows<Block, unpack, dot, 0>(n, w, act, act_stride, n_act, out);
+    kquant_mins_rows<Block, unpack, Dot, 0>(n, w, act, act_stride, n_act, out);
   }
 }
 
-// Q6_K's dot product over n_act rows given its unpacker: the -32 offset of every
+// One Q6_K block's contribution to R rows' accumulators: the -32 offset of every
 // weight is taken once per block as 32 * sum_j(scale_j * bsums_j), exact in int32.
-template <void (*unpack)(const BlockQ6_K&, KBlockUnpacked&), KBlockDot dot, int kRows>
+template <typename Dot, int R>
+inline void q6_k_block_rows(const KBlockUnpacked& u, __m256i scales_all, float d, const ActQ8_256* const a[R],
+                            __m256 acc[R]) {
+  const int8_t* qs[R];
+  for (int r = 0; r < R; ++r) qs[r] = a[r]->qs;
+  __m256i sumi[R];
+  Dot::template rows<R>(u, qs, sumi);
+  for (int r = 0; r < R; ++r) {
+    const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[r]->bsums));
+    const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(scales_all, bsums), 5);
+    const __m256 sum = _mm256_cvtepi32_ps(_mm256_sub_epi32(sumi[r], offset));
+    acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[r]->d), sum, acc[r]);
+  }
+}
+
+// Q6_K's dot product over n_act rows given its unpacker.
+template <void (*unpack)(const BlockQ6_K&, KBlockUnpacked&), typename Dot, int kRows>
 void q6_k_rows(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
   if constexpr (kRows > 0) n_act = kRows;
   const bool prefetch = act_rows_need_prefetch(n_act, act_stride);
@@ -179,26 +214,20 @@ void q6_k_rows(int64_t n, const void* w, const void* act, size_t act_stride, int
     const __m256i scales_all = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blocks[b].scales)));
     const float d = f16_load(blocks[b].d);
     const ActQ8_256* a[kMaxActRows];
-    const int8_t* qs[kMaxActRows];
-    act_blocks_gather(rows, act_stride, n_act, b, prefetch, a, qs);
-    __m256i sumi[kMaxActRows];
-    dot(u, qs, n_act, sumi);
-    for (int r = 0; r < n_act; ++r) {
-      const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[r]->bsums));
-      const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(scales_all, bsums), 5);
-      const __m256 sum = _mm256_cvtepi32_ps(_mm256_sub_epi32(sumi[r], offset));
-      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[r]->d), sum, acc[r]);
-    }
+    act_blocks_gather(rows, act_stride, n_act, b, prefetch, a);
+    row_groups_each(n_act, [&](auto group, int first) {
+      q6_k_block_rows<Dot, decltype(group)::value>(u, scales_all, d, a + first, acc + first);
+    });
   }
   for (int r = 0; r < n_act; ++r) out[r] = hsum_f32x8(acc[r]);
 }
 
-template <void (*unpack)(const BlockQ6_K&, KBlockUnpacked&), KBlockDot dot>
+template <void (*unpack)(const BlockQ6_K&, KBlockUnpacked&), typename Dot>
 void q6_k_vec_dot_with(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
   if (n_act == 1) {
-    q6_k_rows<unpack, dot, 1>(n, w, act, act_stride, n_act, out);
+    q6_k_rows<unpack, Dot, 1>(n, w, act, act_stride, n_act, out);
   } else {
-    q6_k_rows<unpack, dot, 0>(n, w, act, act_stride, n_act, out);
+    q6_k_rows<unpack, Dot, 0>(n, w, act, act_stride, n_act, out);
   }
 }
 

@@ -5,7 +5,7 @@
 namespace duet::avx2 {
 
 void vec_dot_q4_k(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
-  kquant_mins_vec_dot<BlockQ4_K, q4_k_unpack, kblock_dot>(n, w, act, act_stride, n_act, out);
+  kquant_mins_vec_dot<BlockQ4_K, q4_k_unpack, KBlockDotAvx2>(n, w, act, act_stride, n_act, out);
 }
 
 }  // namespace duet::avx2

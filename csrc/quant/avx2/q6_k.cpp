@@ -5,7 +5,7 @@
 namespace duet::avx2 {
 
 void vec_dot_q6_k(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
-  q6_k_vec_dot_with<q6_k_unpack, kblock_dot>(n, w, act, act_stride, n_act, out);
+  q6_k_vec_dot_with<q6_k_unpack, KBlockDotAvx2>(n, w, act, act_stride, n_act, out);
 }
 
 }  // namespace duet::avx2

@@ -6,7 +6,7 @@
 namespace duet::avx512 {
 
 void vec_dot_q6_k(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
-  avx2::q6_k_vec_dot_with<avx2::q6_k_unpack, kblock_dot512>(n, w, act, act_stride, n_act, out);
+  avx2::q6_k_vec_dot_with<avx2::q6_k_unpack, KBlockDot512>(n, w, act, act_stride, n_act, out);
 }
 
 }  // namespace duet::avx512

@@ -36,16 +36,12 @@ inline void kblock_dot_rows512(const KBlockUnpacked& u, const int8_t* const a[R]
   }
 }
 
-inline void kblock_dot512(const KBlockUnpacked& u, const int8_t* const* a, int n, __m256i* sums) {
-  int i = 0;
-  for (; i + 4 <= n; i += 4) kblock_dot_rows512<4>(u, a + i, sums + i);
-  switch (n - i) {
-    case 3: kblock_dot_rows512<3>(u, a + i, sums + i); break;
-    case 2: kblock_dot_rows512<2>(u, a + i, sums + i); break;
-    case 1: kblock_dot_rows512<1>(u, a + i, sums + i); break;
-    default: break;
+struct KBlockDot512 {
+  template <int R>
+  static void rows(const KBlockUnpacked& u, const int8_t* const a[R], __m256i sums[R]) {
+    kblock_dot_rows512<R>(u, a, sums);
   }
-}
+};
 
 }  // namespace
 }  // namespace duet::avx512
