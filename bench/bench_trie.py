@@ -1,8 +1,9 @@
-"""Trie drafts on the real pair, resident: tokens/s of target-only, target + trie,
-small-model tree, and small-model tree + trie, on HumanEval edit tasks and plain
-HumanEval completions, greedy (every mode must emit the same tokens).
+"""Trie drafts on the real pair: tokens/s of target-only, target + trie, small-model
+tree, and small-model tree + trie, on HumanEval edit tasks and plain HumanEval
+completions, greedy (every mode must emit the same tokens); resident, or with
+--budget through duet.Engine under that budget, each mode in a fresh process.
 
-    python bench/bench_trie.py [--prompts 5] [--tokens 96] [--threads 2]
+    python bench/bench_trie.py [--prompts 5] [--tokens 96] [--threads 2] [--budget 1GiB]
 
 Prints a table and writes bench/out/trie.json. Each mode keeps one n-gram store
 for the whole task set (a session: output counts carry over, prompt counts do not).
@@ -15,7 +16,7 @@ import os
 import re
 import time
 
-from common import humaneval_prompts, print_table, write_json
+from common import edit_task, humaneval_prompts, print_table, write_json
 from duet import _core
 from duet.generate import decode_tokens
 from duet.gguf_file import GGUFFile
@@ -29,14 +30,6 @@ from duet.tokenizer import Tokenizer
 from duet.trie_drafter import MergedDrafter, TrieDrafter
 
 MODES = ("target", "target+trie", "tree", "tree+trie")
-
-
-def edit_task(code: str) -> list[dict]:
-    """The prompt's code with a small change asked for, so most of the answer is a copy."""
-    name = re.search(r"def (\w+)\(", code).group(1)
-    request = (f"Rename the function `{name}` to `{name}_renamed` and return the same code, with its "
-               f"docstring, changing nothing else.\n\n```python\n{code}```")
-    return [{"role": "user", "content": request}]
 
 
 def task_prompts(tokenizer: Tokenizer, n: int) -> dict[str, list[list[int]]]:
@@ -114,6 +107,36 @@ def histogram(values: list[int]) -> dict[int, int]:
     return dict(sorted(out.items()))
 
 
+PAGED_MODES = {"target": dict(draft=None, trie=False), "target+trie": dict(draft=None, trie=True),
+               "tree": dict(draft="qwen2.5-coder-0.5b", trie=False),
+               "tree+trie": dict(draft="qwen2.5-coder-0.5b", trie=True)}
+
+
+def paged_rows(args) -> list[dict]:
+    """Each mode through duet.Engine under the budget, in its own process (bench_paged's worker)."""
+    from bench_paged import TARGET, worker
+    from duet.memory import parse_size
+
+    model_path, limit = resolve_model(TARGET), parse_size(args.budget)
+    rows = []
+    for task in ("edit", "plain"):
+        reference = None
+        for mode in args.modes:
+            result = worker("duet", limit, model_path, args.timeout, target=TARGET, budget=args.budget,
+                            prompts=list(range(args.prompts)), tokens=args.tokens, threads=args.threads,
+                            n_ctx=1024, task=task, **PAGED_MODES[mode])
+            tokens = [r["tokens"] for r in result.get("runs", [])]
+            reference = reference or tokens
+            rows.append({"task": task, "mode": mode, "budget": args.budget, "tps": result.get("tokens_per_second"),
+                         "lossless": tokens == reference, "peak_MiB": result.get("peak", 0) / 2**20,
+                         "accepted_per_pass": result.get("mean_accepted_per_pass"), "error": result.get("error")})
+            print(f"{task:5} {mode:11} {rows[-1]['tps']} tok/s", flush=True)
+        base = rows[-len(args.modes)]["tps"]
+        for row in rows[-len(args.modes):]:
+            row["speedup"] = row["tps"] / base if row["tps"] and base else None
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=5)
@@ -122,7 +145,15 @@ def main() -> None:
     parser.add_argument("--max-nodes", type=int, default=16, help="the policy's tree size cap")
     parser.add_argument("--trie-nodes", type=int, default=8, help="draft nodes the trie may add per pass")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--budget", help="run through duet.Engine under this budget (e.g. 1GiB)")
+    parser.add_argument("--timeout", type=float, default=3600, help="per mode, with --budget")
     args = parser.parse_args()
+    if args.budget:
+        rows = paged_rows(args)
+        print_table(rows, ["task", "mode", "budget", "tps", "speedup", "lossless", "peak_MiB", "accepted_per_pass",
+                           "error"])
+        print(f"wrote {write_json('trie_paged.json', {'args': vars(args), 'rows': rows})}")
+        return
     runner = Runner(args.threads, args.tokens, args.max_nodes, args.trie_nodes)
     load_before = os.getloadavg()
     # Warm both models once so that first-touch page faults count for no mode.

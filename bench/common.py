@@ -4,6 +4,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -56,3 +57,11 @@ def write_json(name: str, payload) -> Path:
     tmp.write_text(json.dumps(payload, indent=2))
     tmp.replace(path)
     return path
+
+
+def edit_task(code: str) -> list[dict]:
+    """The prompt's code with a small change asked for, so most of the answer is a copy."""
+    name = re.search(r"def (\w+)\(", code).group(1)
+    request = (f"Rename the function `{name}` to `{name}_renamed` and return the same code, with its "
+               f"docstring, changing nothing else.\n\n```python\n{code}```")
+    return [{"role": "user", "content": request}]

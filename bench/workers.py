@@ -12,19 +12,24 @@ import time
 
 import numpy as np
 
-from common import humaneval_prompts, llama_last_logits
+from common import edit_task, humaneval_prompts, llama_last_logits
 
 
 def duet_worker(target: str, draft: str | None, budget: str | None, prompts: list[int], tokens: int,
-                threads: int, n_ctx: int) -> dict:
+                threads: int, n_ctx: int, trie: bool = False, task: str = "plain") -> dict:
+    """task "plain": complete the HumanEval prompt; "edit": the chat request of
+    common.edit_task on it (the answer repeats the prompt's code)."""
     from duet.engine import Engine
 
     texts = humaneval_prompts()
     runs, start = [], time.perf_counter()
-    with Engine(target=target, draft=draft, budget=budget, threads=threads, n_ctx=n_ctx) as engine:
+    with Engine(target=target, draft=draft, budget=budget, threads=threads, n_ctx=n_ctx, trie=trie) as engine:
         load_seconds = time.perf_counter() - start
         for index in prompts:
-            result = engine.generate(texts[index], max_tokens=tokens)
+            if task == "edit":
+                result = engine.chat(edit_task(texts[index]), max_tokens=tokens)
+            else:
+                result = engine.generate(texts[index], max_tokens=tokens)
             runs.append({"tokens": result.tokens, **{k: v for k, v in result.stats.items()}})
         plan = engine.plan
         out = {"load_seconds": load_seconds, "runs": runs,
