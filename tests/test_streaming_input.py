@@ -265,14 +265,34 @@ def test_feed_after_finish_is_refused(tiny_pair):
         list(session.generate(4))
 
 
+class UnreadableModel:
+    """A model whose weights cannot be read: every forward fails."""
+
+    def forward(self, tokens, cache, logits_rows="last"):
+        raise OSError("the weights could not be read")
+
+
 def test_worker_error_surfaces_at_finish(tiny_pair):
     target, _, tokenizer = tiny_pair
-    session = StreamingSession(target, target.new_cache(4), tokenizer=tokenizer)   # too small
+    session = StreamingSession(UnreadableModel(), target.new_cache(256), tokenizer=tokenizer)
     session.feed("def has_close_elements(numbers: List[float], threshold: float) -> bool:")
     assert session.wait_idle(timeout=60)
     with pytest.raises(RuntimeError, match="background work failed") as raised:
         session.finish()
-    assert isinstance(raised.value.__cause__, ValueError)
+    assert isinstance(raised.value.__cause__, OSError)
+
+
+def test_a_full_cache_stops_the_prefill_and_generation_refuses(tiny_pair):
+    target, _, tokenizer = tiny_pair
+    cache = target.new_cache(4)
+    session = StreamingSession(target, cache, tokenizer=tokenizer)
+    session.feed("def has_close_elements(numbers: List[float], threshold: float) -> bool:")
+    assert session.wait_idle(timeout=60)
+    assert cache.n == 4                     # filled, then idle rather than failed
+    assert len(session.finish()) > 4
+    with pytest.raises(ValueError, match="context size"):
+        list(session.generate(MAX_TOKENS))
+    session.close()
 
 
 def test_close_stops_the_worker(tiny_pair):

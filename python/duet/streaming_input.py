@@ -1,7 +1,7 @@
 """Streaming input: prefill while the user is still typing, answer when the input ends.
 
 A StreamingSession takes the user's text piece by piece (`feed`, which never waits
-for compute). A background worker tokenizes the text so far (duet.incremental_tokenizer),
+for compute; `retract` takes the last characters back, a Backspace). A background worker tokenizes the text so far (duet.incremental_tokenizer),
 and runs the tokens that can no longer change through the target and the drafter,
 a block at a time, one forward per model at a time. `finish` appends the prompt's
 fixed end (the chat template's `<|im_end|>\\n<|im_start|>assistant\\n`), tokenizes the
@@ -70,10 +70,16 @@ class CacheLane:
             self.cache.trim(n)
             del self.tokens[n:]
 
+    def lags(self, wanted: list[int]) -> bool:
+        """True while the cache lacks wanted tokens and has room for them."""
+        return len(self.tokens) < len(wanted) and self.cache.free > 0
+
     def run_block(self, wanted: list[int], block: int) -> bool:
         """Runs the next block of wanted tokens the cache lacks; False when none."""
         start = len(self.tokens)
-        tokens = wanted[start:start + block]
+        # A full cache stops the background work rather than failing it: the prompt's
+        # length is judged once, at generation, against what the answer needs too.
+        tokens = wanted[start:start + min(block, self.cache.free)]
         if not tokens:
             return False
         self.model.forward(tokens, self.cache, logits_rows=None)
@@ -133,6 +139,15 @@ class StreamingSession(BackgroundInput):
         return cls(target, target_cache, draft, draft_cache, tokenizer=tokenizer, prefix=prefix,
                    suffix=suffix, cached_tokens=cached_tokens, **options)
 
+    def retract(self, n_chars: int) -> None:
+        """Takes back the last n_chars characters fed (Backspace); returns at once.
+        The worker re-tokenizes the shorter text and trims each cache to the tokens
+        it still shares, so finish() gives the prompt of the text as it ends up.
+        Retracting rather than feeding only text that can no longer change keeps
+        the prefill as early as typing allows: erasing is rare, and it costs only
+        the tokens it changes."""
+        self._queue_erase(n_chars)
+
     def finish(self) -> list[int]:
         """Ends the input: waits for the block in flight, tokenizes the whole text and
         keeps what the caches hold of it. Returns the prompt tokens. Released tokens
@@ -153,6 +168,11 @@ class StreamingSession(BackgroundInput):
 
     # ---- output --------------------------------------------------------------------
 
+    @property
+    def drafting(self) -> bool:
+        """True when the session has a drafter (stats for generate: SpeculativeStats)."""
+        return "draft" in self._lanes
+
     def generate(self, max_tokens: int, sampler: Sampler | None = None,
                  policy: FallbackPolicy | None = None,
                  stats: DecodeStats | SpeculativeStats | None = None,
@@ -160,6 +180,14 @@ class StreamingSession(BackgroundInput):
         """Yields the answer's tokens (finishing the input first if needed); stops
         after a stop token (default: end of generation), which is yielded too.
         Greedy by default; with a drafter the tokens come from speculative_generate."""
+        for token, _ in self.generate_steps(max_tokens, sampler, policy, stats, is_stop):
+            yield token
+
+    def generate_steps(self, max_tokens: int, sampler: Sampler | None = None,
+                       policy: FallbackPolicy | None = None,
+                       stats: DecodeStats | SpeculativeStats | None = None,
+                       is_stop: Callable[[int], bool] | None = None) -> Iterator[tuple[int, bool]]:
+        """generate()'s tokens as (token, from_draft): whether the drafter proposed it."""
         if self._state == "open":
             self.finish()
         self._raise_worker_error()
@@ -167,10 +195,10 @@ class StreamingSession(BackgroundInput):
             raise RuntimeError("generate() runs once per session, after finish()")
         sampler = sampler or Sampler(temperature=0.0)
         try:
-            for token in self._tokens_from(max_tokens, sampler, policy, stats,
-                                           is_stop or self.tokenizer.is_end_of_generation):
+            for token, from_draft in self._tokens_from(max_tokens, sampler, policy, stats,
+                                                       is_stop or self.tokenizer.is_end_of_generation):
                 self.generated.append(token)
-                yield token
+                yield token, from_draft
         finally:
             self._settle_lanes()
 
@@ -183,26 +211,25 @@ class StreamingSession(BackgroundInput):
             lane.cache.trim(n)
             lane.tokens = history[:n]
 
-    def _tokens_from(self, max_tokens, sampler, policy, stats, is_stop) -> Iterator[int]:
+    def _tokens_from(self, max_tokens, sampler, policy, stats, is_stop) -> Iterator[tuple[int, bool]]:
         target = self._lanes["target"]
-        if "draft" not in self._lanes:
-            yield from decode_tokens(target.model, target.cache, self.prompt, max_tokens, sampler,
-                                     is_stop, stats)
+        if not self.drafting:
+            for token in decode_tokens(target.model, target.cache, self.prompt, max_tokens, sampler,
+                                       is_stop, stats):
+                yield token, False
             return
         # The target's own first token comes out at once rather than after a whole
         # draft-and-verify round: the first thing the user waits for. It is the token
         # the first round would have started with, so the answer does not change.
         first = sampler.sample(target.model.prefill(self.prompt[target.cache.n:], target.cache))
-        yield first
+        yield first, False
         if is_stop(first) or max_tokens <= 1:
             return
         draft = self._lanes["draft"]
         choose = greedy_choice if sampler.greedy else sampled_choice(sampler)
-        for token, _ in speculative_generate(TreeVerifier(target.model, target.cache),
-                                             TreeDrafter(draft.model, draft.cache), self.prompt + [first],
-                                             max_tokens - 1, policy or FallbackPolicy(), is_stop,
-                                             choose, stats):
-            yield token
+        yield from speculative_generate(TreeVerifier(target.model, target.cache),
+                                        TreeDrafter(draft.model, draft.cache), self.prompt + [first],
+                                        max_tokens - 1, policy or FallbackPolicy(), is_stop, choose, stats)
 
     def history_tokens(self) -> list[int]:
         """Prompt plus answer so far: each cache holds a prefix of it (pass it as the
@@ -210,6 +237,12 @@ class StreamingSession(BackgroundInput):
         if self.prompt is None:
             raise RuntimeError("no prompt before finish()")
         return self.prompt + self.generated
+
+    def cached_tokens(self) -> list[int]:
+        """What the caches hold: each a prefix of this list (the next session's
+        cached_tokens, whether this one answered or was given up). Call it once
+        the worker has stopped (close()) and no generate() is running."""
+        return list(max((lane.tokens for lane in self._lanes.values()), key=len))
 
     # ---- background ----------------------------------------------------------------
 
@@ -227,8 +260,15 @@ class StreamingSession(BackgroundInput):
 
     def _retokenize(self, text: str) -> None:
         self._text.feed(text)
+        self._trim_lanes()
+
+    def _erase(self, n_chars: int) -> None:
+        self._text.retract(n_chars)
+        self._trim_lanes()
+
+    def _trim_lanes(self) -> None:
         for lane in self._lanes.values():
             lane.keep_matching(self._text.tokens)
 
     def _lagging(self) -> bool:
-        return any(len(lane.tokens) < len(self._text.tokens) for lane in self._lanes.values())
+        return any(lane.lags(self._text.tokens) for lane in self._lanes.values())
