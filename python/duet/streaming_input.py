@@ -91,6 +91,7 @@ class CacheLane:
 class StreamingStats:
     prefilled_in_background: dict = field(default_factory=dict)  # lane name -> tokens in cache at finish
     prompt_tokens: int = 0
+    reused: int = 0         # tokens of cached_tokens the target's cache kept (earlier turns)
     rollbacks: int = 0      # tokenizer updates that took back released tokens
     blocks: int = 0         # background forward passes
 
@@ -126,6 +127,7 @@ class StreamingSession(BackgroundInput):
         self.prompt: list[int] | None = None     # set by finish()
         self.generated: list[int] = []
         self._retokenize("")                     # the prefix's stable tokens run before any typing
+        self.stats.reused = len(self._lanes["target"].tokens)
         self._start()
 
     @classmethod
