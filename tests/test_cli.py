@@ -150,6 +150,30 @@ def test_chat_over_piped_input_keeps_the_conversation(tiny_pair):
     assert result.stdout == expected
 
 
+def test_chat_over_a_pipe_takes_text_as_it_arrives(tiny_pair):
+    """Pieces written with pauses between them, a message split across them, CRLF and
+    blank lines, and a last message with no line end: answered as whole lines are, the
+    first one before the input goes on."""
+    import select
+
+    expected = chat_answers(tiny_pair, ["hello", "how are you"], 8)
+    process = subprocess.Popen([sys.executable, "-m", "duet", "chat", *pair_args(tiny_pair), "-n", "8"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=duet_env())
+    for piece in (b"hel", b"lo\r", b"\n"):
+        process.stdin.write(piece)
+        process.stdin.flush()
+        time.sleep(0.2)
+    assert select.select([process.stdout], [], [], 120)[0], "no answer to a whole line while the input is open"
+    first = process.stdout.readline().decode()
+    for piece in (b"\n   \nhow a", b"re you"):
+        process.stdin.write(piece)
+        process.stdin.flush()
+        time.sleep(0.2)
+    out, err = process.communicate(timeout=120)   # closes stdin: the end of the input
+    assert process.returncode == 0, err.decode()
+    assert first + out.decode() == "".join(answer + "\n" for answer in expected)
+
+
 def test_chat_ends_at_end_of_input(tiny_pair):
     result = run_duet("chat", *pair_args(tiny_pair), "-n", "4", stdin="")
     assert (result.returncode, result.stdout) == (0, "")
