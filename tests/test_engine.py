@@ -215,3 +215,19 @@ def test_chat_session_too_long_for_the_context_is_refused_and_the_next_one_works
         session.feed("hello")
         answer = engine.generate(session, max_tokens=8)
         assert answer.tokens == engine.chat([{"role": "user", "content": "hello"}], max_tokens=8).tokens
+
+
+def test_an_answer_left_unfinished_does_not_spoil_the_next_turn(chat_engine):
+    text = "def truncate_number(number: float) -> float:"
+    session = chat_engine.chat_session()
+    session.feed(text)
+    events = chat_engine.stream(session, max_tokens=16)
+    shown = [next(events).token for _ in range(3)]     # the reader stops, holding on to the stream
+    messages = [{"role": "user", "content": text},
+                {"role": "assistant", "content": chat_engine.tokenizer.decode(shown, special=False)},
+                {"role": "user", "content": "return its decimal part"}]
+    for _ in range(2):      # the second time after the stream is closed: that touches no cache
+        session = chat_engine.chat_session(messages[:2])
+        session.feed(messages[2]["content"])
+        assert chat_engine.generate(session, max_tokens=16).tokens == chat_engine.chat(messages, max_tokens=16).tokens
+        events.close()

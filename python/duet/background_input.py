@@ -4,8 +4,9 @@ BackgroundInput is the shared machinery of the streaming sessions: `feed` only
 appends to a queue and wakes the worker; the worker hands the queued text to
 `_advance` and calls it again while `_lagging` says there is work left; an
 exception in the worker is kept and raised on the caller's thread when the input
-ends. Text taken back (`_queue_erase`, a Backspace) first leaves the queue; what the
-worker already took is handed to the subclass's `_erase` before the new text. Subclasses do the work (tokenize, prefill, generate) in `_advance`; only the
+ends. Text taken back (`_queue_erase`, a Backspace) first leaves the queue; what
+the worker already took is handed to the subclass's `_erase` before the new text.
+Subclasses do the work (tokenize, prefill, generate) in `_advance`; only the
 worker thread touches their models and caches until `_end_input` has returned."""
 from __future__ import annotations
 

@@ -245,7 +245,8 @@ class Engine:
         prompt = session.finish() if session.prompt is None else session.prompt
         self._check_length(len(prompt), max_tokens)
         stats = SpeculativeStats() if session.drafting else DecodeStats()
-        return len(prompt), session.generate_steps(max_tokens, sampler, self.policy, stats), stats
+        steps = session.generate_steps(max_tokens, sampler, self.policy, stats, pipeline=self.pipeline)
+        return len(prompt), steps, stats
 
     def chat_session(self, messages: Sequence[dict] = (), block: int = 32) -> StreamingSession:
         """A StreamingSession for the next user message after `messages` (the conversation

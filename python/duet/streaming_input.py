@@ -1,9 +1,10 @@
 """Streaming input: prefill while the user is still typing, answer when the input ends.
 
 A StreamingSession takes the user's text piece by piece (`feed`, which never waits
-for compute; `retract` takes the last characters back, a Backspace). A background worker tokenizes the text so far (duet.incremental_tokenizer),
-and runs the tokens that can no longer change through the target and the drafter,
-a block at a time, one forward per model at a time. `finish` appends the prompt's
+for compute; `retract` takes the last characters back, a Backspace). A background
+worker tokenizes the text so far (duet.incremental_tokenizer), and runs the tokens
+that can no longer change through the target and the drafter, a block at a time,
+one forward per model at a time. `finish` appends the prompt's
 fixed end (the chat template's `<|im_end|>\\n<|im_start|>assistant\\n`), tokenizes the
 whole text exactly as the engine would, and keeps of each cache the prefix that
 matches; generation then runs only the few tokens left, with the usual decoding
@@ -188,8 +189,10 @@ class StreamingSession(BackgroundInput):
     def generate_steps(self, max_tokens: int, sampler: Sampler | None = None,
                        policy: FallbackPolicy | None = None,
                        stats: DecodeStats | SpeculativeStats | None = None,
-                       is_stop: Callable[[int], bool] | None = None) -> Iterator[tuple[int, bool]]:
-        """generate()'s tokens as (token, from_draft): whether the drafter proposed it."""
+                       is_stop: Callable[[int], bool] | None = None,
+                       pipeline: bool = False) -> Iterator[tuple[int, bool]]:
+        """generate()'s tokens as (token, from_draft): whether the drafter proposed it.
+        pipeline: draft while the target verifies (speculative_generate's option)."""
         if self._state == "open":
             self.finish()
         self._raise_worker_error()
@@ -198,11 +201,12 @@ class StreamingSession(BackgroundInput):
         sampler = sampler or Sampler(temperature=0.0)
         try:
             for token, from_draft in self._tokens_from(max_tokens, sampler, policy, stats,
-                                                       is_stop or self.tokenizer.is_end_of_generation):
+                                                       is_stop or self.tokenizer.is_end_of_generation, pipeline):
                 self.generated.append(token)
                 yield token, from_draft
         finally:
-            self._settle_lanes()
+            if self._state != "closed":   # closed: the caches may be another session's by now
+                self._settle_lanes()
 
     def _settle_lanes(self) -> None:
         """After decoding a cache may hold accepted tokens that were never emitted
@@ -213,7 +217,7 @@ class StreamingSession(BackgroundInput):
             lane.cache.trim(n)
             lane.tokens = history[:n]
 
-    def _tokens_from(self, max_tokens, sampler, policy, stats, is_stop) -> Iterator[tuple[int, bool]]:
+    def _tokens_from(self, max_tokens, sampler, policy, stats, is_stop, pipeline) -> Iterator[tuple[int, bool]]:
         target = self._lanes["target"]
         if not self.drafting:
             for token in decode_tokens(target.model, target.cache, self.prompt, max_tokens, sampler,
@@ -231,7 +235,8 @@ class StreamingSession(BackgroundInput):
         choose = greedy_choice if sampler.greedy else sampled_choice(sampler)
         yield from speculative_generate(TreeVerifier(target.model, target.cache),
                                         TreeDrafter(draft.model, draft.cache), self.prompt + [first],
-                                        max_tokens - 1, policy or FallbackPolicy(), is_stop, choose, stats)
+                                        max_tokens - 1, policy or FallbackPolicy(), is_stop, choose, stats,
+                                        pipeline)
 
     def history_tokens(self) -> list[int]:
         """Prompt plus answer so far: each cache holds a prefix of it (pass it as the
@@ -240,10 +245,19 @@ class StreamingSession(BackgroundInput):
             raise RuntimeError("no prompt before finish()")
         return self.prompt + self.generated
 
+    def close(self) -> None:
+        """Stops the worker. A generate() left unfinished is cut back to what each
+        cache is known to hold (its prompt part), so cached_tokens() stays true."""
+        super().close()
+        for lane in self._lanes.values():
+            n = min(lane.cache.n, len(lane.tokens))
+            lane.cache.trim(n)
+            del lane.tokens[n:]
+
     def cached_tokens(self) -> list[int]:
         """What the caches hold: each a prefix of this list (the next session's
-        cached_tokens, whether this one answered or was given up). Call it once
-        the worker has stopped (close()) and no generate() is running."""
+        cached_tokens, whether this one answered or was given up), once close()
+        has stopped the worker."""
         return list(max((lane.tokens for lane in self._lanes.values()), key=len))
 
     # ---- background ----------------------------------------------------------------
