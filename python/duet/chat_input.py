@@ -19,7 +19,7 @@ from typing import Iterator, TextIO
 from duet.streaming_input import StreamingSession
 
 ENTER, BACKSPACE, CTRL_H, CTRL_U, CTRL_W, CTRL_D = "\n", "\x7f", "\x08", "\x15", "\x17", "\x04"
-_TERMINAL_KEYS = re.compile("([\r\n\x7f\x08\x15\x17\x04])")
+_TERMINAL_KEYS = re.compile("([\n\x7f\x08\x15\x17\x04])")
 _PIPE_KEYS = re.compile("(\n)")
 # Arrow and function keys send escape sequences; typed text keeps none of them,
 # nor other control characters (a tab aside).
@@ -115,7 +115,7 @@ class TypedMessage:
         self.erase(len(_LAST_WORD.search(self.text).group()))
 
     def end(self) -> str:
-        """Ends the line (Enter) and returns the message."""
+        """Ends the line (Enter, or Ctrl-D on an empty one) and returns the message."""
         if self.text.endswith("\r"):      # a CRLF line end from a pipe
             self.erase(1)
         self._show("\n")
@@ -150,6 +150,7 @@ def read_message(session: StreamingSession, source: InputSource, echo: TextIO = 
                 source.unread("".join(pieces[index + 2:]))
                 return message.end()
             if key == CTRL_D and not message.text:
+                message.end()             # the shell's prompt starts on a line of its own
                 return None
             _edit(message, key)
 
