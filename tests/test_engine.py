@@ -198,6 +198,7 @@ def test_chat_session_answers_like_chat_over_two_turns(chat_engine, first_points
         messages.append({"role": "user", "content": text})
         assert answer.tokens == chat_engine.chat(messages, max_tokens=16).tokens   # greedy, from empty caches
         assert answer.stats["prompt_tokens"] == len(session.prompt)
+        assert 0 < answer.stats["prompt_seconds"] <= answer.stats["seconds"]   # the wait once the input ended
         messages.append({"role": "assistant", "content": answer.text})
         prompts.append(session.prompt)
     # The second turn kept the first in the caches: all of its prompt but, at most, the

@@ -228,6 +228,10 @@ class Engine:
             rate = (emitted - 1) / (now - first_time) if now > first_time else 0.0
             yield TokenEvent(decoder.feed(token), token, from_draft, rate, peak_memory())
         self.last_stats = self._summarise(stats, n_prompt, emitted, start, first_time, io_before)
+        if isinstance(prompt, StreamingSession):
+            # The prompt's cost is what was left when the input ended: finishing it and
+            # the tokens the background had not run, up to the first answer token.
+            self.last_stats["prompt_seconds"] = self.last_stats["time_to_first_token"] or 0.0
 
     def _fresh_steps(self, tokens: list[int], max_tokens: int, sampler: Sampler, use_draft: bool):
         """(token, from_draft) steps of a prompt decoded from empty caches, and their stats."""
