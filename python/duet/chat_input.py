@@ -133,11 +133,12 @@ def _columns(text: str) -> int:
                for ch in text)
 
 
-def read_message(session: StreamingSession, source: InputSource, echo: TextIO = sys.stderr) -> str | None:
+def read_message(session: StreamingSession, source: InputSource, echo: TextIO | None = None) -> str | None:
     """Feeds one message to session as it is typed and returns its text at Enter
     (without the line end); at the end of the input the text typed so far, or None
-    if there is none. The session's input is left open: finish() is the caller's."""
-    message = TypedMessage(session, echo if source.keystrokes else None)
+    if there is none. The session's input is left open: finish() is the caller's.
+    echo: where keystrokes are echoed (default stderr; nothing for a pipe)."""
+    message = TypedMessage(session, (echo or sys.stderr) if source.keystrokes else None)
     while True:
         text = source.read()
         if text is None:
