@@ -1,9 +1,11 @@
 """The duet command line: `python -m duet ...` in a subprocess over tiny models (run,
 chat, plan, bench, errors, Ctrl-C), and main() in process."""
 import inspect
+import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -148,6 +150,30 @@ def test_chat_over_piped_input_keeps_the_conversation(tiny_pair):
     assert result.stdout == expected
 
 
+def test_chat_over_a_pipe_takes_text_as_it_arrives(tiny_pair):
+    """Pieces written with pauses between them, a message split across them, CRLF and
+    blank lines, and a last message with no line end: answered as whole lines are, the
+    first one before the input goes on."""
+    import select
+
+    expected = chat_answers(tiny_pair, ["hello", "how are you"], 8)
+    process = subprocess.Popen([sys.executable, "-m", "duet", "chat", *pair_args(tiny_pair), "-n", "8"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=duet_env())
+    for piece in (b"hel", b"lo\r", b"\n"):
+        process.stdin.write(piece)
+        process.stdin.flush()
+        time.sleep(0.2)
+    assert select.select([process.stdout], [], [], 120)[0], "no answer to a whole line while the input is open"
+    first = process.stdout.readline().decode()
+    for piece in (b"\n   \nhow a", b"re you"):
+        process.stdin.write(piece)
+        process.stdin.flush()
+        time.sleep(0.2)
+    out, err = process.communicate(timeout=120)   # closes stdin: the end of the input
+    assert process.returncode == 0, err.decode()
+    assert first + out.decode() == "".join(answer + "\n" for answer in expected)
+
+
 def test_chat_ends_at_end_of_input(tiny_pair):
     result = run_duet("chat", *pair_args(tiny_pair), "-n", "4", stdin="")
     assert (result.returncode, result.stdout) == (0, "")
@@ -274,3 +300,96 @@ def test_without_the_extension_models_works_and_run_says_why_not(tmp_path):
                                 timeout=120)
         assert result.returncode == expected_rc, result.stderr
     assert "_core" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+# --- duet chat on a terminal: keystrokes through a pseudo-terminal ---------------------------
+
+
+def _take_the_terminal() -> None:
+    """In the child (a new session): stdin, the pty, becomes its controlling terminal,
+    so that Ctrl-C typed there is SIGINT to it."""
+    import fcntl
+    import termios
+
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+class ChatOnATerminal:
+    """`duet chat` with a pseudo-terminal as stdin and pipes as stdout and stderr."""
+
+    def __init__(self, *args: str):
+        import termios
+
+        self.master, self.slave = os.openpty()
+        self.mode_before = termios.tcgetattr(self.slave)
+        self.process = subprocess.Popen([sys.executable, "-m", "duet", "chat", *args], stdin=self.slave,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=duet_env(),
+                                        start_new_session=True, preexec_fn=_take_the_terminal)
+        self._wait_for_keystroke_mode()
+
+    def _wait_for_keystroke_mode(self, timeout: float = 120) -> None:
+        """Until the chat has put the terminal in non-canonical mode: keys typed before
+        would be edited by the terminal's own line discipline, not by duet."""
+        import termios
+
+        deadline = time.monotonic() + timeout
+        while termios.tcgetattr(self.slave)[3] & termios.ICANON:
+            assert self.process.poll() is None, self.process.communicate()[1].decode()
+            assert time.monotonic() < deadline, "duet chat never switched the terminal to keystroke mode"
+            time.sleep(0.05)
+
+    def type(self, keys: str) -> None:
+        for key in keys:                   # a key at a time, as a person types
+            os.write(self.master, key.encode())
+            time.sleep(0.01)
+
+    def finish(self, timeout: float = 120) -> tuple[int, str, str]:
+        import termios
+
+        out, err = self.process.communicate(timeout=timeout)
+        restored = termios.tcgetattr(self.slave) == self.mode_before
+        os.close(self.master)
+        os.close(self.slave)
+        assert restored, "the terminal's mode was not restored"
+        return self.process.returncode, out.decode(), err.decode()
+
+
+def chat_answers(pair, turns: list[str], n_tokens: int) -> list[str]:
+    """The reference: each turn answered by engine.chat from scratch, greedy."""
+    messages, answers = [], []
+    with Engine(target=pair[0], draft=pair[1], threads=1, n_ctx=256) as engine:
+        for text in turns:
+            messages.append({"role": "user", "content": text})
+            answers.append(engine.chat(messages, max_tokens=n_tokens).text)
+            messages.append({"role": "assistant", "content": answers[-1]})
+    return answers
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pseudo-terminals as on Linux")
+def test_chat_on_a_terminal_answers_the_edited_text(tiny_pair):
+    chat = ChatOnATerminal(*pair_args(tiny_pair), "-n", "8")
+    # Backspace (DEL, what terminals send) mends a typo; Ctrl-U erases a whole line;
+    # Return ends a message; Ctrl-D on an empty line ends the chat.
+    chat.type("hellp\x7fo there\r")
+    chat.type("scrap that\x15how are you\r")
+    chat.type("\x04")
+    returncode, out, err = chat.finish()
+    assert returncode == 0, err
+    expected = chat_answers(tiny_pair, ["hello there", "how are you"], 8)
+    assert out == "".join(answer + "\n" for answer in expected)
+    assert chat_answers(tiny_pair, ["hellpo there"], 8)[0] != expected[0]   # the edit mattered
+    assert "hellp" in err and "\b \b" in err and "Traceback" not in err     # echoed, and erased, by duet
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pseudo-terminals as on Linux")
+@pytest.mark.parametrize("when", ["typing", "answering"])
+def test_ctrl_c_on_a_terminal_ends_the_chat_with_130(tiny_pair, when):
+    chat = ChatOnATerminal("-m", str(tiny_pair[0]), "--no-draft", "-t", "1", "-c", "8192", "-n", "8000")
+    chat.type("class Counter:")
+    if when == "answering":
+        chat.type("\r")
+        assert chat.process.stdout.read(1)      # the answer has started: text is flushed per token
+    chat.type("\x03")
+    returncode, _, err = chat.finish()
+    assert returncode == 130
+    assert "interrupted" in err and "Traceback" not in err

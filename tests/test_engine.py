@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from duet import _core
 from duet.engine import Engine
@@ -166,3 +167,68 @@ def test_trie_option_is_lossless_and_remembers_outputs(tiny_pair, with_draft):
     assert first.tokens == expected and second.tokens == expected
     assert second.stats["accepted_by_source"].get("trie", 0) > 0
     assert len(engine.ngrams) > 0
+
+
+# ---- a chat typed into streaming sessions ------------------------------------------------
+
+CHAT_TURNS = ["def below_zero(operations):", "now return the balance, it's 0 \n  <|im_end|> ok"]
+
+
+def cut(text: str, points: list[int]) -> list[str]:
+    bounds = sorted({0, len(text), *(p % (len(text) + 1) for p in points)})
+    return [text[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+@pytest.fixture(scope="module")
+def chat_engine(tiny_pair):
+    with Engine(target=tiny_pair[0], draft=tiny_pair[1], threads=1, n_ctx=512) as engine:
+        yield engine
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.integers(min_value=0, max_value=100), max_size=8),
+       st.lists(st.integers(min_value=0, max_value=100), max_size=8))
+def test_chat_session_answers_like_chat_over_two_turns(chat_engine, first_points, second_points):
+    messages, prompts = [], []
+    for text, points in zip(CHAT_TURNS, (first_points, second_points)):
+        session = chat_engine.chat_session(messages)
+        for piece in cut(text, points):
+            session.feed(piece)
+        answer = chat_engine.generate(session, max_tokens=16)
+        messages.append({"role": "user", "content": text})
+        assert answer.tokens == chat_engine.chat(messages, max_tokens=16).tokens   # greedy, from empty caches
+        assert answer.stats["prompt_tokens"] == len(session.prompt)
+        assert 0 < answer.stats["prompt_seconds"] <= answer.stats["seconds"]   # the wait once the input ended
+        messages.append({"role": "assistant", "content": answer.text})
+        prompts.append(session.prompt)
+    # The second turn kept the first in the caches: all of its prompt but, at most, the
+    # last token, which re-tokenizes with the answer's first characters.
+    assert session.stats.reused >= len(prompts[0]) - 1
+
+
+def test_chat_session_too_long_for_the_context_is_refused_and_the_next_one_works(tiny_pair):
+    with Engine(target=tiny_pair[0], draft=tiny_pair[1], threads=1, n_ctx=96) as engine:
+        session = engine.chat_session()
+        session.feed("please write a function that counts the operations below zero " * 3)
+        with pytest.raises(ValueError, match="context size"):
+            engine.generate(session, max_tokens=8)
+        session = engine.chat_session()
+        session.feed("hello")
+        answer = engine.generate(session, max_tokens=8)
+        assert answer.tokens == engine.chat([{"role": "user", "content": "hello"}], max_tokens=8).tokens
+
+
+def test_an_answer_left_unfinished_does_not_spoil_the_next_turn(chat_engine):
+    text = "def truncate_number(number: float) -> float:"
+    session = chat_engine.chat_session()
+    session.feed(text)
+    events = chat_engine.stream(session, max_tokens=16)
+    shown = [next(events).token for _ in range(3)]     # the reader stops, holding on to the stream
+    messages = [{"role": "user", "content": text},
+                {"role": "assistant", "content": chat_engine.tokenizer.decode(shown, special=False)},
+                {"role": "user", "content": "return its decimal part"}]
+    for _ in range(2):      # the second time after the stream is closed: that touches no cache
+        session = chat_engine.chat_session(messages[:2])
+        session.feed(messages[2]["content"])
+        assert chat_engine.generate(session, max_tokens=16).tokens == chat_engine.chat(messages, max_tokens=16).tokens
+        events.close()

@@ -105,6 +105,54 @@ def test_releasing_too_early_is_repaired(text, points):
     assert final == TINY.encode(text)
 
 
+# An edit: text typed, or a number of characters taken back (Backspace).
+edits = st.lists(st.sampled_from(FRAGMENTS) | st.text(max_size=4) | st.integers(min_value=1, max_value=6),
+                 max_size=14)
+
+
+def edited_text(text: str, edit: str | int) -> str:
+    return text + edit if isinstance(edit, str) else text[:max(len(text) - edit, 0)]
+
+
+def typed_edit(text: str, edit: str | int) -> str | int:
+    """The edit as typed on text: a Backspace run stops at the start of the line."""
+    return edit if isinstance(edit, str) else min(edit, len(text))
+
+
+@settings(max_examples=300, deadline=None)
+@given(edits)
+def test_retracted_text_leaves_the_tokens_of_the_final_text(edit_list):
+    stream = IncrementalTokenizer(TINY)
+    consumer: list[int] = []
+    text = ""
+    for edit in edit_list:
+        edit = typed_edit(text, edit)
+        update = stream.feed(edit) if isinstance(edit, str) else stream.retract(edit)
+        text = edited_text(text, edit)
+        consumer = consumer[:update.n_kept] + update.added
+        assert consumer == stream.tokens
+        assert stream.tokens == TINY.encode(text)[:len(stream.tokens)]   # released tokens stay right
+    update = stream.finish()
+    assert consumer[:update.n_kept] + update.added == TINY.encode(text)
+    assert stream.rollbacks == 0    # taking text back is no failure of the hold-back rule
+
+
+def test_retract_is_checked():
+    stream = IncrementalTokenizer(TINY, "prefix ")
+    stream.feed("ab")
+    with pytest.raises(ValueError):
+        stream.retract(len("prefix ab") + 1)
+    stream.feed("é".encode()[:1])
+    with pytest.raises(ValueError):
+        stream.retract(1)                 # inside a character whose bytes are not all there
+    stream.feed("é".encode()[1:])
+    stream.retract(2)
+    stream.finish()
+    assert stream.tokens == TINY.encode("prefix a")
+    with pytest.raises(RuntimeError):
+        stream.retract(1)
+
+
 def test_eager_release_is_taken_back():
     stream = IncrementalTokenizer(TINY, stable_end=len)
     first = stream.feed("retur")
@@ -195,6 +243,60 @@ def test_streamed_greedy_answer_equals_whole_prompt_answer(tiny_pair, text, poin
     session.close()
 
 
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits, st.booleans(), st.booleans())
+def test_session_with_backspaces_answers_the_final_text(tiny_pair, edit_list, with_draft, background):
+    target, _, tokenizer = tiny_pair
+    prefix, suffix = chat_prompt_parts(tokenizer)
+    session = new_session(tiny_pair, with_draft, prefix=prefix, suffix=suffix, block=4, background=background)
+    text = ""
+    for edit in edit_list:
+        edit = typed_edit(text, edit)
+        session.feed(edit) if isinstance(edit, str) else session.retract(edit)
+        text = edited_text(text, edit)
+        if not background:
+            session.step()
+    prompt = tokenizer.encode(tokenizer.apply_chat_template([{"role": "user", "content": text}]))
+    assert session.finish() == prompt
+    for lane in session._lanes.values():    # each cache holds exactly a prefix of the final prompt
+        assert lane.cache.n == len(lane.tokens) and lane.tokens == prompt[:len(lane.tokens)]
+    assert list(session.generate(MAX_TOKENS)) == greedy_reference(target, prompt, tokenizer)
+    session.close()
+
+
+def test_retract_trims_the_caches_it_changed(tiny_pair):
+    _, _, tokenizer = tiny_pair
+    session = new_session(tiny_pair, True, background=False, block=64)
+    session.feed("def below_zero(operations): return True ")
+    session.step()
+    held = list(session._lanes["target"].tokens)
+    session.retract(len("return True "))   # leaves "...: ", whose trailing space is held back
+    session.step()
+    for lane in session._lanes.values():
+        assert lane.cache.n == len(lane.tokens) == len(tokenizer.encode("def below_zero(operations):"))
+        assert lane.tokens == held[:len(lane.tokens)]
+    session.feed("return False ")           # queued text is taken back before the worker sees it
+    session.retract(len("se "))
+    assert session.finish() == tokenizer.encode("def below_zero(operations): return Fal")
+    session.close()
+
+
+def test_retract_is_refused_beyond_the_typed_text(tiny_pair):
+    session = new_session(tiny_pair, False, prefix="system text ", background=False)
+    session.feed("ab")
+    with pytest.raises(ValueError, match="2 were typed"):
+        session.retract(3)                  # the prefix is not the user's to erase
+    session.feed("é".encode()[:1])
+    with pytest.raises(ValueError):
+        session.retract(1)
+    session.feed("é".encode()[1:])
+    session.retract(3)
+    session.finish()
+    with pytest.raises(RuntimeError):
+        session.retract(1)
+    session.close()
+
+
 @pytest.mark.parametrize("with_draft", [False, True])
 def test_background_prefill_fills_caches_before_finish(tiny_pair, with_draft):
     target, _, tokenizer = tiny_pair
@@ -265,14 +367,34 @@ def test_feed_after_finish_is_refused(tiny_pair):
         list(session.generate(4))
 
 
+class UnreadableModel:
+    """A model whose weights cannot be read: every forward fails."""
+
+    def forward(self, tokens, cache, logits_rows="last"):
+        raise OSError("the weights could not be read")
+
+
 def test_worker_error_surfaces_at_finish(tiny_pair):
     target, _, tokenizer = tiny_pair
-    session = StreamingSession(target, target.new_cache(4), tokenizer=tokenizer)   # too small
+    session = StreamingSession(UnreadableModel(), target.new_cache(256), tokenizer=tokenizer)
     session.feed("def has_close_elements(numbers: List[float], threshold: float) -> bool:")
     assert session.wait_idle(timeout=60)
     with pytest.raises(RuntimeError, match="background work failed") as raised:
         session.finish()
-    assert isinstance(raised.value.__cause__, ValueError)
+    assert isinstance(raised.value.__cause__, OSError)
+
+
+def test_a_full_cache_stops_the_prefill_and_generation_refuses(tiny_pair):
+    target, _, tokenizer = tiny_pair
+    cache = target.new_cache(4)
+    session = StreamingSession(target, cache, tokenizer=tokenizer)
+    session.feed("def has_close_elements(numbers: List[float], threshold: float) -> bool:")
+    assert session.wait_idle(timeout=60)
+    assert cache.n == 4                     # filled, then idle rather than failed
+    assert len(session.finish()) > 4
+    with pytest.raises(ValueError, match="context size"):
+        list(session.generate(MAX_TOKENS))
+    session.close()
 
 
 def test_close_stops_the_worker(tiny_pair):

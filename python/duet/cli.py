@@ -11,7 +11,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 from duet import __version__
 
@@ -142,7 +142,7 @@ def _read_prompt(args: argparse.Namespace) -> str:
     return args.prompt
 
 
-def _stream_to_stdout(engine, prompt: str | list[int], options: dict) -> list[int]:
+def _stream_to_stdout(engine, prompt, options: dict) -> list[int]:
     """Writes the text as it is generated, a flush per token; returns the token ids."""
     tokens, printed = [], 0
     for event in engine.stream(prompt, **options):
@@ -216,46 +216,43 @@ def add_run_command(subparsers: argparse._SubParsersAction) -> None:
 # --- duet chat -----------------------------------------------------------------------------
 
 
-def _user_lines(interactive: bool) -> Iterator[str]:
-    """Non-empty input lines until EOF or /exit; a prompt on stderr when a person types."""
-    while True:
-        if interactive:
-            print("> ", end="", file=sys.stderr, flush=True)
-        line = sys.stdin.readline()
-        if not line or line.strip() in ("/exit", "/quit"):
-            return
-        if line.strip():
-            yield line.rstrip("\n")
-
-
 def _chat(args: argparse.Namespace) -> int:
+    """Each message goes to a streaming session while it is typed (the models prefill
+    as it arrives, and the earlier turns stay in the caches); Enter answers it."""
+    from duet.chat_input import open_input, read_message
     from duet.sampling import Sampler
 
     options = _sampling_options(args)
     # Bad settings fail here, once, rather than on every turn below.
     Sampler(**{k: v for k, v in options.items() if k != "max_tokens"})
-    with _open_engine(args) as engine:
+    with _open_engine(args) as engine, open_input(sys.stdin) as source:
         _print_plan(engine, args.verbose)
         messages = [{"role": "system", "content": args.system}] if args.system else []
-        for line in _user_lines(sys.stdin.isatty()):
-            messages.append({"role": "user", "content": line})
-            prompt = engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+        while True:
+            session = engine.chat_session(messages)
+            if sys.stdin.isatty():
+                print("> ", end="", file=sys.stderr, flush=True)
+            line = read_message(session, source)
+            if line is None or line.strip() in ("/exit", "/quit"):
+                return 0
+            if not line.strip():
+                continue
             try:
-                tokens = _stream_to_stdout(engine, prompt, options)
+                tokens = _stream_to_stdout(engine, session, options)
             except ValueError as exc:  # e.g. the conversation outgrew the context: this turn only
-                messages.pop()
                 print(f"duet: error: {_one_line(exc)}", file=sys.stderr)
                 continue
             sys.stdout.write("\n")
             sys.stdout.flush()
-            messages.append({"role": "assistant", "content": engine.tokenizer.decode(tokens, special=False)})
+            messages += [{"role": "user", "content": line},
+                         {"role": "assistant", "content": engine.tokenizer.decode(tokens, special=False)}]
             if args.verbose:
                 print(format_run_summary(engine.last_stats, 0.0), file=sys.stderr)
-    return 0
 
 
 def add_chat_command(subparsers: argparse._SubParsersAction) -> None:
-    chat = subparsers.add_parser("chat", help="an interactive conversation over stdin (/exit or EOF ends it)")
+    chat = subparsers.add_parser(
+        "chat", help="an interactive conversation over stdin (/exit or EOF ends it), prefilled while you type")
     chat.add_argument("--system", metavar="TEXT", help="a system message to start the conversation with")
     _add_model_options(chat)
     _add_sampling_options(chat, n_predict=512)

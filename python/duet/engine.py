@@ -10,7 +10,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -27,6 +27,7 @@ from duet.policy import FallbackPolicy
 from duet.sampling import Sampler
 from duet.speculative import SpeculativeStats, TreeDrafter, TreeVerifier, greedy_choice, sampled_choice, \
     speculative_generate
+from duet.streaming_input import StreamingSession
 from duet.tokenizer import Tokenizer
 from duet.trie_drafter import MergedDrafter, TrieDrafter
 from duet.weight_store import MemoryPlan, StreamedLayers, layer_segments, plan_memory
@@ -136,6 +137,8 @@ class Engine:
         self.ngrams = NGramStore() if trie else None
         self.pipeline = bool(layers is not None) if pipeline is None else pipeline
         self.last_stats: dict = {}
+        self._chat_caches: tuple[KVCache, KVCache | None] | None = None   # (target, drafter)
+        self._chat_session: StreamingSession | None = None                # the one using them
 
     # ---- memory -------------------------------------------------------------------
 
@@ -190,7 +193,7 @@ class Engine:
 
     def stream(
         self,
-        prompt: str | list[int],
+        prompt: str | list[int] | StreamingSession,
         max_tokens: int = 256,
         temperature: float = 0.0,
         top_k: int = 0,
@@ -202,22 +205,21 @@ class Engine:
     ) -> Iterator[TokenEvent]:
         """Yields one TokenEvent per emitted token. An event's text holds back a
         character whose bytes are not complete yet; generate() has the full text.
+        prompt: text, token ids, or a session from chat_session() (its input is
+        finished here if still open; chat and use_draft do not apply to it).
         Statistics of the run are in engine.last_stats afterwards."""
-        tokens = self._prompt_tokens(prompt, chat)
-        self._check_length(len(tokens), max_tokens)
         sampler = Sampler(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed)
-        decoder = self.tokenizer.stream_decoder()
-        target_cache = self.target.new_cache(self.n_ctx, self.kv_type)
-        start = time.perf_counter()
-        io_before = self._io_stats()
-        emitted = 0
-        drafter = self._drafter() if use_draft else None
-        if drafter is not None:
-            steps, stats = self._collaborative_steps(drafter, tokens, max_tokens, sampler, target_cache)
+        if isinstance(prompt, StreamingSession):
+            start, io_before = time.perf_counter(), self._io_stats()   # finishing the input is part of the wait
+            n_prompt, steps, stats = self._session_steps(prompt, max_tokens, sampler)
         else:
-            stats = DecodeStats()
-            steps = ((t, False) for t in decode_tokens(self.target, target_cache, tokens, max_tokens, sampler,
-                                                       self.tokenizer.is_end_of_generation, stats))
+            tokens = self._prompt_tokens(prompt, chat)
+            self._check_length(len(tokens), max_tokens)
+            start, io_before = time.perf_counter(), self._io_stats()
+            n_prompt = len(tokens)
+            steps, stats = self._fresh_steps(tokens, max_tokens, sampler, use_draft)
+        decoder = self.tokenizer.stream_decoder()
+        emitted = 0
         first_time = None
         for token, from_draft in steps:
             now = time.perf_counter()
@@ -225,7 +227,50 @@ class Engine:
             emitted += 1
             rate = (emitted - 1) / (now - first_time) if now > first_time else 0.0
             yield TokenEvent(decoder.feed(token), token, from_draft, rate, peak_memory())
-        self.last_stats = self._summarise(stats, len(tokens), emitted, start, first_time, io_before)
+        self.last_stats = self._summarise(stats, n_prompt, emitted, start, first_time, io_before)
+        if isinstance(prompt, StreamingSession):
+            # The prompt's cost is what was left when the input ended: finishing it and
+            # the tokens the background had not run, up to the first answer token.
+            self.last_stats["prompt_seconds"] = self.last_stats["time_to_first_token"] or 0.0
+
+    def _fresh_steps(self, tokens: list[int], max_tokens: int, sampler: Sampler, use_draft: bool):
+        """(token, from_draft) steps of a prompt decoded from empty caches, and their stats."""
+        target_cache = self.target.new_cache(self.n_ctx, self.kv_type)
+        drafter = self._drafter() if use_draft else None
+        if drafter is not None:
+            return self._collaborative_steps(drafter, tokens, max_tokens, sampler, target_cache)
+        stats = DecodeStats()
+        steps = ((t, False) for t in decode_tokens(self.target, target_cache, tokens, max_tokens, sampler,
+                                                   self.tokenizer.is_end_of_generation, stats))
+        return steps, stats
+
+    def _session_steps(self, session: StreamingSession, max_tokens: int, sampler: Sampler):
+        """(prompt length, steps, stats) of a streaming session's answer."""
+        prompt = session.finish() if session.prompt is None else session.prompt
+        self._check_length(len(prompt), max_tokens)
+        stats = SpeculativeStats() if session.drafting else DecodeStats()
+        steps = session.generate_steps(max_tokens, sampler, self.policy, stats, pipeline=self.pipeline)
+        return len(prompt), steps, stats
+
+    def chat_session(self, messages: Sequence[dict] = (), block: int = 32) -> StreamingSession:
+        """A StreamingSession for the next user message after `messages` (the conversation
+        so far, as chat() takes it): feed() the message while it is typed (retract()
+        takes text back), then stream(session) answers it. Target and drafter prefill
+        in the background meanwhile. The engine keeps one pair of caches for chat
+        sessions, so a session reuses what they hold of its prompt (the earlier turns);
+        opening a session closes the one before. block: most tokens per background pass."""
+        previous, cached = self._chat_session, []
+        if previous is not None:
+            previous.close()
+            cached = previous.cached_tokens()
+        if self._chat_caches is None:
+            self._chat_caches = (self.target.new_cache(self.n_ctx, self.kv_type),
+                                 self.draft.new_cache(self.n_ctx, self.kv_type) if self.draft is not None else None)
+        target_cache, draft_cache = self._chat_caches
+        self._chat_session = StreamingSession.for_chat(
+            self.target, target_cache, self.draft, draft_cache, tokenizer=self.tokenizer, history=messages,
+            cached_tokens=cached, block=block)
+        return self._chat_session
 
     def _drafter(self):
         """The drafter for one request: the small model's trees, the trie's, both
@@ -282,6 +327,9 @@ class Engine:
 
     def close(self) -> None:
         """Frees the models' memory; the engine cannot be used afterwards."""
+        if self._chat_session is not None:
+            self._chat_session.close()   # its worker may be running on the models
+        self._chat_session = self._chat_caches = None
         self.target = self.draft = None
         self.target_gguf = self.draft_gguf = None
         self.pool = None

@@ -118,7 +118,7 @@ class IncrementalTokenizer:
         self._text = text
         self.tokens: list[int] = []
         self.finished = False
-        self.rollbacks = 0   # updates that took back released tokens
+        self.rollbacks = 0   # updates that took back released tokens (retract aside)
 
     @property
     def text(self) -> str:
@@ -131,9 +131,22 @@ class IncrementalTokenizer:
     def feed(self, piece: str | bytes) -> TokenUpdate:
         """Appends piece (bytes may end inside a UTF-8 character) and releases what is stable."""
         self._append(piece)
+        return self._release_stable()
+
+    def retract(self, n_chars: int) -> TokenUpdate:
+        """Takes the last n_chars characters back (a Backspace) and releases what is
+        stable of the shorter text: the released tokens keep their common prefix
+        with the old ones, so a consumer trims only what the erased text changed."""
+        if self.finished:
+            raise RuntimeError("the text is finished; nothing can be taken back after finish()")
+        if self._utf8.getstate()[0]:
+            raise ValueError("cannot take text back while the bytes fed end inside a UTF-8 character")
         text = self.text
-        return self._release(self._tokenizer.encode(text[:self._stable_end(text)],
-                                                    parse_special=self._parse_special))
+        if not 0 <= n_chars <= len(text):
+            raise ValueError(f"cannot take back {n_chars} characters of a text of {len(text)}")
+        self._text = text[:len(text) - n_chars]
+        self._parts = [self._text]
+        return self._release_stable(erased=True)
 
     def finish(self, suffix: str = "") -> TokenUpdate:
         """Appends suffix and releases everything: tokens == tokenizer.encode(text)."""
@@ -143,6 +156,11 @@ class IncrementalTokenizer:
         self._append(suffix)
         self.finished = True
         return self._release(self._tokenizer.encode(self.text, parse_special=self._parse_special))
+
+    def _release_stable(self, erased: bool = False) -> TokenUpdate:
+        text = self.text
+        return self._release(self._tokenizer.encode(text[:self._stable_end(text)],
+                                                    parse_special=self._parse_special), erased)
 
     def _append(self, piece: str | bytes) -> None:
         if self.finished:
@@ -156,9 +174,10 @@ class IncrementalTokenizer:
         if piece:
             self._parts.append(piece)
 
-    def _release(self, tokens: list[int]) -> TokenUpdate:
+    def _release(self, tokens: list[int], erased: bool = False) -> TokenUpdate:
+        """erased: the text was shortened, so tokens taken back are no hold-back failure."""
         n_kept = common_prefix_length(self.tokens, tokens)
-        if n_kept < len(self.tokens):
+        if n_kept < len(self.tokens) and not erased:
             self.rollbacks += 1
         self.tokens = tokens
         return TokenUpdate(n_kept, tokens[n_kept:])

@@ -1,9 +1,10 @@
 """Streaming input: prefill while the user is still typing, answer when the input ends.
 
 A StreamingSession takes the user's text piece by piece (`feed`, which never waits
-for compute). A background worker tokenizes the text so far (duet.incremental_tokenizer),
-and runs the tokens that can no longer change through the target and the drafter,
-a block at a time, one forward per model at a time. `finish` appends the prompt's
+for compute; `retract` takes the last characters back, a Backspace). A background
+worker tokenizes the text so far (duet.incremental_tokenizer), and runs the tokens
+that can no longer change through the target and the drafter, a block at a time,
+one forward per model at a time. `finish` appends the prompt's
 fixed end (the chat template's `<|im_end|>\\n<|im_start|>assistant\\n`), tokenizes the
 whole text exactly as the engine would, and keeps of each cache the prefix that
 matches; generation then runs only the few tokens left, with the usual decoding
@@ -70,10 +71,16 @@ class CacheLane:
             self.cache.trim(n)
             del self.tokens[n:]
 
+    def lags(self, wanted: list[int]) -> bool:
+        """True while the cache lacks wanted tokens and has room for them."""
+        return len(self.tokens) < len(wanted) and self.cache.free > 0
+
     def run_block(self, wanted: list[int], block: int) -> bool:
         """Runs the next block of wanted tokens the cache lacks; False when none."""
         start = len(self.tokens)
-        tokens = wanted[start:start + block]
+        # A full cache stops the background work rather than failing it: the prompt's
+        # length is judged once, at generation, against what the answer needs too.
+        tokens = wanted[start:start + min(block, self.cache.free)]
         if not tokens:
             return False
         self.model.forward(tokens, self.cache, logits_rows=None)
@@ -85,6 +92,7 @@ class CacheLane:
 class StreamingStats:
     prefilled_in_background: dict = field(default_factory=dict)  # lane name -> tokens in cache at finish
     prompt_tokens: int = 0
+    reused: int = 0         # tokens of cached_tokens the target's cache kept (earlier turns)
     rollbacks: int = 0      # tokenizer updates that took back released tokens
     blocks: int = 0         # background forward passes
 
@@ -120,6 +128,7 @@ class StreamingSession(BackgroundInput):
         self.prompt: list[int] | None = None     # set by finish()
         self.generated: list[int] = []
         self._retokenize("")                     # the prefix's stable tokens run before any typing
+        self.stats.reused = len(self._lanes["target"].tokens)
         self._start()
 
     @classmethod
@@ -132,6 +141,15 @@ class StreamingSession(BackgroundInput):
         prefix, suffix = chat_prompt_parts(tokenizer, history)
         return cls(target, target_cache, draft, draft_cache, tokenizer=tokenizer, prefix=prefix,
                    suffix=suffix, cached_tokens=cached_tokens, **options)
+
+    def retract(self, n_chars: int) -> None:
+        """Takes back the last n_chars characters fed (Backspace); returns at once.
+        The worker re-tokenizes the shorter text and trims each cache to the tokens
+        it still shares, so finish() gives the prompt of the text as it ends up.
+        Retracting rather than feeding only text that can no longer change keeps
+        the prefill as early as typing allows: erasing is rare, and it costs only
+        the tokens it changes."""
+        self._queue_erase(n_chars)
 
     def finish(self) -> list[int]:
         """Ends the input: waits for the block in flight, tokenizes the whole text and
@@ -153,6 +171,11 @@ class StreamingSession(BackgroundInput):
 
     # ---- output --------------------------------------------------------------------
 
+    @property
+    def drafting(self) -> bool:
+        """True when the session has a drafter (stats for generate: SpeculativeStats)."""
+        return "draft" in self._lanes
+
     def generate(self, max_tokens: int, sampler: Sampler | None = None,
                  policy: FallbackPolicy | None = None,
                  stats: DecodeStats | SpeculativeStats | None = None,
@@ -160,6 +183,16 @@ class StreamingSession(BackgroundInput):
         """Yields the answer's tokens (finishing the input first if needed); stops
         after a stop token (default: end of generation), which is yielded too.
         Greedy by default; with a drafter the tokens come from speculative_generate."""
+        for token, _ in self.generate_steps(max_tokens, sampler, policy, stats, is_stop):
+            yield token
+
+    def generate_steps(self, max_tokens: int, sampler: Sampler | None = None,
+                       policy: FallbackPolicy | None = None,
+                       stats: DecodeStats | SpeculativeStats | None = None,
+                       is_stop: Callable[[int], bool] | None = None,
+                       pipeline: bool = False) -> Iterator[tuple[int, bool]]:
+        """generate()'s tokens as (token, from_draft): whether the drafter proposed it.
+        pipeline: draft while the target verifies (speculative_generate's option)."""
         if self._state == "open":
             self.finish()
         self._raise_worker_error()
@@ -167,12 +200,13 @@ class StreamingSession(BackgroundInput):
             raise RuntimeError("generate() runs once per session, after finish()")
         sampler = sampler or Sampler(temperature=0.0)
         try:
-            for token in self._tokens_from(max_tokens, sampler, policy, stats,
-                                           is_stop or self.tokenizer.is_end_of_generation):
+            for token, from_draft in self._tokens_from(max_tokens, sampler, policy, stats,
+                                                       is_stop or self.tokenizer.is_end_of_generation, pipeline):
                 self.generated.append(token)
-                yield token
+                yield token, from_draft
         finally:
-            self._settle_lanes()
+            if self._state != "closed":   # closed: the caches may be another session's by now
+                self._settle_lanes()
 
     def _settle_lanes(self) -> None:
         """After decoding a cache may hold accepted tokens that were never emitted
@@ -183,26 +217,26 @@ class StreamingSession(BackgroundInput):
             lane.cache.trim(n)
             lane.tokens = history[:n]
 
-    def _tokens_from(self, max_tokens, sampler, policy, stats, is_stop) -> Iterator[int]:
+    def _tokens_from(self, max_tokens, sampler, policy, stats, is_stop, pipeline) -> Iterator[tuple[int, bool]]:
         target = self._lanes["target"]
-        if "draft" not in self._lanes:
-            yield from decode_tokens(target.model, target.cache, self.prompt, max_tokens, sampler,
-                                     is_stop, stats)
+        if not self.drafting:
+            for token in decode_tokens(target.model, target.cache, self.prompt, max_tokens, sampler,
+                                       is_stop, stats):
+                yield token, False
             return
         # The target's own first token comes out at once rather than after a whole
         # draft-and-verify round: the first thing the user waits for. It is the token
         # the first round would have started with, so the answer does not change.
         first = sampler.sample(target.model.prefill(self.prompt[target.cache.n:], target.cache))
-        yield first
+        yield first, False
         if is_stop(first) or max_tokens <= 1:
             return
         draft = self._lanes["draft"]
         choose = greedy_choice if sampler.greedy else sampled_choice(sampler)
-        for token, _ in speculative_generate(TreeVerifier(target.model, target.cache),
-                                             TreeDrafter(draft.model, draft.cache), self.prompt + [first],
-                                             max_tokens - 1, policy or FallbackPolicy(), is_stop,
-                                             choose, stats):
-            yield token
+        yield from speculative_generate(TreeVerifier(target.model, target.cache),
+                                        TreeDrafter(draft.model, draft.cache), self.prompt + [first],
+                                        max_tokens - 1, policy or FallbackPolicy(), is_stop, choose, stats,
+                                        pipeline)
 
     def history_tokens(self) -> list[int]:
         """Prompt plus answer so far: each cache holds a prefix of it (pass it as the
@@ -210,6 +244,21 @@ class StreamingSession(BackgroundInput):
         if self.prompt is None:
             raise RuntimeError("no prompt before finish()")
         return self.prompt + self.generated
+
+    def close(self) -> None:
+        """Stops the worker. A generate() left unfinished is cut back to what each
+        cache is known to hold (its prompt part), so cached_tokens() stays true."""
+        super().close()
+        for lane in self._lanes.values():
+            n = min(lane.cache.n, len(lane.tokens))
+            lane.cache.trim(n)
+            del lane.tokens[n:]
+
+    def cached_tokens(self) -> list[int]:
+        """What the caches hold: each a prefix of this list (the next session's
+        cached_tokens, whether this one answered or was given up), once close()
+        has stopped the worker."""
+        return list(max((lane.tokens for lane in self._lanes.values()), key=len))
 
     # ---- background ----------------------------------------------------------------
 
@@ -227,8 +276,15 @@ class StreamingSession(BackgroundInput):
 
     def _retokenize(self, text: str) -> None:
         self._text.feed(text)
+        self._trim_lanes()
+
+    def _erase(self, n_chars: int) -> None:
+        self._text.retract(n_chars)
+        self._trim_lanes()
+
+    def _trim_lanes(self) -> None:
         for lane in self._lanes.values():
             lane.keep_matching(self._text.tokens)
 
     def _lagging(self) -> bool:
-        return any(len(lane.tokens) < len(self._text.tokens) for lane in self._lanes.values())
+        return any(lane.lags(self._text.tokens) for lane in self._lanes.values())
