@@ -1,6 +1,5 @@
 """The duet command line: `python -m duet ...` in a subprocess over tiny models (run,
 chat, plan, bench, errors, Ctrl-C), and main() in process."""
-import inspect
 import os
 import signal
 import subprocess
@@ -221,13 +220,6 @@ def test_verbose_run_error_shows_the_traceback(tiny_pair):
     result = run_duet("run", "-m", str(tiny_pair[0]), "--no-draft", "--budget", "1KiB", "-p", "x", "--verbose")
     assert result.returncode == 1
     assert "Traceback" in result.stderr and "BudgetTooSmallError" in result.stderr
-
-
-@pytest.mark.skipif("trie" in inspect.signature(Engine).parameters, reason="the engine has a trie drafter now")
-def test_trie_flag_says_not_available_yet(tiny_pair):
-    result = run_duet("run", *pair_args(tiny_pair), "--trie", "-p", "x")
-    assert result.returncode == 1
-    assert "not available yet" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_ctrl_c_stops_cleanly_with_130(tiny_pair):
