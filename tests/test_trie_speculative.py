@@ -13,6 +13,7 @@ from duet.ngram_store import NGramStore
 from duet.policy import FallbackPolicy
 from duet.sampling import Sampler
 from duet.speculative import SpeculativeStats, TreeDrafter, TreeVerifier, speculative_generate
+from duet.token_tree import TokenTree, Verdict
 from duet.tokenizer import Tokenizer
 from duet.trie_drafter import MergedDrafter, TrieDrafter
 from tiny_models import write_tiny_model
@@ -198,3 +199,17 @@ def test_merged_drafter_in_the_pipeline_is_lossless(target, small, trie_only_dep
                                               stats=stats, pipeline=True)]
     assert out == target_only(target, prompt)
     assert stats.provisional > 0
+
+
+def test_merged_trie_share_halves_after_misses_and_doubles_after_a_hit():
+    merged = MergedDrafter(tree_drafter=None, trie_drafter=TrieDrafter(NGramStore(), max_nodes=8))
+    tree = TokenTree(5)
+    model_node = tree.add(6, 0, 0.9, "draft")
+    trie_node = tree.add(7, 0, 0.4, "trie")
+    shares = []
+    for accepted in ([0, model_node], [0], [0, model_node], [0, model_node], [0, trie_node], [0, trie_node]):
+        merged.trie_share_adapt(tree, Verdict(accepted_nodes=accepted, tokens=[1] * len(accepted),
+                                              branch_length=1))
+        shares.append(merged.trie_share)
+    # A miss halves the share down to one node, never zero: the trie keeps a probe.
+    assert shares == [4, 2, 1, 1, 2, 4]

@@ -35,12 +35,14 @@ class TrieDrafter:
         return max(self.store.key_lengths)
 
     def draft(self, root_token: int, root_position: int, policy: FallbackPolicy,
-              tree: TokenTree | None = None) -> TokenTree:
+              tree: TokenTree | None = None, max_nodes: int | None = None) -> TokenTree:
         """The retrieved tree below root_token. tree: add the branches into this tree
-        (another drafter's) instead, with the trie's own node budget and depth: a model
-        drafter may have used all of the policy's, and these nodes cost no drafting."""
+        (another drafter's) instead, with the trie's own node budget (max_nodes, at
+        most self.max_nodes) and depth: a model drafter may have used all of the
+        policy's, and these nodes cost no drafting."""
         if tree is not None:
-            return self.store.draft_tree(root_token, self.context, max_nodes=self.max_nodes, tree=tree)
+            budget = self.max_nodes if max_nodes is None else min(max_nodes, self.max_nodes)
+            return self.store.draft_tree(root_token, self.context, max_nodes=budget, tree=tree)
         return self.store.draft_tree(root_token, self.context, max_nodes=min(self.max_nodes, policy.max_nodes),
                                      max_depth=policy.max_depth)
 
@@ -58,13 +60,21 @@ class MergedDrafter:
     from the prompt needs no model, and the small model's sequential passes would
     cost more than they add. Its cache then catches up through `pending`, in one
     batched pass with the next round. Trie nodes the small model never ran wait in
-    TreeDrafter.pending too, when accepted."""
+    TreeDrafter.pending too, when accepted.
+
+    The trie's share of a merged tree adapts: it doubles (up to the trie drafter's
+    max_nodes) after a pass that accepted a node only the trie proposed, and halves
+    (down to one) after a pass that did not. On text that repeats nothing the trie's
+    branches are rejected rows the target still computes (measured: tree + trie
+    0.89x tree alone on plain HumanEval at 1 GiB with a fixed share); where the text
+    repeats, the share stays high."""
 
     def __init__(self, tree_drafter: TreeDrafter, trie_drafter: TrieDrafter, trie_only_depth: int | None = 4):
         self.tree_drafter = tree_drafter
         self.trie_drafter = trie_drafter
         self.trie_only_depth = trie_only_depth  # None: the small model always drafts
         self.model_drafted = False  # whether the small model drafted this round
+        self.trie_share = trie_drafter.max_nodes  # trie nodes the next merged tree may take
 
     @property
     def cache(self):
@@ -94,7 +104,8 @@ class MergedDrafter:
         # frozen for verification, so node numbers agree on both sides.
         return self.tree_drafter.draft(
             root_token, root_position, policy,
-            extend=lambda tree: self.trie_drafter.draft(root_token, root_position, policy, tree=tree))
+            extend=lambda tree: self.trie_drafter.draft(root_token, root_position, policy, tree=tree,
+                                                        max_nodes=self.trie_share))
 
     def draft_provisionally(self, stop, max_nodes: int) -> int:
         return self.tree_drafter.draft_provisionally(stop, max_nodes) if self.model_drafted else 0
@@ -103,9 +114,17 @@ class MergedDrafter:
         carried = 0
         if self.model_drafted:
             carried = self.tree_drafter.commit(tree, verdict)
+            self.trie_share_adapt(tree, verdict)
         else:
             # The small model ran nothing this round: the root and the accepted
             # tokens precede the next root in its cache.
             self.tree_drafter.pending += [tree.root_token] + verdict.tokens[:-1]
         self.trie_drafter.commit(tree, verdict)
         return carried
+
+    def trie_share_adapt(self, tree: TokenTree, verdict: Verdict) -> None:
+        trie_helped = any(tree.sources[node] == "trie" for node in verdict.accepted_nodes[1:])
+        if trie_helped:
+            self.trie_share = min(self.trie_drafter.max_nodes, 2 * self.trie_share)
+        else:
+            self.trie_share = max(1, self.trie_share // 2)
