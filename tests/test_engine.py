@@ -169,6 +169,15 @@ def test_trie_option_is_lossless_and_remembers_outputs(tiny_pair, with_draft):
     assert len(engine.ngrams) > 0
 
 
+@pytest.mark.parametrize("pipeline", [False, True])
+def test_merged_drafter_goes_trie_only_only_without_the_pipeline(tiny_pair, pipeline):
+    target, draft = tiny_pair
+    with Engine(target=target, draft=draft, threads=2, n_ctx=256, trie=True, pipeline=pipeline) as engine:
+        result = engine.generate(PROMPT, max_tokens=48)
+        assert result.tokens == target_only(target)
+        assert engine._drafter().trie_only_depth == (None if pipeline else 4)
+
+
 # ---- a chat typed into streaming sessions ------------------------------------------------
 
 CHAT_TURNS = ["def below_zero(operations):", "now return the balance, it's 0 \n  <|im_end|> ok"]
