@@ -49,6 +49,13 @@ arm-test:
 	@command -v qemu-aarch64 >/dev/null || { echo "arm-test: qemu-aarch64 not found (apt-get install qemu-user)"; exit 1; }
 	$(PYTHON) -m pytest -q tests/test_kernels_cpp.py -k aarch64
 
+# Coverage-guided fuzzing of the GGUF reading paths (atheris), for FUZZ_SECONDS; a
+# finding is written to build-fuzz/ (replay: python fuzz/fuzz_gguf.py FILE) and fails.
+FUZZ_SECONDS ?= 60
+fuzz:
+	mkdir -p build-fuzz
+	$(PYTHON) fuzz/fuzz_gguf.py -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=build-fuzz/ </dev/null
+
 bench:
 	$(PYTHON) bench/bench_matmul.py
 	$(PYTHON) bench/bench_decode.py

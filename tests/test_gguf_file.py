@@ -338,9 +338,23 @@ def test_unsupported_architecture(tmp_path):
         ModelConfig.from_gguf(GGUFFile(path))
 
 
+@pytest.mark.parametrize("key, value", [
+    ("qwen2.embedding_length", [64]), ("qwen2.block_count", "2"), ("qwen2.context_length", float("inf")),
+    ("qwen2.attention.layer_norm_rms_epsilon", "small"), ("qwen2.attention.head_count_kv", True),
+    ("tokenizer.ggml.eos_token_id", 2.5),
+])
+def test_config_metadata_of_the_wrong_type_is_named(tiny_q8, key, value):
+    model = GGUFFile(tiny_q8)
+    model.metadata[key] = value
+    with pytest.raises(GGUFError, match=key):
+        ModelConfig.from_gguf(model)
+
+
 def test_tensor_lookup_error_names_near_tensors(tiny_q8):
-    with pytest.raises(KeyError, match="blk.0.attn_q.weight"):
+    with pytest.raises(KeyError, match="blk.0.attn_q.weight") as error:
         GGUFFile(tiny_q8).tensor("blk.0.attn_q")
+    # A model file without a tensor the model needs is a bad file, refused like the others.
+    assert isinstance(error.value, GGUFError) and str(error.value).startswith("no tensor 'blk.0.attn_q'")
 
 
 def test_file_is_opened_read_only(tiny_q8):

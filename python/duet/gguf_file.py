@@ -54,6 +54,12 @@ class GGUFError(ValueError):
     """The file is not a GGUF file duet can read; the message says why."""
 
 
+class MissingTensorError(GGUFError, KeyError):
+    """The model needs a tensor the file does not have (a KeyError too, as for a dict)."""
+
+    __str__ = GGUFError.__str__  # the message as is, not quoted as KeyError would
+
+
 @dataclass(frozen=True)
 class TensorInfo:
     name: str
@@ -122,7 +128,7 @@ class GGUFFile:
         except KeyError:
             near = difflib.get_close_matches(name, self.tensors.keys(), n=5, cutoff=0.5)
             hint = f"; near names: {', '.join(near)}" if near else ""
-            raise KeyError(f"no tensor {name!r} in {self.path.name}{hint}") from None
+            raise MissingTensorError(f"no tensor {name!r} in {self.path.name}{hint}") from None
 
     def _tensor_info(self, info: _RawTensorInfo) -> TensorInfo:
         qtype = info.qtype
