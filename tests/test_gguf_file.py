@@ -9,8 +9,10 @@ from gguf import GGMLQuantizationType
 from gguf.quants import dequantize
 
 import tiny_models
+from duet import _core
 from duet.config import ModelConfig
 from duet.gguf_file import SUPPORTED_TYPES, GGUFError, GGUFFile
+from duet.model import Model
 from duet.quantize import quantize
 
 SUPPORTED_NAMES = [t.name for t in SUPPORTED_TYPES]
@@ -302,6 +304,16 @@ def test_tensor_size_that_overflows_64_bits_is_past_the_end(tmp_path):
     patch_tensor_info(path, "a.weight", shape=(2**32, 2**32))
     with pytest.raises(GGUFError, match=r"tensor 'a.weight' ends at byte 7378697629483820\d{4} "):  # 2**66 + data offset
         GGUFFile(path)
+
+
+def test_embedding_that_disagrees_with_the_config_is_named(tmp_path):
+    # Same bytes, rows half as long: the kernels would refuse it deep inside a pass.
+    path = tiny_models.write_tiny_model(tmp_path / "m.gguf", n_layer=1, n_embd=64, n_head=2, n_head_kv=1,
+                                        n_ff=128, n_merges=20)
+    n_vocab = GGUFFile(path).tensor("token_embd.weight").shape[1]
+    patch_tensor_info(path, "token_embd.weight", shape=(32, 2 * n_vocab))
+    with pytest.raises(GGUFError, match=rf"token_embd.weight has shape \[32, {2 * n_vocab}\], the model needs \[64, "):
+        Model(GGUFFile(path), _core.ThreadPool(1))
 
 
 def test_64_bit_metadata_values_are_read_whole(tmp_path):
