@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # tiny_models
 with atheris.instrument_imports(include=["duet"]):
     from duet import _core
     from duet.config import ModelConfig
-    from duet.gguf_file import GGUFFile
+    from duet.gguf_file import GGUFFile, _Parser
     from duet.model import Model, layer_shape
     from duet.tokenizer import Tokenizer
     from duet.weight_store import StreamedLayers, layer_segments, minimum_budget, plan_memory
@@ -74,6 +74,23 @@ def load_and_run(path: Path) -> None:
     model.forward(ids, model.new_cache(N_CTX))
 
 
+def header_end(data: bytes) -> int:
+    """Where the tensor data starts, or the whole input when the header does not parse."""
+    try:
+        return _Parser(data).parse().data_offset
+    except Exception:  # any damage: the header is all of it
+        return len(data)
+
+
+def mutate_mostly_the_header(data: bytes, max_size: int, seed: int) -> bytes:
+    """Half of the mutations land in the header (metadata, tensor infos), which is a few
+    KB of a seed's tens; the other half anywhere, tensor data included."""
+    if seed % 2:
+        return atheris.Mutate(data, max_size)
+    end = header_end(data)
+    return (atheris.Mutate(data[:end], end + 256) + data[end:])[:max_size]
+
+
 def test_one_input(data: bytes) -> None:
     INPUT_PATH.write_bytes(data)
     try:
@@ -98,7 +115,7 @@ def main() -> None:
         seeds.mkdir()
         write_seeds(seeds)
         args.append(str(seeds))
-    atheris.Setup(args, test_one_input)
+    atheris.Setup(args, test_one_input, custom_mutator=mutate_mostly_the_header)
     atheris.Fuzz()
 
 
