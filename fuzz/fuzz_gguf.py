@@ -6,7 +6,8 @@ to the kernels in place (Model) and one forward pass, then the streamed path und
 smallest budget (layer segments, StreamedLayers, TensorRowReader) and a second pass.
 A clear refusal (GGUFError, or another ValueError the loaders raise on bad input) is
 the expected outcome for a damaged file; any other exception, a crash, or a change to
-the file is a finding. The seeds are tiny valid models written at start (none in git).
+the file is a finding. The seeds are tiny valid models written at start (none in git);
+half of the mutations go to the header alone, where the structure is.
 
     python fuzz/fuzz_gguf.py -max_total_time=60 -artifact_prefix=build-fuzz/   # make fuzz
     python fuzz/fuzz_gguf.py build-fuzz/crash-...                              # replay one
@@ -40,7 +41,7 @@ N_CTX = 16
 POOL = _core.ThreadPool(1)
 WORK_DIR = ROOT / "build-fuzz" / "work"  # the seeds and the corpus found; remade per run
 # The input rewritten at every run: in memory where there is a tmpfs, so a busy disk does not stall the fuzzer.
-INPUT_PATH = Path(tempfile.gettempdir() if not Path("/dev/shm").is_dir() else "/dev/shm") / f"duet-fuzz-{os.getpid()}.gguf"
+INPUT_PATH = Path("/dev/shm" if Path("/dev/shm").is_dir() else tempfile.gettempdir()) / f"duet-fuzz-{os.getpid()}.gguf"
 
 
 def write_seeds(folder: Path) -> None:
