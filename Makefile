@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PROMPT ?= Write a Python function that returns the n-th Fibonacci number.
 
-.PHONY: install run test test-fast dev cpp-test sanitize bench
+.PHONY: install run test test-fast dev cpp-test sanitize arm-test fuzz bench
 
 install:
 	$(PYTHON) -m pip install .
@@ -39,6 +39,22 @@ sanitize:
 		-DCMAKE_BUILD_TYPE=RelWithDebInfo
 	cmake --build build-sanitize
 	./build-sanitize/duet_kernel_tests
+
+# The C++ kernel tests cross-compiled for AArch64 and run under qemu-user: NEON and
+# dotprod against scalar. Needs Debian's g++-aarch64-linux-gnu and qemu-user.
+arm-test:
+	cmake -S . -B build-arm -G Ninja -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake \
+		-DDUET_BUILD_PYTHON=OFF -DDUET_BUILD_TESTS=ON
+	cmake --build build-arm
+	@command -v qemu-aarch64 >/dev/null || { echo "arm-test: qemu-aarch64 not found (apt-get install qemu-user)"; exit 1; }
+	$(PYTHON) -m pytest -q tests/test_kernels_cpp.py -k aarch64
+
+# Coverage-guided fuzzing of the GGUF reading paths (atheris), for FUZZ_SECONDS; a
+# finding is written to build-fuzz/ (replay: python fuzz/fuzz_gguf.py FILE) and fails.
+FUZZ_SECONDS ?= 60
+fuzz:
+	mkdir -p build-fuzz
+	$(PYTHON) fuzz/fuzz_gguf.py -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=build-fuzz/ </dev/null
 
 bench:
 	$(PYTHON) bench/bench_matmul.py

@@ -45,10 +45,17 @@ def test_tojson_keeps_unicode():
 
 
 def test_template_is_sandboxed():
-    with pytest.raises(jinja2.exceptions.SecurityError):
-        render_chat("{{ messages.append(1) }}", CONVERSATION)
-    with pytest.raises(jinja2.exceptions.SecurityError):
-        render_chat("{{ ''.__class__.__mro__[1].__subclasses__() }}", CONVERSATION)
+    for escape in ("{{ messages.append(1) }}", "{{ ''.__class__.__mro__[1].__subclasses__() }}"):
+        with pytest.raises(ChatTemplateError, match="SecurityError") as error:
+            render_chat(escape, CONVERSATION)
+        assert isinstance(error.value.__cause__, jinja2.exceptions.SecurityError)
+
+
+@pytest.mark.parametrize("broken", ["{% endif %}", "{{ messages[0]['content'] + 1 }}", "{{ 1 / 0 }}"])
+def test_broken_template_is_a_clear_error(broken):
+    # A model file's template that does not compile or fails while rendering (found by fuzzing).
+    with pytest.raises(ChatTemplateError, match="chat template fails"):
+        render_chat(broken, CONVERSATION)
 
 
 def test_missing_template_falls_back_to_chatml():

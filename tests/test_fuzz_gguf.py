@@ -62,7 +62,7 @@ def test_damaged_gguf_loads_or_raises_gguf_error(tmp_path, how):
     # It parsed: a model over it must also load or refuse cleanly, and run.
     try:
         model = Model(gguf, _core.ThreadPool(1))
-    except (GGUFError, ValueError, KeyError) as e:
+    except ValueError as e:  # GGUFError and the loaders' other refusals
         assert str(e)
         return
     model.forward(np.array([1, 2, 3], dtype=np.int32), model.new_cache(8))

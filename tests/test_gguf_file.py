@@ -9,8 +9,10 @@ from gguf import GGMLQuantizationType
 from gguf.quants import dequantize
 
 import tiny_models
+from duet import _core
 from duet.config import ModelConfig
 from duet.gguf_file import SUPPORTED_TYPES, GGUFError, GGUFFile
+from duet.model import Model
 from duet.quantize import quantize
 
 SUPPORTED_NAMES = [t.name for t in SUPPORTED_TYPES]
@@ -272,6 +274,63 @@ def test_unknown_tensor_type_id(tmp_path):
         GGUFFile(path)
 
 
+def patch_tensor_info(path: Path, name: str, shape=None, relative_offset=None) -> None:
+    """Rewrites a tensor info in place: name, uint32 n_dims, int64 ne[n_dims], uint32 type, uint64 offset."""
+    raw = bytearray(path.read_bytes())
+    dims_at = raw.index(name.encode()) + len(name) + 4
+    n_dims = int.from_bytes(raw[dims_at - 4:dims_at], "little")
+    if shape is not None:
+        assert len(shape) == n_dims
+        for i, ne in enumerate(shape):
+            raw[dims_at + 8 * i:dims_at + 8 * (i + 1)] = ne.to_bytes(8, "little")
+    if relative_offset is not None:
+        offset_at = dims_at + 8 * n_dims + 4
+        raw[offset_at:offset_at + 8] = relative_offset.to_bytes(8, "little")
+    path.write_bytes(bytes(raw))
+
+
+def test_tensor_offset_past_the_end(tmp_path):
+    # Found by the fuzzer's probes: 64-bit fields were read as their low 32 bits, so an
+    # offset of 2**40 became 0 and the tensor loaded over the wrong bytes.
+    path = write_gguf(tmp_path / "far.gguf", "qwen2", {"a.weight": (np.ones(8, np.float32), None)})
+    patch_tensor_info(path, "a.weight", relative_offset=2**40)
+    with pytest.raises(GGUFError, match=r"tensor 'a.weight' ends at byte \d{13}"):
+        GGUFFile(path)
+
+
+def test_tensor_size_that_overflows_64_bits_is_past_the_end(tmp_path):
+    # 2**32 x 2**32 floats: 2**66 bytes, which int64 arithmetic would wrap to 0.
+    path = write_gguf(tmp_path / "huge.gguf", "qwen2", {"a.weight": (np.ones((2, 8), np.float32), None)})
+    patch_tensor_info(path, "a.weight", shape=(2**32, 2**32))
+    with pytest.raises(GGUFError, match=r"tensor 'a.weight' ends at byte 7378697629483820\d{4} "):  # 2**66 + data offset
+        GGUFFile(path)
+
+
+def test_embedding_that_disagrees_with_the_config_is_named(tmp_path):
+    # Same bytes, rows half as long: the kernels would refuse it deep inside a pass.
+    path = tiny_models.write_tiny_model(tmp_path / "m.gguf", n_layer=1, n_embd=64, n_head=2, n_head_kv=1,
+                                        n_ff=128, n_merges=20)
+    n_vocab = GGUFFile(path).tensor("token_embd.weight").shape[1]
+    patch_tensor_info(path, "token_embd.weight", shape=(32, 2 * n_vocab))
+    with pytest.raises(GGUFError, match=rf"token_embd.weight has shape \[32, {2 * n_vocab}\], the model needs \[64, "):
+        Model(GGUFFile(path), _core.ThreadPool(1))
+
+
+def test_64_bit_metadata_values_are_read_whole(tmp_path):
+    writer = gguf.GGUFWriter(tmp_path / "wide.gguf", "qwen2")
+    writer.add_uint64("test.unsigned", 2**40 + 5)
+    writer.add_int64("test.signed", -(2**40) - 7)
+    writer.add_float64("test.float", 1.0 / 3.0)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    metadata = GGUFFile(tmp_path / "wide.gguf").metadata
+    assert metadata["test.unsigned"] == 2**40 + 5
+    assert metadata["test.signed"] == -(2**40) - 7
+    assert metadata["test.float"] == 1.0 / 3.0
+
+
 def test_custom_alignment_matches_gguf_reader(tmp_path):
     rng = np.random.default_rng(5)
     tensors = {"a.weight": (rng.standard_normal(3).astype(np.float32), None),
@@ -291,9 +350,23 @@ def test_unsupported_architecture(tmp_path):
         ModelConfig.from_gguf(GGUFFile(path))
 
 
+@pytest.mark.parametrize("key, value", [
+    ("qwen2.embedding_length", [64]), ("qwen2.block_count", "2"), ("qwen2.context_length", float("inf")),
+    ("qwen2.attention.layer_norm_rms_epsilon", "small"), ("qwen2.attention.head_count_kv", True),
+    ("tokenizer.ggml.eos_token_id", 2.5),
+])
+def test_config_metadata_of_the_wrong_type_is_named(tiny_q8, key, value):
+    model = GGUFFile(tiny_q8)
+    model.metadata[key] = value
+    with pytest.raises(GGUFError, match=key):
+        ModelConfig.from_gguf(model)
+
+
 def test_tensor_lookup_error_names_near_tensors(tiny_q8):
-    with pytest.raises(KeyError, match="blk.0.attn_q.weight"):
+    with pytest.raises(KeyError, match="blk.0.attn_q.weight") as error:
         GGUFFile(tiny_q8).tensor("blk.0.attn_q")
+    # A model file without a tensor the model needs is a bad file, refused like the others.
+    assert isinstance(error.value, GGUFError) and str(error.value).startswith("no tensor 'blk.0.attn_q'")
 
 
 def test_file_is_opened_read_only(tiny_q8):

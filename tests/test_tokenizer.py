@@ -173,6 +173,18 @@ def test_unknown_pre_tokenizer_is_named():
         make_tiny(**{"tokenizer.ggml.pre": "deepseek-coder"})
 
 
+@pytest.mark.parametrize("key, value", [
+    ("tokenizer.ggml.tokens", BYTE_TO_CHAR + [7]), ("tokenizer.ggml.merges", "Ġ t"),
+    ("tokenizer.ggml.token_type", [1.5] * 300), ("tokenizer.ggml.pre", 3),
+    ("tokenizer.ggml.bos_token_id", float("inf")), ("tokenizer.chat_template", ["{{ x }}"]),
+])
+def test_metadata_of_the_wrong_type_is_named(key, value):
+    # What a damaged file gives (found by fuzzing): a ValueError naming the key, not a
+    # TypeError or OverflowError from deep inside.
+    with pytest.raises(ValueError, match=key):
+        make_tiny(**{key: value})
+
+
 def test_out_of_range_ids_are_named():
     tok = make_tiny()
     with pytest.raises(IndexError, match=str(tok.vocab_size)):

@@ -14,7 +14,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 
 class ChatTemplateError(ValueError):
-    """A chat template refused the conversation (its raise_exception was called)."""
+    """A chat template refused the conversation (its raise_exception was called), or the
+    model file's template is broken."""
 
 
 def _raise_exception(message: str) -> None:
@@ -55,6 +56,12 @@ def render_chat(template: str | None, messages: list[dict],
             raise ValueError(f"chat message without a role: {message!r}")
     if not template:
         return render_chatml(messages, add_generation_prompt)
-    return _compile(template).render(messages=messages,
-                                     add_generation_prompt=add_generation_prompt,
-                                     **variables)
+    try:
+        return _compile(template).render(messages=messages,
+                                         add_generation_prompt=add_generation_prompt,
+                                         **variables)
+    except ChatTemplateError:
+        raise
+    except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError, LookupError) as error:
+        # The template is code from the model file: its failure is a bad file, not a bug here.
+        raise ChatTemplateError(f"the model's chat template fails: {type(error).__name__}: {error}") from error

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 # with i + head_dim/2, NORMAL pairs 2i with 2i+1.
 ROPE_MODES = {"qwen2": "neox", "llama": "normal"}
 DEFAULT_ROPE_FREQ_BASE = 10000.0
+_REQUIRED = object()  # marks a metadata key without a default
 
 
 @dataclass(frozen=True)
@@ -48,33 +49,33 @@ class ModelConfig:
             )
         meta = model.metadata
 
-        def required(key: str) -> Any:
-            full_key = f"{arch}.{key}"
-            if full_key not in meta:
-                raise GGUFError(f"{model.path}: metadata key {full_key!r} is missing")
-            return meta[full_key]
+        def value(key: str, kind: type, default: Any = _REQUIRED) -> Any:
+            if key not in meta:
+                if default is _REQUIRED:
+                    raise GGUFError(f"{model.path}: metadata key {key!r} is missing")
+                return default
+            return _number(model.path, key, meta[key], kind)
 
-        n_embd = int(required("embedding_length"))
-        n_head = int(required("attention.head_count"))
+        n_embd = value(f"{arch}.embedding_length", int)
+        n_head = value(f"{arch}.attention.head_count", int)
         if n_head <= 0 or n_embd % n_head:
             raise GGUFError(f"{model.path}: embedding_length {n_embd} is not a multiple of head_count {n_head}")
-        head_dim = int(meta.get(f"{arch}.attention.key_length", n_embd // n_head))
         config = cls(
             architecture=arch,
             n_vocab=_vocab_size(model, arch),
-            n_ctx_train=int(required("context_length")),
+            n_ctx_train=value(f"{arch}.context_length", int),
             n_embd=n_embd,
-            n_layer=int(required("block_count")),
+            n_layer=value(f"{arch}.block_count", int),
             n_head=n_head,
-            n_head_kv=int(meta.get(f"{arch}.attention.head_count_kv", n_head)),
-            head_dim=head_dim,
-            n_ff=int(required("feed_forward_length")),
-            rope_freq_base=float(meta.get(f"{arch}.rope.freq_base", DEFAULT_ROPE_FREQ_BASE)),
+            n_head_kv=value(f"{arch}.attention.head_count_kv", int, n_head),
+            head_dim=value(f"{arch}.attention.key_length", int, n_embd // n_head),
+            n_ff=value(f"{arch}.feed_forward_length", int),
+            rope_freq_base=value(f"{arch}.rope.freq_base", float, DEFAULT_ROPE_FREQ_BASE),
             rope_mode=ROPE_MODES[arch],
-            rms_eps=float(required("attention.layer_norm_rms_epsilon")),
+            rms_eps=value(f"{arch}.attention.layer_norm_rms_epsilon", float),
             tied_embeddings="output.weight" not in model.tensors,
-            bos_token_id=_optional_int(meta.get("tokenizer.ggml.bos_token_id")),
-            eos_token_id=_optional_int(meta.get("tokenizer.ggml.eos_token_id")),
+            bos_token_id=value("tokenizer.ggml.bos_token_id", int, None),
+            eos_token_id=value("tokenizer.ggml.eos_token_id", int, None),
         )
         config.check(model.path)
         return config
@@ -95,14 +96,23 @@ class ModelConfig:
             raise GGUFError(f"{path}: rms epsilon {self.rms_eps} and rope base {self.rope_freq_base} must be positive")
 
 
+def _number(path, key: str, value: Any, kind: type) -> int | float:
+    """value as kind (int, or float which an int also satisfies); a damaged file may hold
+    a string, an array or a bool there instead."""
+    accepted = (int,) if kind is int else (int, float)
+    if isinstance(value, bool) or not isinstance(value, accepted):
+        raise GGUFError(f"{path}: metadata {key} = {str(value)[:40]!r} is not {'an integer' if kind is int else 'a number'}")
+    return kind(value)
+
+
 def _vocab_size(model: GGUFFile, arch: str) -> int:
     # The embedding matrix is the ground truth: it may have more rows than tokens (padding).
     if "token_embd.weight" in model.tensors:
-        return model.tensors["token_embd.weight"].shape[1]
-    if f"{arch}.vocab_size" in model.metadata:
-        return int(model.metadata[f"{arch}.vocab_size"])
+        shape = model.tensors["token_embd.weight"].shape
+        if len(shape) != 2:
+            raise GGUFError(f"{model.path}: token_embd.weight has shape {shape}, not [n_embd, n_vocab]")
+        return shape[1]
+    key = f"{arch}.vocab_size"
+    if key in model.metadata:
+        return _number(model.path, key, model.metadata[key], int)
     raise GGUFError(f"{model.path}: no token_embd.weight tensor, cannot tell the vocabulary size")
-
-
-def _optional_int(value: Any) -> int | None:
-    return None if value is None else int(value)

@@ -10,6 +10,7 @@ against GGUFReader. Types and block sizes come from the gguf package.
 from __future__ import annotations
 
 import difflib
+import math
 import mmap
 import struct
 from dataclasses import dataclass, field
@@ -32,11 +33,18 @@ SUPPORTED_TYPES = tuple(
     for name in ("F32", "F16", "BF16", "Q4_0", "Q5_0", "Q8_0", "Q4_K", "Q5_K", "Q6_K")
 )
 
-# GGUF value type id -> little-endian numpy dtype (scalars and arrays of scalars).
+# GGUF value type id -> little-endian numpy dtype (arrays of scalars).
 _SCALAR_DTYPES = {
     0: np.dtype("<u1"), 1: np.dtype("<i1"), 2: np.dtype("<u2"), 3: np.dtype("<i2"),
     4: np.dtype("<u4"), 5: np.dtype("<i4"), 6: np.dtype("<f4"), 7: np.dtype("?"),
     10: np.dtype("<u8"), 11: np.dtype("<i8"), 12: np.dtype("<f8"),
+}
+# GGUF value type id -> struct reader of one scalar. Spelled out rather than taken from
+# dtype.char: numpy's 64-bit chars ("l", "L") are 4 bytes in struct's standard sizes.
+_SCALAR_STRUCTS = {
+    type_id: struct.Struct("<" + code)
+    for type_id, code in {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?",
+                          10: "Q", 11: "q", 12: "d"}.items()
 }
 _STRING, _ARRAY, _UINT32 = 8, 9, 4
 _MIN_STRING_BYTES = 8  # the uint64 length
@@ -44,6 +52,12 @@ _MIN_STRING_BYTES = 8  # the uint64 length
 
 class GGUFError(ValueError):
     """The file is not a GGUF file duet can read; the message says why."""
+
+
+class MissingTensorError(GGUFError, KeyError):
+    """The model needs a tensor the file does not have (a KeyError too, as for a dict)."""
+
+    __str__ = GGUFError.__str__  # the message as is, not quoted as KeyError would
 
 
 @dataclass(frozen=True)
@@ -114,7 +128,7 @@ class GGUFFile:
         except KeyError:
             near = difflib.get_close_matches(name, self.tensors.keys(), n=5, cutoff=0.5)
             hint = f"; near names: {', '.join(near)}" if near else ""
-            raise KeyError(f"no tensor {name!r} in {self.path.name}{hint}") from None
+            raise MissingTensorError(f"no tensor {name!r} in {self.path.name}{hint}") from None
 
     def _tensor_info(self, info: _RawTensorInfo) -> TensorInfo:
         qtype = info.qtype
@@ -130,7 +144,7 @@ class GGUFFile:
                 f"{self.path}: truncated tensor data: tensor {info.name!r} ends at byte "
                 f"{start + n_bytes} but the file has only {len(self._map)} bytes"
             )
-        n_rows = int(np.prod(info.shape[1:], dtype=np.int64))
+        n_rows = math.prod(info.shape[1:])
         data = self._bytes[start : start + n_bytes]
         return TensorInfo(
             name=info.name, type_id=int(qtype), type_name=qtype.name, shape=info.shape,
@@ -162,7 +176,7 @@ class _RawTensorInfo:
 
     @property
     def n_elements(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)  # Python ints: a damaged shape must not wrap around to a small size
 
     @property
     def n_bytes(self) -> int:
@@ -209,10 +223,10 @@ class _Parser:
             )
 
     def scalar(self, value_type: int) -> Any:
-        dtype = _SCALAR_DTYPES[value_type]
-        self.need(dtype.itemsize)
-        value = struct.unpack_from("<" + dtype.char, self.buffer, self.pos)[0]
-        self.pos += dtype.itemsize
+        reader = _SCALAR_STRUCTS[value_type]
+        self.need(reader.size)
+        value = reader.unpack_from(self.buffer, self.pos)[0]
+        self.pos += reader.size
         return value
 
     def string(self) -> str:

@@ -9,7 +9,7 @@ import numpy as np
 from duet import _core
 from duet.compute_token import NoToken
 from duet.config import ModelConfig
-from duet.gguf_file import GGUFFile, TensorInfo
+from duet.gguf_file import GGUFError, GGUFFile, TensorInfo
 from duet.kv_cache import KVCache
 from duet.tensor_rows import TensorRowReader
 
@@ -44,6 +44,13 @@ def layer_shape(config: ModelConfig) -> dict:
     }
 
 
+def _check_shape(gguf: GGUFFile, name: str, shape: tuple[int, ...]) -> None:
+    """The kernels check sizes too; this names the tensor that disagrees with the config."""
+    info = gguf.tensor(name)
+    if info.shape != shape:
+        raise GGUFError(f"{gguf.path}: {name} has shape {list(info.shape)}, the model needs {list(shape)}")
+
+
 class Model:
     """Forward passes of one model. Not thread-safe: one pass at a time."""
 
@@ -60,10 +67,14 @@ class Model:
         self.layers = layers
         self.compute = NoToken()  # a ComputeToken when another model shares the cores
         self.urgent = True        # whether this model's calls go first under the token
+        head = "token_embd.weight" if self.config.tied_embeddings else "output.weight"
+        for name, shape in (("token_embd.weight", (self.config.n_embd, self.config.n_vocab)),
+                            (head, (self.config.n_embd, self.config.n_vocab)),
+                            ("output_norm.weight", (self.config.n_embd,))):
+            _check_shape(gguf, name, shape)
         self.token_embd = tensor_entry(gguf.tensor("token_embd.weight"))  # (type, [n_vocab rows of n_embd])
         self.embedding_rows = None  # optional: ids -> the rows' bytes, read without the mapping
         self.output_norm = gguf.tensor("output_norm.weight").data.reshape(-1).view(np.float32)  # [n_embd]
-        head = "token_embd.weight" if self.config.tied_embeddings else "output.weight"
         self.output = tensor_entry(gguf.tensor(head))  # (type, [n_vocab rows of n_embd])
         if hasattr(layers, "load_tensor"):
             # Streamed under a budget: nothing of the target stays mapped.

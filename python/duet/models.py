@@ -90,6 +90,11 @@ def model_home() -> Path:
 
 
 def _catalog_text() -> str:
+    """$DUET_CATALOG (a catalog.json of one's own: a private mirror's packages, or a
+    test's), or the catalog packaged with duet."""
+    configured = os.environ.get("DUET_CATALOG")
+    if configured:
+        return Path(configured).expanduser().read_text(encoding="utf-8")
     try:
         from importlib.resources import files
 

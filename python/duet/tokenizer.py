@@ -66,6 +66,28 @@ BYTE_TO_CHAR: list[str] = _gpt2_byte_to_char()          # [256]
 CHAR_TO_BYTE: dict[str, int] = {c: b for b, c in enumerate(BYTE_TO_CHAR)}
 
 
+class UnsupportedTokenizerError(ValueError, NotImplementedError):
+    """The file's tokenizer is of a kind duet does not implement: a ValueError like every
+    other refusal of a model file, and a NotImplementedError by what it means."""
+
+
+def _metadata_field(metadata: Mapping[str, Any], key: str, kind, default: Any = None) -> Any:
+    """metadata[key] (default when absent), refused unless it is of `kind`: a type, or
+    (list, item type) for an array."""
+    value = metadata.get(key, default)
+    if value is None:
+        return None
+    if isinstance(kind, tuple):
+        container, item = kind
+        fits = isinstance(value, container) and all(isinstance(v, item) for v in value)
+        expected = f"an array of {item.__name__}"
+    else:
+        fits, expected = isinstance(value, kind), kind.__name__
+    if not fits:
+        raise ValueError(f"GGUF metadata {key} is not {expected} (a damaged file?)")
+    return value
+
+
 class Tokenizer:
     """Encode text to token ids and back, the way llama.cpp does for a gpt2 vocab."""
 
@@ -74,7 +96,7 @@ class Tokenizer:
                  eos_id: int | None, pad_id: int | None = None,
                  add_bos: bool = False, chat_template: str | None = None):
         if pre not in PRE_TOKENIZERS:
-            raise NotImplementedError(
+            raise UnsupportedTokenizerError(
                 f"pre-tokenizer {pre!r} is not implemented (supported: "
                 f"{', '.join(sorted(PRE_TOKENIZERS))})")
         if len(token_types) != len(tokens):
@@ -111,21 +133,22 @@ class Tokenizer:
         """Build from GGUF key/values given as plain Python values."""
         model = metadata.get("tokenizer.ggml.model")
         if model != "gpt2":
-            raise ValueError(f"unsupported tokenizer model {model!r} (only 'gpt2' is)")
+            raise UnsupportedTokenizerError(f"unsupported tokenizer model {model!r} (only 'gpt2' is)")
         for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.merges"):
             if key not in metadata:
                 raise ValueError(f"GGUF metadata lacks {key}")
-        tokens = metadata["tokenizer.ggml.tokens"]
+        field = functools.partial(_metadata_field, metadata)
+        tokens = field("tokenizer.ggml.tokens", (list, str))
         return cls(
             tokens=tokens,
-            token_types=metadata.get("tokenizer.ggml.token_type", [TOKEN_NORMAL] * len(tokens)),
-            merges=metadata["tokenizer.ggml.merges"],
-            pre=metadata.get("tokenizer.ggml.pre", "default"),
-            bos_id=metadata.get("tokenizer.ggml.bos_token_id"),
-            eos_id=metadata.get("tokenizer.ggml.eos_token_id"),
-            pad_id=metadata.get("tokenizer.ggml.padding_token_id"),
-            add_bos=metadata.get("tokenizer.ggml.add_bos_token", False),
-            chat_template=metadata.get("tokenizer.chat_template"),
+            token_types=field("tokenizer.ggml.token_type", (list, int), [TOKEN_NORMAL] * len(tokens)),
+            merges=field("tokenizer.ggml.merges", (list, str)),
+            pre=field("tokenizer.ggml.pre", str, "default"),
+            bos_id=field("tokenizer.ggml.bos_token_id", int),
+            eos_id=field("tokenizer.ggml.eos_token_id", int),
+            pad_id=field("tokenizer.ggml.padding_token_id", int),
+            add_bos=field("tokenizer.ggml.add_bos_token", int, False),  # a bool is an int
+            chat_template=field("tokenizer.chat_template", str),
         )
 
     # ---- vocab facts -------------------------------------------------------------
