@@ -124,8 +124,10 @@ def test_bad_engine_arguments(tiny_pair, bad):
 
 
 def test_sampling_is_seeded(tiny_pair):
-    target, draft = tiny_pair
-    with Engine(target=target, draft=draft, threads=1, n_ctx=256) as engine:
+    # Target-only: with a drafter the trees follow measured costs, so which random
+    # draws a seed feeds depends on the machine's speed (the distribution does not).
+    target, _ = tiny_pair
+    with Engine(target=target, draft=None, threads=1, n_ctx=256) as engine:
         a = engine.generate(PROMPT, max_tokens=24, temperature=0.9, seed=7).tokens
         b = engine.generate(PROMPT, max_tokens=24, temperature=0.9, seed=7).tokens
     assert a == b
