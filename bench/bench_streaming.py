@@ -1,13 +1,15 @@
 """Streaming input: answer latency when the prompt is prefilled while it is typed.
 
     python bench/bench_streaming.py [--prompts 3] [--cpm 240] [--threads 2] [--modes target,target+draft]
-                                    [--livemind] [--skip N] [--out streaming.json]
+                                    [--livemind] [--skip N] [--budget 1GiB] [--out streaming.json]
 
 The user types a HumanEval prompt (one with >= --min-tokens tokens) as the user
 message of the chat template, at --cpm characters per minute, one key at a time.
 Measured from the moment the last character arrives: time to the first answer token
 and to the 64th, for the streaming session against processing the whole prompt
-after the input ends (same models, same decoding, greedy, resident weights).
+after the input ends (same models, same decoding, greedy; resident weights, or with
+--budget the models as duet.Engine lays them out under that budget: the target's
+layers streamed from storage on every pass, background prefill included).
 
 Method (simulated clock, real compute). Typing takes minutes in real time, so the
 keystrokes run on a simulated clock while all compute is real and timed:
@@ -29,6 +31,7 @@ import time
 
 from common import humaneval_prompts, print_table, write_json
 from duet import _core
+from duet.engine import Engine
 from duet.gguf_file import GGUFFile
 from duet.livemind import LiveMindSession
 from duet.model import Model
@@ -38,7 +41,7 @@ from duet.streaming_input import StreamingSession, chat_prompt_parts
 from duet.tokenizer import Tokenizer
 
 ANSWER_TOKENS = 64
-TREE_ROOM = FallbackPolicy().max_nodes + 1
+TREE_ROOM = 2 * FallbackPolicy().max_nodes + 1  # a tree and the provisional drafts beyond it
 
 
 def never_stop(token: int) -> bool:
@@ -161,23 +164,29 @@ def main() -> None:
     parser.add_argument("--livemind", action="store_true",
                         help="also LiveMind's collaborative mode (target notes, drafter answers)")
     parser.add_argument("--note-tokens", type=int, default=24, help="longest LiveMind note")
+    parser.add_argument("--budget", help="lay the models out as duet.Engine does under this budget (e.g. 1GiB)")
     parser.add_argument("--out", default="streaming.json", help="file name under bench/out")
     args = parser.parse_args()
     target_name, draft_name = default_pair()
-    pool = _core.ThreadPool(args.threads)
-    target = Model(GGUFFile(resolve_model(target_name)), pool)
     modes = [m for m in args.modes.split(",") if m]
     if not set(modes) <= {"target", "target+draft"}:
         parser.error(f"unknown mode in {args.modes!r}")
     needs_draft = "target+draft" in modes or args.livemind
-    draft = Model(GGUFFile(resolve_model(draft_name)), pool) if needs_draft else None
-    tokenizer = Tokenizer.from_metadata(target.gguf.metadata)
+    if args.budget:
+        engine = Engine(draft="default" if needs_draft else None, budget=args.budget, threads=args.threads,
+                        n_ctx=1024)
+        target, draft, tokenizer = engine.target, engine.draft, engine.tokenizer
+    else:
+        pool = _core.ThreadPool(args.threads)
+        target = Model(GGUFFile(resolve_model(target_name)), pool)
+        draft = Model(GGUFFile(resolve_model(draft_name)), pool) if needs_draft else None
+        tokenizer = Tokenizer.from_metadata(target.gguf.metadata)
     load_before = os.getloadavg()
     warm = tokenizer.encode("def warm_up():")
     for model in [target] + ([draft] if draft else []):   # first-touch page faults count for no run
         model.prefill(warm, model.new_cache(len(warm)))
     rows = []
-    payload = {"cpm": args.cpm, "threads": args.threads, "block": args.block, "answer_tokens": ANSWER_TOKENS,
+    payload = {"cpm": args.cpm, "threads": args.threads, "budget": args.budget, "block": args.block, "answer_tokens": ANSWER_TOKENS,
                "target": target_name, "draft": draft_name, "load_average_before": load_before, "rows": rows}
     for text in long_prompts(tokenizer, args.min_tokens, args.prompts)[args.skip:]:
         for mode_draft in [draft if mode == "target+draft" else None for mode in modes]:

@@ -28,6 +28,15 @@ def duet_env(home: Path | None = None) -> dict:
     return env
 
 
+def sigint_default() -> None:
+    """preexec_fn: SIGINT acts in the child even where the test runs as a background
+    job of a non-interactive shell, which starts it with SIGINT ignored (a Python that
+    starts so never raises KeyboardInterrupt)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_duet(*args: str, home: Path | None = None, stdin: str | None = None,
              timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "duet", *args], capture_output=True, text=True,

@@ -11,7 +11,7 @@ import pytest
 
 from duet import cli, models
 from duet.engine import Engine
-from duet_subprocess import duet_env, run_duet, streaming_budget, tiny_pair, wide_target  # noqa: F401 (fixtures)
+from duet_subprocess import duet_env, run_duet, sigint_default, streaming_budget, tiny_pair, wide_target  # noqa: F401 (fixtures)
 
 
 def test_models_list_in_a_subprocess(tmp_path):
@@ -229,7 +229,8 @@ def test_ctrl_c_stops_cleanly_with_130(tiny_pair):
     # Long enough (thousands of tokens) that the interrupt lands mid-generation.
     command = [sys.executable, "-m", "duet", "run", "-m", str(tiny_pair[0]), "--no-draft", "-t", "1",
                "-c", "8192", "-n", "8000", "-p", "class Counter:"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=duet_env())
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=duet_env(),
+                               preexec_fn=sigint_default)
     first = process.stdout.read(1)  # generation has started: text is flushed per token
     process.send_signal(signal.SIGINT)
     rest, stderr = process.communicate(timeout=60)
@@ -307,6 +308,7 @@ def _take_the_terminal() -> None:
     import termios
 
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    sigint_default()
 
 
 class ChatOnATerminal:

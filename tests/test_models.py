@@ -14,7 +14,7 @@ import pytest
 
 from duet import models
 from duet.models import Catalog, ModelEntry, ModelNotFoundError, ModelPullError
-from duet_subprocess import duet_env
+from duet_subprocess import duet_env, sigint_default
 
 # The numbers in /work/shared/DESIGN.md, "Default models".
 DESIGN_MODELS = {
@@ -295,7 +295,7 @@ def test_ctrl_c_during_pull_leaves_nothing_and_the_next_pull_works(local_source,
     command = [sys.executable, "-m", "duet", "models", "pull", "-q", entry["name"]]
     # Its own session, like a shell job: Ctrl-C reaches duet and its pip, not pytest.
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+                               start_new_session=True, preexec_fn=sigint_default)
     try:
         if stage == "download":  # pip is running: its download folder exists, nothing assembled yet
             wait_while_running(process, lambda: home.exists() and any(home.glob(".pull-*")))
