@@ -34,12 +34,7 @@ void kquant_vec_dot(int64_t n, const void* w, const void* act, size_t act_stride
       uint8_t q[QK_K];
       Unpack(blocks[b], q);
       const KQuantScales s = kquant_scales_unpack(blocks[b].scales);
-      int32_t sumi = 0;
-      for (int sub = 0; sub < 8; ++sub) {
-        int32_t sub_sum = 0;
-        for (int l = 0; l < 32; ++l) sub_sum += q[32 * sub + l] * a[b].qs[32 * sub + l];
-        sumi += s.scales[sub] * sub_sum;
-      }
+      const int32_t sumi = kquant_scaled_sum<32>(q, s.scales, a[b].qs);
       const float d = fp16_to_fp32(blocks[b].d) * a[b].d, dmin = fp16_to_fp32(blocks[b].dmin) * a[b].d;
       sum += d * static_cast<float>(sumi) - dmin * static_cast<float>(kquant_mins_dot(s, a[b]));
     }

@@ -47,12 +47,7 @@ void vec_dot_q6_k(int64_t n, const void* w, const void* act, size_t act_stride, 
     for (int64_t b = 0; b < n / QK_K; ++b) {
       int8_t q[QK_K];
       q6_k_unpack(blocks[b], q);
-      int32_t sumi = 0;
-      for (int sub = 0; sub < 16; ++sub) {
-        int32_t sub_sum = 0;
-        for (int l = 0; l < 16; ++l) sub_sum += q[16 * sub + l] * a[b].qs[16 * sub + l];
-        sumi += blocks[b].scales[sub] * sub_sum;
-      }
+      const int32_t sumi = kquant_scaled_sum<16>(q, blocks[b].scales, a[b].qs);
       sum += fp16_to_fp32(blocks[b].d) * a[b].d * static_cast<float>(sumi);
     }
     return sum;
