@@ -24,7 +24,7 @@ from quant_blocks import Q4_0, Q5_0, Q8_0, Q4_K, Q6_K, random_rows, row_bytes  #
 
 HERE = pathlib.Path(__file__).resolve().parent
 OUT = HERE / "out"
-# type -> (ggml's vec_dot symbol, its activation quantizer, activation bytes per 256 elements)
+# type -> (ggml's vec_dot symbol, the quantizer of its activation row)
 GGML_KERNELS = {Q4_K: ("ggml_vec_dot_q4_K_q8_K", "quantize_row_q8_K"),
                 Q6_K: ("ggml_vec_dot_q6_K_q8_K", "quantize_row_q8_K"),
                 Q5_0: ("ggml_vec_dot_q5_0_q8_0", "quantize_row_q8_0"),

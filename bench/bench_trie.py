@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import time
 
 from common import edit_task, humaneval_prompts, print_table, write_json
@@ -107,6 +106,13 @@ def histogram(values: list[int]) -> dict[int, int]:
     return dict(sorted(out.items()))
 
 
+def mark_speedups(task_rows: list[dict]) -> None:
+    """Each row's tokens/s against the task's first mode (a failed run has none)."""
+    base = task_rows[0]["tps"]
+    for row in task_rows:
+        row["speedup"] = row["tps"] / base if row["tps"] and base else None
+
+
 PAGED_MODES = {"target": dict(draft=None, trie=False), "target+trie": dict(draft=None, trie=True),
                "tree": dict(draft="qwen2.5-coder-0.5b", trie=False),
                "tree+trie": dict(draft="qwen2.5-coder-0.5b", trie=True)}
@@ -131,9 +137,7 @@ def paged_rows(args) -> list[dict]:
                          "lossless": tokens == reference, "peak_MiB": result.get("peak", 0) / 2**20,
                          "accepted_per_pass": result.get("mean_accepted_per_pass"), "error": result.get("error")})
             print(f"{task:5} {mode:11} {rows[-1]['tps']} tok/s", flush=True)
-        base = rows[-len(args.modes)]["tps"]
-        for row in rows[-len(args.modes):]:
-            row["speedup"] = row["tps"] / base if row["tps"] and base else None
+        mark_speedups(rows[-len(args.modes):])
     return rows
 
 
@@ -166,9 +170,7 @@ def main() -> None:
             reference = reference or [r["tokens"] for r in results]
             rows.append(summarise(task, mode, results, reference))
             print(f"{task:5} {mode:11} {rows[-1]['tps']:.2f} tok/s", flush=True)
-        base = rows[-len(args.modes)]["tps"]
-        for row in rows[-len(args.modes):]:
-            row["speedup"] = row["tps"] / base
+        mark_speedups(rows[-len(args.modes):])
     print_table(rows, ["task", "mode", "tokens", "tps", "speedup", "lossless", "accepted_per_pass",
                        "trie_accepted_per_pass", "draft_accepted_per_pass", "drafted_per_pass"])
     payload = {"args": vars(args), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
