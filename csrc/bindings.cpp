@@ -287,12 +287,13 @@ void rope_binding(py::array& x, const py::array& pos, int n_rot, float freq_base
        static_cast<int>(x.shape(2)), n_rot, freq_base, static_cast<RopeMode>(mode));
 }
 
-void swiglu_binding(py::array& gate, const py::array& up) {
+void swiglu_binding(py::array& gate, const py::array& up, const std::string& isa) {
   check_array(gate, "gate", "float32", shape_of(gate), true);
   check_array(up, "up", "float32", shape_of(gate));
   float* g = static_cast<float*>(gate.mutable_data());
+  const Isa path = isa_arg(isa);
   py::gil_scoped_release release;
-  swiglu(g, static_cast<const float*>(up.data()), static_cast<int64_t>(gate.size()));
+  swiglu(g, static_cast<const float*>(up.data()), static_cast<int64_t>(gate.size()), path);
 }
 
 void add_bias_binding(py::array& x, const py::array& b) {
@@ -321,7 +322,8 @@ void bind_ops(py::module_& m) {
         "x [R, n] / sqrt(mean(x^2) + eps) * w [n], per row.");
   m.def("rope", &rope_binding, py::arg("x"), py::arg("pos"), py::arg("n_rot"), py::arg("freq_base"), py::arg("mode"),
         "Rotates x [R, n_heads, hd] in place at positions pos int32 [R]; mode 0 normal, 2 neox.");
-  m.def("swiglu", &swiglu_binding, py::arg("gate"), py::arg("up"), "gate <- silu(gate) * up, in place.");
+  m.def("swiglu", &swiglu_binding, py::arg("gate"), py::arg("up"), py::arg("isa") = "",
+        "gate <- silu(gate) * up, in place (silu with ggml's exp).");
   m.def("add_bias", &add_bias_binding, py::arg("x"), py::arg("b"), "x [R, n] += b [n], in place.");
   m.def("add_inplace", &add_inplace_binding, py::arg("x"), py::arg("y"), "x += y (same shape), in place.");
 }

@@ -1,6 +1,9 @@
 """The quantized kernels (duet._core) against plain references: gguf's numpy
 dequantization, numpy quantizers written from the format definitions, and float64
 matrix products; plus SIMD-vs-scalar agreement and batch invariance."""
+import ctypes
+import pathlib
+
 import gguf
 import numpy as np
 import pytest
@@ -30,12 +33,13 @@ def act_dequantize(fmt, raw):
 
 
 def reference_q8_32(x):
-    """Blocks of 32: d = f16(amax / 127), q = clip(rne(x / d), -127, 127)."""
+    """Blocks of 32: d = f16(amax / 127), q = clip(rne(x * (127 / amax)), -127, 127)."""
     out = []
     for block in x.reshape(-1, 32):
         amax = np.float32(np.max(np.abs(block)))
         d = np.float32(np.float16(amax / np.float32(127)))
-        q = np.zeros(32, np.int8) if d == 0 else np.clip(np.rint(block / d), -127, 127).astype(np.int8)
+        inverse = np.float32(0) if amax == 0 else np.float32(127) / amax
+        q = np.clip(np.rint(block * inverse), -127, 127).astype(np.int8)
         out.append(np.frombuffer(np.float32(d).tobytes() + q.tobytes(), np.uint8))
     return np.concatenate(out)
 
@@ -154,6 +158,31 @@ def test_quantize_q8_32_matches_reference(isa):
 def test_quantize_q8_256_matches_reference(isa):
     x = tricky_activations(np.random.default_rng(2), 1024)
     np.testing.assert_array_equal(_core.quantize_act("q8_256", x, isa), reference_q8_256(x))
+
+
+def ggml_cpu_library():
+    """llama.cpp's CPU library as llama-cpp-python ships it, or a skip."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    lib_dir = pathlib.Path(llama_cpp.__file__).parent / "lib"
+    ctypes.CDLL(str(lib_dir / "libggml-base.so"), mode=ctypes.RTLD_GLOBAL)
+    lib = ctypes.CDLL(str(lib_dir / "libggml-cpu.so"), mode=ctypes.RTLD_GLOBAL)
+    lib.ggml_cpu_init()
+    return lib
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_quantize_q8_32_matches_llama_cpp(isa):
+    """The same bytes as llama.cpp's own Q8_0 activation quantizer (its block holds d
+    in f16 before the 32 values; ours holds d as f32)."""
+    ggml = ggml_cpu_library()
+    x = tricky_activations(np.random.default_rng(3), 1024)
+    theirs = np.empty(len(x) // 32 * 34, np.uint8)
+    ggml.quantize_row_q8_0(ctypes.c_void_p(x.ctypes.data), ctypes.c_void_p(theirs.ctypes.data), ctypes.c_int64(len(x)))
+    theirs = theirs.reshape(-1, 34)
+    ours = _core.quantize_act("q8_32", x, isa).reshape(-1, 36)
+    np.testing.assert_array_equal(ours[:, 4:], theirs[:, 2:])
+    np.testing.assert_array_equal(ours[:, :4].copy().view(np.float32)[:, 0],
+                                  theirs[:, :2].copy().view(np.float16)[:, 0].astype(np.float32))
 
 
 def test_quantize_act_bad_input():

@@ -40,8 +40,8 @@ struct AttentionItem {
 struct AttentionScratch {
   std::vector<int32_t> visible;  // [n_kv] indices of the visible cache rows
   std::vector<float> tile;       // [kTileRows, head_dim] gathered rows
-  std::vector<float> weights;    // [heads per item, n_kv] scores, then softmax numerators
-  std::vector<float> sums;       // [heads per item] softmax denominators
+  std::vector<float> weights;    // [heads per item, n_kv] scores, then probabilities
+  std::vector<float> lanes;      // [heads per item, kSumLanes, head_dim] partial sums of the output
 };
 
 int collect_visible(const uint8_t* mask, int64_t n_kv, int32_t* visible) {
@@ -64,8 +64,10 @@ void attend_item(const AttentionKernels& kernels, const AttentionShape& s, KvTyp
   const int64_t row_stride = static_cast<int64_t>(s.n_head_kv) * hd;
   const auto gather = kv_type == KvType::F16 ? kernels.gather_f16 : kernels.gather_f32;
   const int n_visible = collect_visible(item.mask, s.n_kv, scratch.visible.data());
-  for (int64_t i = 0; i < static_cast<int64_t>(item.n_heads) * hd; ++i) item.out[i] = 0.0f;
-  if (n_visible == 0) return;
+  if (n_visible == 0) {
+    std::fill(item.out, item.out + static_cast<int64_t>(item.n_heads) * hd, 0.0f);
+    return;
+  }
   const int32_t* visible = scratch.visible.data();
   float* tile = scratch.tile.data();
   float* weights = scratch.weights.data();
@@ -74,15 +76,22 @@ void attend_item(const AttentionKernels& kernels, const AttentionShape& s, KvTyp
     gather(item.k, row_stride, visible + start, n, hd, tile);
     kernels.score_tile(item.q, item.n_heads, tile, n, hd, scale, weights + start, n_visible);
   });
-  for (int h = 0; h < item.n_heads; ++h) scratch.sums[h] = kernels.softmax_numerators(weights + h * n_visible, n_visible);
+  // Probabilities, not numerators, weigh the value rows, and with an f16 cache they
+  // are rounded to f16 first: llama.cpp normalises in its softmax (1 / sum taken in
+  // double) and converts the probabilities to the cache's type for the product with
+  // V. Keeping them in f32 put our attention 2.5e-4 (relative) away from its.
+  for (int h = 0; h < item.n_heads; ++h) {
+    float* head_weights = weights + h * n_visible;
+    const double sum = kernels.softmax_numerators(head_weights, n_visible);
+    kernels.scale_weights(head_weights, n_visible, static_cast<float>(1.0 / sum), kv_type == KvType::F16);
+  }
+  float* lanes = scratch.lanes.data();
+  std::fill(lanes, lanes + static_cast<int64_t>(item.n_heads) * kSumLanes * hd, 0.0f);
   for_each_tile(n_visible, [&](int start, int n) {
     gather(item.v, row_stride, visible + start, n, hd, tile);
-    kernels.accumulate_tile(weights + start, n_visible, item.n_heads, tile, n, hd, item.out);
+    kernels.accumulate_tile(weights + start, n_visible, item.n_heads, tile, n, hd, lanes);
   });
-  for (int h = 0; h < item.n_heads; ++h) {
-    const float inv_sum = 1.0f / scratch.sums[h];
-    for (int d = 0; d < hd; ++d) item.out[h * hd + d] *= inv_sum;
-  }
+  kernels.reduce_lanes(lanes, item.n_heads, hd, item.out);
 }
 
 void check_shape(const AttentionShape& s) {
@@ -136,7 +145,7 @@ void attention(const AttentionShape& s, const float* q, const void* k, const voi
     sc.visible.resize(static_cast<size_t>(s.n_kv));
     sc.tile.resize(static_cast<size_t>(kTileRows) * s.head_dim);
     sc.weights.resize(static_cast<size_t>(split.chunk_heads) * s.n_kv);
-    sc.sums.resize(static_cast<size_t>(split.chunk_heads));
+    sc.lanes.resize(static_cast<size_t>(split.chunk_heads) * kSumLanes * s.head_dim);
   }
 
   const int64_t n_items = s.n_query * s.n_head_kv * split.chunks_per_group;

