@@ -230,9 +230,20 @@ py::array output_f32(const py::object& out, const std::vector<int64_t>& shape) {
   return arr;
 }
 
+// None, or one byte per token: nonzero marks a prompt token (attention.h).
+py::array_t<uint8_t, py::array::c_style | py::array::forcecast> prompt_flags(const py::object& prompt, int64_t n_tokens) {
+  py::array_t<uint8_t, py::array::c_style | py::array::forcecast> flags;
+  if (prompt.is_none()) return flags;
+  flags = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>::ensure(prompt);
+  if (!flags || flags.ndim() != 1 || flags.shape(0) != n_tokens) {
+    throw py::value_error("prompt must be None or uint8 [" + std::to_string(n_tokens) + "], one flag per token");
+  }
+  return flags;
+}
+
 py::array attention_binding(const py::array& q, const py::array& k, const py::array& v, int64_t n_kv,
                             const py::array& mask, float scale, ThreadPool& pool, const std::string& isa,
-                            const py::object& out) {
+                            const py::object& out, const py::object& prompt) {
   check_array(q, "q", "float32", {kAnyExtent, kAnyExtent, kAnyExtent});
   const bool f16 = k.dtype().equal(py::dtype("float16"));
   const char* kv_dtype = f16 ? "float16" : "float32";
@@ -248,6 +259,8 @@ py::array attention_binding(const py::array& q, const py::array& k, const py::ar
   }
   if (q.shape(2) < 1) throw py::value_error("head_dim must be positive");
   check_array(mask, "mask", "uint8", {n_query, n_kv});
+  const auto prompt_arr = prompt_flags(prompt, n_query);
+  const uint8_t* prompt_ptr = prompt.is_none() ? nullptr : prompt_arr.data();
   py::array result = output_f32(out, shape_of(q));
   const AttentionShape shape{n_query, n_kv, static_cast<int>(q.shape(1)), static_cast<int>(k.shape(1)),
                              static_cast<int>(q.shape(2))};
@@ -256,7 +269,7 @@ py::array attention_binding(const py::array& q, const py::array& k, const py::ar
   {
     py::gil_scoped_release release;
     attention(shape, static_cast<const float*>(q.data()), k.data(), v.data(), f16 ? KvType::F16 : KvType::F32,
-              static_cast<const uint8_t*>(mask.data()), scale, out_data, pool, path);
+              static_cast<const uint8_t*>(mask.data()), prompt_ptr, scale, out_data, pool, path);
   }
   return result;
 }
@@ -315,9 +328,11 @@ void add_inplace_binding(py::array& x, const py::array& y) {
 void bind_ops(py::module_& m) {
   m.def("attention", &attention_binding, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("n_kv"), py::arg("mask"),
         py::arg("scale"), py::arg("pool"), py::arg("isa") = "", py::arg("out") = py::none(),
+        py::arg("prompt") = py::none(),
         "Grouped-query attention of q [T, n_head, hd] over cache rows 0..n_kv-1 of k, v [n_cap, n_head_kv, hd]\n"
         "(float32 or float16) with mask uint8 [T, n_kv] (nonzero = visible). Returns f32 [T, n_head, hd];\n"
-        "a query that sees nothing gets zeros.");
+        "a query that sees nothing gets zeros. prompt: None or uint8 [T]; nonzero rows sum in llama.cpp's\n"
+        "prompt-batch order, the others in its one-token order.");
   m.def("rms_norm", &rms_norm_binding, py::arg("x"), py::arg("w"), py::arg("eps"), py::arg("out") = py::none(),
         "x [R, n] / sqrt(mean(x^2) + eps) * w [n], per row.");
   m.def("rope", &rope_binding, py::arg("x"), py::arg("pos"), py::arg("n_rot"), py::arg("freq_base"), py::arg("mode"),
@@ -499,7 +514,7 @@ void bind_model(py::module_& m) {
            [](PyTransformerLayer& layer, py::array_t<float, py::array::c_style> x,
               py::array_t<int32_t, py::array::c_style | py::array::forcecast> pos, const py::array& k_cache,
               const py::array& v_cache, int64_t n_past, const py::object& mask, ThreadPool& pool,
-              const std::string& isa) {
+              const std::string& isa, const py::object& prompt) {
              const LayerShape& s = layer.shape;
              if (x.ndim() != 2 || x.shape(1) != s.n_embd) throw std::invalid_argument("x must be float32 [n_tokens, n_embd]");
              const int64_t n_tokens = x.shape(0);
@@ -522,16 +537,20 @@ void bind_model(py::module_& m) {
                }
                mask_ptr = mask_arr.data();
              }
+             py::array_t<uint8_t, py::array::c_style | py::array::forcecast> prompt_arr = prompt_flags(prompt, n_tokens);
+             const uint8_t* prompt_ptr = prompt.is_none() ? nullptr : prompt_arr.data();
              const KernelTable& kt = kernel_table(isa_arg(isa));
              KvLayer kv{const_cast<void*>(k_cache.data()), const_cast<void*>(v_cache.data()), type, cap_k};
              float* x_ptr = x.mutable_data();
              const int32_t* pos_ptr = pos.data();
              py::gil_scoped_release release;
-             transformer_layer_forward(kt, s, layer.weights, x_ptr, n_tokens, pos_ptr, kv, n_past, mask_ptr, pool);
+             transformer_layer_forward(kt, s, layer.weights, x_ptr, n_tokens, pos_ptr, kv, n_past, mask_ptr, prompt_ptr,
+                                       pool);
            },
            py::arg("x"), py::arg("pos"), py::arg("k_cache"), py::arg("v_cache"), py::arg("n_past"),
-           py::arg("mask"), py::arg("pool"), py::arg("isa") = "",
-           "Runs the layer on x [n_tokens, n_embd] in place; writes K/V at slots n_past.. of the cache layers.");
+           py::arg("mask"), py::arg("pool"), py::arg("isa") = "", py::arg("prompt") = py::none(),
+           "Runs the layer on x [n_tokens, n_embd] in place; writes K/V at slots n_past.. of the cache layers.\n"
+           "prompt: None or uint8 [n_tokens], nonzero for prompt tokens (llama.cpp's prompt summation order).");
 }
 
 }  // namespace

@@ -213,26 +213,46 @@ def test_attention_decode_long_cache(pool, isa, dtype, scale):
 @pytest.mark.parametrize("n_head,n_head_kv", [(14, 2), (7, 1)])
 def test_attention_batch_invariance(isa, dtype, head_dim, n_head, n_head_kv):
     """A query's output is bit-identical alone, inside its block, or inside another
-    block of other queries with other masks, on any number of threads (which also
-    changes how the heads of a kv group are split into work items)."""
+    block of other queries with other masks and summation orders (prompt flags), on
+    any number of threads (which also changes how the heads of a kv group are split
+    into work items)."""
     rng = np.random.default_rng(head_dim)
     n_prefix, n_query = 70, 7  # over two tiles of cache rows
     n_kv = n_prefix + n_query
     mask, _ = tree_mask_and_depth(random_tree(rng, n_query), n_prefix)
     q = rng.standard_normal((n_query, n_head, head_dim)).astype(np.float32)
     k, v = make_cache(rng, n_kv + 5, n_head_kv, head_dim, dtype, n_kv)
+    prompt = rng.integers(0, 2, n_query).astype(np.uint8)
     pools = [_core.ThreadPool(1), _core.ThreadPool(2), _core.ThreadPool(3)]
-    block = _core.attention(q, k, v, n_kv, mask, 0.1, pools[1], isa=isa)
+    block = _core.attention(q, k, v, n_kv, mask, 0.1, pools[1], isa=isa, prompt=prompt)
     for t in range(n_query):
         for p in pools:
-            alone = _core.attention(q[t : t + 1].copy(), k, v, n_kv, mask[t : t + 1].copy(), 0.1, p, isa=isa)
+            alone = _core.attention(q[t : t + 1].copy(), k, v, n_kv, mask[t : t + 1].copy(), 0.1, p, isa=isa,
+                                    prompt=prompt[t : t + 1].copy())
             np.testing.assert_array_equal(alone[0], block[t])
         others = rng.standard_normal((4, n_head, head_dim)).astype(np.float32)
         other_masks = rng.integers(0, 2, (4, n_kv)).astype(np.uint8)
         mixed_q = np.concatenate([others[:2], q[t : t + 1], others[2:]])
         mixed_mask = np.concatenate([other_masks[:2], mask[t : t + 1], other_masks[2:]])
-        mixed = _core.attention(mixed_q, k, v, n_kv, mixed_mask, 0.1, pools[1], isa=isa)
+        mixed_prompt = np.array([1 - prompt[t], prompt[t], prompt[t], 1 - prompt[t], 1], np.uint8)
+        mixed = _core.attention(mixed_q, k, v, n_kv, mixed_mask, 0.1, pools[1], isa=isa, prompt=mixed_prompt)
         np.testing.assert_array_equal(mixed[2], block[t])
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_attention_prompt_order_is_another_summation(pool, isa):
+    """The prompt order (8 lanes) and the decode order (32 lanes) sum the same
+    products: close, and not bit-identical everywhere on random data."""
+    rng = np.random.default_rng(11)
+    q = rng.standard_normal((3, 12, 128)).astype(np.float32)
+    k, v = make_cache(rng, 90, 2, 128, np.float32, 90)
+    mask = np.ones((3, 90), np.uint8)
+    decode = _core.attention(q, k, v, 90, mask, 0.09, pool, isa=isa)
+    prompt = _core.attention(q, k, v, 90, mask, 0.09, pool, isa=isa, prompt=np.ones(3, np.uint8))
+    check_close(prompt, decode)
+    assert not np.array_equal(prompt, decode)
+    with pytest.raises(ValueError, match="prompt"):
+        _core.attention(q, k, v, 90, mask, 0.09, pool, isa=isa, prompt=np.ones(2, np.uint8))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
@@ -241,7 +261,8 @@ def test_attention_isa_paths_agree(pool, dtype):
     q = rng.standard_normal((4, 12, 128)).astype(np.float32)
     k, v = make_cache(rng, 100, 2, 128, dtype, 100)
     mask = causal_mask(96, 4)
-    outs = [_core.attention(q, k, v, 100, mask, 0.09, pool, isa=isa) for isa in ISAS]
+    prompt = np.array([1, 0, 1, 0], np.uint8)
+    outs = [_core.attention(q, k, v, 100, mask, 0.09, pool, isa=isa, prompt=prompt) for isa in ISAS]
     for out in outs[1:]:
         np.testing.assert_array_equal(out, outs[0])
 

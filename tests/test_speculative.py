@@ -65,6 +65,39 @@ def test_greedy_output_is_target_only_output(models, pipeline, draft_is_target, 
             assert stats.reused > 0
 
 
+class FlagRecorder:
+    """Wraps a model's run_layers to record, per position run, whether it ran as a
+    prompt token."""
+
+    def __init__(self, model: Model, monkeypatch):
+        self.flags: dict[int, set[int]] = {}
+        run_layers = model.run_layers
+
+        def recording(x, positions, cache, mask, prompt=None):
+            for i, position in enumerate(positions):
+                self.flags.setdefault(int(position), set()).add(0 if prompt is None else int(prompt[i]))
+            return run_layers(x, positions, cache, mask, prompt)
+        monkeypatch.setattr(model, "run_layers", recording)
+
+
+@pytest.mark.parametrize("pipeline", [False, True])
+def test_prompt_tokens_run_as_prompt_tokens_on_every_path(models, monkeypatch, pipeline):
+    """llama.cpp sums a prompt token's attention in another order than a decoded
+    token's, and so does duet: plain decoding and tree verification must give each
+    position the same kind, the prompt's last token (the first tree's root) included."""
+    target, draft = models
+    plain = FlagRecorder(target, monkeypatch)
+    list(decode_tokens(target, target.new_cache(256), PROMPT, N_TOKENS, Sampler(temperature=0), lambda t: False))
+    expected = {position: {int(position < len(PROMPT))} for position in plain.flags}
+    assert plain.flags == expected and len(expected) >= len(PROMPT) + N_TOKENS - 1
+    monkeypatch.undo()
+    tree = FlagRecorder(target, monkeypatch)
+    verifier_type = SlowVerifier if pipeline else TreeVerifier
+    list(speculative_generate(verifier_type(target, target.new_cache(256)), TreeDrafter(draft, draft.new_cache(256)),
+                              PROMPT, N_TOKENS, FallbackPolicy(), lambda t: False, pipeline=pipeline))
+    assert all(tree.flags[position] == {int(position < len(PROMPT))} for position in tree.flags)
+
+
 def test_prefilled_prefix_is_continued(models):
     target, draft = models
     t_cache, d_cache = target.new_cache(256), draft.new_cache(256)

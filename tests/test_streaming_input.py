@@ -370,7 +370,7 @@ def test_feed_after_finish_is_refused(tiny_pair):
 class UnreadableModel:
     """A model whose weights cannot be read: every forward fails."""
 
-    def forward(self, tokens, cache, logits_rows="last"):
+    def forward(self, tokens, cache, logits_rows="last", prompt=False):
         raise OSError("the weights could not be read")
 
 

@@ -34,6 +34,7 @@ struct AttentionItem {
   const uint8_t* mask;     // [n_kv] the query's mask row
   float* out;              // [n_heads, head_dim]
   int n_heads;
+  int n_lanes;             // kDecodeLanes or kPromptLanes: the query's summation order
 };
 
 // Per-thread buffers, sized once per call.
@@ -41,7 +42,7 @@ struct AttentionScratch {
   std::vector<int32_t> visible;  // [n_kv] indices of the visible cache rows
   std::vector<float> tile;       // [kTileRows, head_dim] gathered rows
   std::vector<float> weights;    // [heads per item, n_kv] scores, then probabilities
-  std::vector<float> lanes;      // [heads per item, kSumLanes, head_dim] partial sums of the output
+  std::vector<float> lanes;      // [heads per item, kMaxLanes, head_dim] partial sums of the output
 };
 
 int collect_visible(const uint8_t* mask, int64_t n_kv, int32_t* visible) {
@@ -74,7 +75,7 @@ void attend_item(const AttentionKernels& kernels, const AttentionShape& s, KvTyp
 
   for_each_tile(n_visible, [&](int start, int n) {
     gather(item.k, row_stride, visible + start, n, hd, tile);
-    kernels.score_tile(item.q, item.n_heads, tile, n, hd, scale, weights + start, n_visible);
+    kernels.score_tile(item.q, item.n_heads, tile, n, hd, scale, weights + start, n_visible, item.n_lanes);
   });
   // Probabilities, not numerators, weigh the value rows, and with an f16 cache they
   // are rounded to f16 first: llama.cpp normalises in its softmax (1 / sum taken in
@@ -86,12 +87,12 @@ void attend_item(const AttentionKernels& kernels, const AttentionShape& s, KvTyp
     kernels.scale_weights(head_weights, n_visible, static_cast<float>(1.0 / sum), kv_type == KvType::F16);
   }
   float* lanes = scratch.lanes.data();
-  std::fill(lanes, lanes + static_cast<int64_t>(item.n_heads) * kSumLanes * hd, 0.0f);
+  std::fill(lanes, lanes + static_cast<int64_t>(item.n_heads) * kMaxLanes * hd, 0.0f);
   for_each_tile(n_visible, [&](int start, int n) {
     gather(item.v, row_stride, visible + start, n, hd, tile);
-    kernels.accumulate_tile(weights + start, n_visible, item.n_heads, tile, n, hd, lanes);
+    kernels.accumulate_tile(weights + start, n_visible, item.n_heads, tile, n, hd, lanes, item.n_lanes);
   });
-  kernels.reduce_lanes(lanes, item.n_heads, hd, item.out);
+  kernels.reduce_lanes(lanes, item.n_heads, hd, item.n_lanes, item.out);
 }
 
 void check_shape(const AttentionShape& s) {
@@ -122,7 +123,7 @@ HeadSplit split_heads(const AttentionShape& s, int n_threads) {
 
 // Work item `index`, ordered by query, then kv head, then chunk.
 AttentionItem item_at(const AttentionShape& s, const HeadSplit& split, const float* q, const void* k, const void* v,
-                      KvType kv_type, const uint8_t* mask, float* out, int64_t index) {
+                      KvType kv_type, const uint8_t* mask, const uint8_t* prompt, float* out, int64_t index) {
   const int64_t t = index / (s.n_head_kv * split.chunks_per_group);
   const int kv_head = static_cast<int>(index / split.chunks_per_group % s.n_head_kv);
   const int first_head = kv_head * split.group + static_cast<int>(index % split.chunks_per_group) * split.chunk_heads;
@@ -130,13 +131,14 @@ AttentionItem item_at(const AttentionShape& s, const HeadSplit& split, const flo
   const size_t kv_offset = static_cast<size_t>(kv_head) * s.head_dim * (kv_type == KvType::F16 ? 2 : 4);
   const int64_t qo_offset = (t * s.n_head + first_head) * s.head_dim;  // q and out: [T, n_head, hd]
   return {q + qo_offset, static_cast<const char*>(k) + kv_offset, static_cast<const char*>(v) + kv_offset,
-          mask + t * s.n_kv, out + qo_offset, last_head - first_head};
+          mask + t * s.n_kv, out + qo_offset, last_head - first_head,
+          prompt != nullptr && prompt[t] ? kPromptLanes : kDecodeLanes};
 }
 
 }  // namespace
 
 void attention(const AttentionShape& s, const float* q, const void* k, const void* v, KvType kv_type,
-               const uint8_t* mask, float scale, float* out, ThreadPool& pool, Isa isa) {
+               const uint8_t* mask, const uint8_t* prompt, float scale, float* out, ThreadPool& pool, Isa isa) {
   check_shape(s);
   const AttentionKernels& kernels = attention_kernels(isa);
   const HeadSplit split = split_heads(s, pool.size());
@@ -145,20 +147,21 @@ void attention(const AttentionShape& s, const float* q, const void* k, const voi
     sc.visible.resize(static_cast<size_t>(s.n_kv));
     sc.tile.resize(static_cast<size_t>(kTileRows) * s.head_dim);
     sc.weights.resize(static_cast<size_t>(split.chunk_heads) * s.n_kv);
-    sc.lanes.resize(static_cast<size_t>(split.chunk_heads) * kSumLanes * s.head_dim);
+    sc.lanes.resize(static_cast<size_t>(split.chunk_heads) * kMaxLanes * s.head_dim);
   }
 
   const int64_t n_items = s.n_query * s.n_head_kv * split.chunks_per_group;
   pool.parallel_for(n_items, 1, [&](int64_t begin, int64_t end, int thread) {
     for (int64_t index = begin; index < end; ++index) {
-      attend_item(kernels, s, kv_type, scale, item_at(s, split, q, k, v, kv_type, mask, out, index), scratch[thread]);
+      attend_item(kernels, s, kv_type, scale, item_at(s, split, q, k, v, kv_type, mask, prompt, out, index),
+                  scratch[thread]);
     }
   });
 }
 
 void attention(const AttentionShape& s, const float* q, const void* k, const void* v, KvType kv_type,
-               const uint8_t* mask, float scale, float* out, ThreadPool& pool) {
-  attention(s, q, k, v, kv_type, mask, scale, out, pool, isa_default());
+               const uint8_t* mask, const uint8_t* prompt, float scale, float* out, ThreadPool& pool) {
+  attention(s, q, k, v, kv_type, mask, prompt, scale, out, pool, isa_default());
 }
 
 }  // namespace duet

@@ -18,17 +18,19 @@ struct AttentionShape {
   int head_dim;
 };
 
-// q:    [n_query, n_head, head_dim] f32, RoPE already applied
-// k, v: [n_kv, n_head_kv, head_dim] in kv_type (one layer of the cache)
-// mask: [n_query, n_kv] bytes, nonzero = visible; a query that sees nothing gets zeros
-// out:  [n_query, n_head, head_dim] f32
+// q:      [n_query, n_head, head_dim] f32, RoPE already applied
+// k, v:   [n_kv, n_head_kv, head_dim] in kv_type (one layer of the cache)
+// mask:   [n_query, n_kv] bytes, nonzero = visible; a query that sees nothing gets zeros
+// prompt: [n_query] bytes or null (all zero): nonzero = the query is a prompt token and
+//         its sums follow llama.cpp's prompt-batch order, else its one-token order
+// out:    [n_query, n_head, head_dim] f32
 // Softmax in f32 with scale `scale`. A query's result depends only on its own row of
-// q and of the mask, never on the other queries (batch invariance).
+// q, of the mask and of prompt, never on the other queries (batch invariance).
 void attention(const AttentionShape& s, const float* q, const void* k, const void* v, KvType kv_type,
-               const uint8_t* mask, float scale, float* out, ThreadPool& pool);
+               const uint8_t* mask, const uint8_t* prompt, float scale, float* out, ThreadPool& pool);
 // The same on a chosen runnable ISA path (the one above uses isa_default()); every path
-// gives the same values up to rounding, and each is batch invariant on its own.
+// gives the same bits.
 void attention(const AttentionShape& s, const float* q, const void* k, const void* v, KvType kv_type,
-               const uint8_t* mask, float scale, float* out, ThreadPool& pool, Isa isa);
+               const uint8_t* mask, const uint8_t* prompt, float scale, float* out, ThreadPool& pool, Isa isa);
 
 }  // namespace duet

@@ -28,22 +28,22 @@ float sum8(const float v[8]) {
   return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
 }
 
-float dot_in_lanes(const float* x, const float* y, int n) {
-  float lane[kSumLanes] = {};
+float dot_in_lanes(const float* x, const float* y, int n, int n_lanes) {
+  float lane[kMaxLanes] = {};
   int d = 0;
-  for (; d + kSumLanes <= n; d += kSumLanes) {
-    for (int l = 0; l < kSumLanes; ++l) lane[l] = std::fma(x[d + l], y[d + l], lane[l]);
+  for (; d + n_lanes <= n; d += n_lanes) {
+    for (int l = 0; l < n_lanes; ++l) lane[l] = std::fma(x[d + l], y[d + l], lane[l]);
   }
-  double sum = lanes_reduce(lane, 1);
+  double sum = lanes_reduce(lane, 1, n_lanes);
   for (; d < n; ++d) sum += static_cast<double>(x[d] * y[d]);
   return static_cast<float>(sum);
 }
 
 void score_tile_scalar(const float* q, int n_heads, const float* tile, int n, int head_dim, float scale,
-                       float* scores, int64_t score_stride) {
+                       float* scores, int64_t score_stride, int n_lanes) {
   for (int h = 0; h < n_heads; ++h) {
     for (int i = 0; i < n; ++i) {
-      scores[h * score_stride + i] = dot_in_lanes(q + h * head_dim, tile + i * head_dim, head_dim) * scale;
+      scores[h * score_stride + i] = dot_in_lanes(q + h * head_dim, tile + i * head_dim, head_dim, n_lanes) * scale;
     }
   }
 }
@@ -69,21 +69,21 @@ void scale_weights_scalar(float* weights, int n, float scale, bool to_half) {
 }
 
 void accumulate_tile_scalar(const float* weights, int64_t weight_stride, int n_heads, const float* tile, int n,
-                            int head_dim, float* lanes) {
+                            int head_dim, float* lanes, int n_lanes) {
   for (int h = 0; h < n_heads; ++h) {
     for (int i = 0; i < n; ++i) {
       const float w = weights[h * weight_stride + i];
       const float* row = tile + i * head_dim;
-      float* lane = lanes + (static_cast<int64_t>(h) * kSumLanes + i % kSumLanes) * head_dim;
+      float* lane = lanes + (static_cast<int64_t>(h) * kMaxLanes + i % n_lanes) * head_dim;
       for (int d = 0; d < head_dim; ++d) lane[d] = std::fma(w, row[d], lane[d]);
     }
   }
 }
 
-void reduce_lanes_scalar(const float* lanes, int n_heads, int head_dim, float* out) {
+void reduce_lanes_scalar(const float* lanes, int n_heads, int head_dim, int n_lanes, float* out) {
   for (int h = 0; h < n_heads; ++h) {
-    const float* head_lanes = lanes + static_cast<int64_t>(h) * kSumLanes * head_dim;
-    for (int d = 0; d < head_dim; ++d) out[h * head_dim + d] = lanes_reduce(head_lanes + d, head_dim);
+    const float* head_lanes = lanes + static_cast<int64_t>(h) * kMaxLanes * head_dim;
+    for (int d = 0; d < head_dim; ++d) out[h * head_dim + d] = lanes_reduce(head_lanes + d, head_dim, n_lanes);
   }
 }
 

@@ -30,7 +30,7 @@ std::vector<uint8_t> causal_mask(int64_t n_tokens, int64_t n_past) {
 
 void transformer_layer_forward(const KernelTable& kt, const LayerShape& s, const LayerWeights& w, float* x,
                                int64_t n_tokens, const int32_t* pos, const KvLayer& kv, int64_t n_past,
-                               const uint8_t* mask, ThreadPool& pool) {
+                               const uint8_t* mask, const uint8_t* prompt, ThreadPool& pool) {
   if (n_past + n_tokens > kv.capacity) throw std::length_error("KV cache is full");
   const int64_t q_width = int64_t(s.n_head) * s.head_dim;
   const int64_t kv_width = int64_t(s.n_head_kv) * s.head_dim;
@@ -69,8 +69,8 @@ void transformer_layer_forward(const KernelTable& kt, const LayerShape& s, const
     mask = own_mask.data();
   }
   AttentionShape as{n_tokens, n_past + n_tokens, s.n_head, s.n_head_kv, s.head_dim};
-  attention(as, q.data(), kv.k, kv.v, kv.kv_type, mask, 1.0f / std::sqrt(float(s.head_dim)), attn.data(), pool,
-            kt.isa);
+  attention(as, q.data(), kv.k, kv.v, kv.kv_type, mask, prompt, 1.0f / std::sqrt(float(s.head_dim)), attn.data(),
+            pool, kt.isa);
   matmul(kt, w.wo, attn.data(), n_tokens, proj.data(), s.n_embd, pool);
   add_inplace(x, proj.data(), n_tokens * s.n_embd);
 

@@ -97,7 +97,7 @@ class LiveMindSession(BackgroundInput):
         if self._note_due:
             self._note_due = False
             self.notes.append([])
-            self._note_logits = self._large.model.forward(self.transcript[-1:], self._large.cache)[0]
+            self._note_logits = self._large.model.forward(self.transcript[-1:], self._large.cache, prompt=True)[0]
             self._large.tokens.append(self.transcript[-1])
             return True
         return False

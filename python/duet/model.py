@@ -93,11 +93,14 @@ class Model:
             return _core.embedding(type_id, rows, len(rows), n_embd, np.arange(len(rows), dtype=np.int32), self.isa)
         return _core.embedding(type_id, table, n_vocab, n_embd, tokens, self.isa)
 
-    def run_layers(self, x: np.ndarray, positions: np.ndarray, cache: KVCache, mask: np.ndarray | None) -> None:
-        """Runs every layer on x [n, n_embd] in place, appending n rows to the cache."""
+    def run_layers(self, x: np.ndarray, positions: np.ndarray, cache: KVCache, mask: np.ndarray | None,
+                   prompt: np.ndarray | None = None) -> None:
+        """Runs every layer on x [n, n_embd] in place, appending n rows to the cache.
+        prompt: None or uint8 [n], nonzero for prompt tokens (see forward)."""
         for index, layer in enumerate(self.layers):  # a streamed layer may wait here for its weights
             with self.compute.hold(self.urgent):
-                layer.forward(x, positions, cache.k[index], cache.v[index], cache.n, mask, self.pool, self.isa)
+                layer.forward(x, positions, cache.k[index], cache.v[index], cache.n, mask, self.pool, self.isa,
+                              prompt)
         cache.n += x.shape[0]
 
     def logits(self, hidden: np.ndarray) -> np.ndarray:
@@ -114,6 +117,7 @@ class Model:
         positions=None,
         mask: np.ndarray | None = None,
         logits_rows="last",
+        prompt=False,
     ) -> np.ndarray | None:
         """Appends `tokens` to the cache and returns logits.
 
@@ -121,6 +125,10 @@ class Model:
         mask: [n, cache.n + n] uint8 visibility over the cache slots (a token tree);
               default causal.
         logits_rows: "last", "all", row indices into tokens, or None for no logits.
+        prompt: True (all), False (none) or [n] flags: which tokens are prompt tokens.
+              llama.cpp sums a prompt batch's attention in another order than a decoded
+              token's; each token follows the order its kind gets there, whatever
+              batch it comes in, so that every path through the engine agrees.
         """
         tokens = np.ascontiguousarray(tokens, dtype=np.int32)
         n = tokens.shape[0]
@@ -131,7 +139,8 @@ class Model:
         if positions is None:
             positions = np.arange(cache.n, cache.n + n, dtype=np.int32)
         x = self.embed(tokens)
-        self.run_layers(x, np.ascontiguousarray(positions, dtype=np.int32), cache, mask)
+        flags = None if prompt is False else np.broadcast_to(np.asarray(prompt, dtype=np.uint8), (n,)).copy()
+        self.run_layers(x, np.ascontiguousarray(positions, dtype=np.int32), cache, mask, flags)
         if logits_rows is None:
             return None
         if isinstance(logits_rows, str):
@@ -151,5 +160,6 @@ class Model:
         logits = None
         for start in range(0, tokens.size, block):
             is_last = start + block >= tokens.size
-            logits = self.forward(tokens[start:start + block], cache, logits_rows="last" if is_last else None)
+            logits = self.forward(tokens[start:start + block], cache, logits_rows="last" if is_last else None,
+                                  prompt=True)
         return logits[0]

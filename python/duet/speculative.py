@@ -212,11 +212,17 @@ class TreeVerifier:
     def __init__(self, model: Model, cache: KVCache):
         self.model = model
         self.cache = cache
+        # True while the next tree's root is the prompt's last token, which plain
+        # decoding runs with the prompt (Model.forward's prompt flags).
+        self.root_in_prompt = False
 
     def verify(self, tree: TokenTree, choose: Callable[[TokenTree, np.ndarray], Verdict]) -> Verdict:
         n_past = self.cache.n
+        prompt = np.zeros(len(tree.tokens), dtype=np.uint8)
+        prompt[0] = self.root_in_prompt
         logits = self.model.forward(tree.tokens, self.cache, positions=tree.positions(n_past),
-                                    mask=tree.mask(n_past), logits_rows="all")
+                                    mask=tree.mask(n_past), logits_rows="all", prompt=prompt)
+        self.root_in_prompt = False
         verdict = choose(tree, logits)
         # Nodes are in index order in the block, so a node's index is its row offset.
         self.cache.keep(n_past, verdict.accepted_nodes)
@@ -266,6 +272,7 @@ def speculative_generate(
     start = time.perf_counter()
     if verifier.cache.n < len(prompt) - 1:
         verifier.model.prefill(prompt[verifier.cache.n:-1], verifier.cache)
+    verifier.root_in_prompt = True
     drafter.start(prompt)
     stats.prompt_seconds += time.perf_counter() - start
     can_pipeline = hasattr(drafter, "draft_provisionally") and getattr(drafter, "model", None) is not None

@@ -83,7 +83,7 @@ class CacheLane:
         tokens = wanted[start:start + min(block, self.cache.free)]
         if not tokens:
             return False
-        self.model.forward(tokens, self.cache, logits_rows=None)
+        self.model.forward(tokens, self.cache, logits_rows=None, prompt=True)
         self.tokens.extend(tokens)
         return True
 

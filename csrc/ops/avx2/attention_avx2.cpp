@@ -33,27 +33,30 @@ inline float horizontal_sum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// The four 8-lane accumulators of a dot in lanes (lane l of accumulator j is lane
-// 8j + l), reduced in lanes_reduce's order: 0 with 2 and 1 with 3, then the two, then
-// the 8-wide fold of a horizontal add.
-inline float lanes_reduce_avx2(const __m256 acc[4]) {
+// The kAcc 8-lane accumulators of a dot in lanes (lane l of accumulator j is lane
+// 8j + l) reduced in lanes_reduce's order.
+template <int kAcc>
+inline float lanes_reduce_avx2(const __m256 acc[kAcc]) {
+  if constexpr (kAcc == 1) return horizontal_sum(acc[0]);
   const __m256 folded = _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]));
   const __m128 quad = _mm_add_ps(_mm256_castps256_ps128(folded), _mm256_extractf128_ps(folded, 1));
   const __m128 pairs = _mm_hadd_ps(quad, quad);
   return _mm_cvtss_f32(_mm_hadd_ps(pairs, pairs));
 }
 
-// Scores of one head against kRows consecutive tile rows: each loaded q block feeds
-// every row. Each row's dot has its own lanes, so its value does not depend on kRows.
-template <int kRows>
+// Scores of one head against kRows consecutive tile rows, summed in 8 * kAcc lanes:
+// each loaded q block feeds every row. Each row's dot has its own lanes, so its value
+// does not depend on kRows.
+template <int kRows, int kAcc>
 void score_rows(const float* q, const float* rows, int head_dim, float scale, float* scores) {
-  __m256 acc[kRows][4];
+  constexpr int kLanes = 8 * kAcc;
+  __m256 acc[kRows][kAcc];
   for (int r = 0; r < kRows; ++r) {
-    for (int j = 0; j < 4; ++j) acc[r][j] = _mm256_setzero_ps();
+    for (int j = 0; j < kAcc; ++j) acc[r][j] = _mm256_setzero_ps();
   }
   int d = 0;
-  for (; d + kSumLanes <= head_dim; d += kSumLanes) {
-    for (int j = 0; j < 4; ++j) {
+  for (; d + kLanes <= head_dim; d += kLanes) {
+    for (int j = 0; j < kAcc; ++j) {
       const __m256 qv = _mm256_loadu_ps(q + d + 8 * j);
       for (int r = 0; r < kRows; ++r) {
         acc[r][j] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(rows + r * head_dim + d + 8 * j), acc[r][j]);
@@ -61,20 +64,27 @@ void score_rows(const float* q, const float* rows, int head_dim, float scale, fl
     }
   }
   for (int r = 0; r < kRows; ++r) {
-    double sum = lanes_reduce_avx2(acc[r]);
+    double sum = lanes_reduce_avx2<kAcc>(acc[r]);
     for (int t = d; t < head_dim; ++t) sum += static_cast<double>(q[t] * rows[r * head_dim + t]);
     scores[r] = static_cast<float>(sum) * scale;
   }
 }
 
+template <int kAcc>
+void score_head(const float* q, const float* tile, int n, int head_dim, float scale, float* scores) {
+  int i = 0;
+  for (; i + 2 <= n; i += 2) score_rows<2, kAcc>(q, tile + i * head_dim, head_dim, scale, scores + i);
+  if (i < n) score_rows<1, kAcc>(q, tile + i * head_dim, head_dim, scale, scores + i);
+}
+
 void score_tile_avx2(const float* q, int n_heads, const float* tile, int n, int head_dim, float scale, float* scores,
-                     int64_t score_stride) {
+                     int64_t score_stride, int n_lanes) {
   for (int h = 0; h < n_heads; ++h) {
-    const float* qh = q + h * head_dim;
-    float* head_scores = scores + h * score_stride;
-    int i = 0;
-    for (; i + 2 <= n; i += 2) score_rows<2>(qh, tile + i * head_dim, head_dim, scale, head_scores + i);
-    if (i < n) score_rows<1>(qh, tile + i * head_dim, head_dim, scale, head_scores + i);
+    if (n_lanes == kPromptLanes) {
+      score_head<1>(q + h * head_dim, tile, n, head_dim, scale, scores + h * score_stride);
+    } else {
+      score_head<4>(q + h * head_dim, tile, n, head_dim, scale, scores + h * score_stride);
+    }
   }
 }
 
@@ -122,11 +132,11 @@ void scale_weights_avx2(float* weights, int n, float scale, bool to_half) {
 }
 
 void accumulate_tile_avx2(const float* weights, int64_t weight_stride, int n_heads, const float* tile, int n,
-                          int head_dim, float* lanes) {
+                          int head_dim, float* lanes, int n_lanes) {
   for (int h = 0; h < n_heads; ++h) {
     for (int i = 0; i < n; ++i) {
       const float* row = tile + i * head_dim;
-      float* lane = lanes + (static_cast<int64_t>(h) * kSumLanes + i % kSumLanes) * head_dim;
+      float* lane = lanes + (static_cast<int64_t>(h) * kMaxLanes + i % n_lanes) * head_dim;
       const float w = weights[h * weight_stride + i];
       const __m256 w8 = _mm256_set1_ps(w);
       int d = 0;
@@ -139,23 +149,30 @@ void accumulate_tile_avx2(const float* weights, int64_t weight_stride, int n_hea
 }
 
 // lanes_reduce for eight consecutive d at once.
-inline __m256 lanes_reduce8(const float* lane, int64_t stride) {
+inline __m256 lanes_reduce8(const float* lane, int64_t stride, int n_lanes) {
   auto at = [&](int l) { return _mm256_loadu_ps(lane + l * stride); };
   __m256 folded[8];
   for (int l = 0; l < 8; ++l) {
-    folded[l] = _mm256_add_ps(_mm256_add_ps(at(l), at(16 + l)), _mm256_add_ps(at(8 + l), at(24 + l)));
+    folded[l] = n_lanes == kPromptLanes
+                    ? at(l)
+                    : _mm256_add_ps(_mm256_add_ps(at(l), at(16 + l)), _mm256_add_ps(at(8 + l), at(24 + l)));
   }
   __m256 quad[4];
   for (int m = 0; m < 4; ++m) quad[m] = _mm256_add_ps(folded[m], folded[m + 4]);
+  if (n_lanes == kPromptLanes) {
+    return _mm256_add_ps(_mm256_add_ps(quad[0], quad[2]), _mm256_add_ps(quad[1], quad[3]));
+  }
   return _mm256_add_ps(_mm256_add_ps(quad[0], quad[1]), _mm256_add_ps(quad[2], quad[3]));
 }
 
-void reduce_lanes_avx2(const float* lanes, int n_heads, int head_dim, float* out) {
+void reduce_lanes_avx2(const float* lanes, int n_heads, int head_dim, int n_lanes, float* out) {
   for (int h = 0; h < n_heads; ++h) {
-    const float* head_lanes = lanes + static_cast<int64_t>(h) * kSumLanes * head_dim;
+    const float* head_lanes = lanes + static_cast<int64_t>(h) * kMaxLanes * head_dim;
     int d = 0;
-    for (; d + 8 <= head_dim; d += 8) _mm256_storeu_ps(out + h * head_dim + d, lanes_reduce8(head_lanes + d, head_dim));
-    for (; d < head_dim; ++d) out[h * head_dim + d] = lanes_reduce(head_lanes + d, head_dim);
+    for (; d + 8 <= head_dim; d += 8) {
+      _mm256_storeu_ps(out + h * head_dim + d, lanes_reduce8(head_lanes + d, head_dim, n_lanes));
+    }
+    for (; d < head_dim; ++d) out[h * head_dim + d] = lanes_reduce(head_lanes + d, head_dim, n_lanes);
   }
 }
 
