@@ -115,11 +115,11 @@ inline __m128i kquant_scales_into(const uint8_t packed[12], KBlockUnpacked& u) {
   return _mm256_extracti128_si256(both, 1);
 }
 
-// int32[4] partial sums of min_j * (bsums[2j] + bsums[2j+1]).
-inline __m128i kquant_mins_dot(__m128i mins16, const ActQ8_256& a) {
+// int16[8] sums of the activation's bsums in pairs (one per 32-element sub-block):
+// the activation side of the mins term, the same for every weight row.
+inline __m128i act_pair_sums(const ActQ8_256& a) {
   const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.bsums));
-  const __m128i pair_sums = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1));
-  return _mm_madd_epi16(mins16, pair_sums);
+  return _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1));
 }
 
 // Row state of a Q4_K / Q5_K dot product: the scale term and the mins term, each
@@ -128,6 +128,19 @@ struct KQuantRowAcc {
   __m256 scaled;
   __m128 mins;
 };
+
+inline KQuantRowAcc kquant_row_acc_zero() { return {_mm256_setzero_ps(), _mm_setzero_ps()}; }
+
+// One block's update of a row's accumulators: sumi = int32[8] scale sums, summ =
+// int32[4] mins sums, ad = the activation block's scale. Every path (any number of
+// activation or weight rows) goes through here, so a row's float operations are
+// the same whatever path computed its integers.
+inline void kquant_row_acc_add(KQuantRowAcc& acc, __m256i sumi, __m128i summ, float d, float dmin, float ad) {
+  acc.scaled = _mm256_fmadd_ps(_mm256_set1_ps(d * ad), _mm256_cvtepi32_ps(sumi), acc.scaled);
+  acc.mins = _mm_fmadd_ps(_mm_set1_ps(-(dmin * ad)), _mm_cvtepi32_ps(summ), acc.mins);
+}
+
+inline float kquant_row_acc_sum(const KQuantRowAcc& acc) { return hsum_f32x8(acc.scaled) + hsum_f32x4(acc.mins); }
 
 // One Q4_K / Q5_K block's contribution to R rows' accumulators.
 template <typename Dot, int R>
@@ -138,9 +151,7 @@ inline void kquant_mins_block_rows(const KBlockUnpacked& u, __m128i mins16, floa
   __m256i sumi[R];
   Dot::template rows<R>(u, qs, sumi);
   for (int r = 0; r < R; ++r) {
-    const __m128i summ = kquant_mins_dot(mins16, *a[r]);
-    acc[r].scaled = _mm256_fmadd_ps(_mm256_set1_ps(d * a[r]->d), _mm256_cvtepi32_ps(sumi[r]), acc[r].scaled);
-    acc[r].mins = _mm_fmadd_ps(_mm_set1_ps(-(dmin * a[r]->d)), _mm_cvtepi32_ps(summ), acc[r].mins);
+    kquant_row_acc_add(acc[r], sumi[r], _mm_madd_epi16(mins16, act_pair_sums(*a[r])), d, dmin, a[r]->d);
   }
 }
 
@@ -155,7 +166,7 @@ void kquant_mins_rows(int64_t n, const void* w, const void* act, size_t act_stri
   const Block* blocks = static_cast<const Block*>(w);
   const uint8_t* rows = static_cast<const uint8_t*>(act);
   KQuantRowAcc acc[kMaxActRows];
-  for (int r = 0; r < n_act; ++r) acc[r] = {_mm256_setzero_ps(), _mm_setzero_ps()};
+  for (int r = 0; r < n_act; ++r) acc[r] = kquant_row_acc_zero();
   KBlockUnpacked u;
   const int64_t n_blocks = n / QK_K;
   for (int64_t b = 0; b < n_blocks; ++b) {
@@ -168,7 +179,7 @@ void kquant_mins_rows(int64_t n, const void* w, const void* act, size_t act_stri
       kquant_mins_block_rows<Dot, decltype(group)::value>(u, mins16, d, dmin, a + first, acc + first);
     });
   }
-  for (int r = 0; r < n_act; ++r) out[r] = hsum_f32x8(acc[r].scaled) + hsum_f32x4(acc[r].mins);
+  for (int r = 0; r < n_act; ++r) out[r] = kquant_row_acc_sum(acc[r]);
 }
 
 template <typename Block, __m128i (*unpack)(const Block&, KBlockUnpacked&), typename Dot>
@@ -180,8 +191,25 @@ void kquant_mins_vec_dot(int64_t n, const void* w, const void* act, size_t act_s
   }
 }
 
-// One Q6_K block's contribution to R rows' accumulators: the -32 offset of every
-// weight is taken once per block as 32 * sum_j(scale_j * bsums_j), exact in int32.
+inline __m256i act_bsums(const ActQ8_256& a) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.bsums));
+}
+
+// One Q6_K block's update of a row's accumulator (sumi = int32[8] scale sums,
+// scales_all = the block's int16[16] scales, bsums = the activation's): the -32
+// offset of every weight is taken once per block as 32 * sum_j(scale_j * bsums_j),
+// exact in int32. Shared by every path, as kquant_row_acc_add.
+inline void q6_k_row_acc_add(__m256& acc, __m256i sumi, __m256i scales_all, __m256i bsums, float d, float ad) {
+  const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(scales_all, bsums), 5);
+  const __m256 sum = _mm256_cvtepi32_ps(_mm256_sub_epi32(sumi, offset));
+  acc = _mm256_fmadd_ps(_mm256_set1_ps(d * ad), sum, acc);
+}
+
+inline __m256i q6_k_scales_all(const BlockQ6_K& x) {
+  return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x.scales)));
+}
+
+// One Q6_K block's contribution to R rows' accumulators.
 template <typename Dot, int R>
 inline void q6_k_block_rows(const KBlockUnpacked& u, __m256i scales_all, float d, const ActQ8_256* const a[R],
                             __m256 acc[R]) {
@@ -189,12 +217,7 @@ inline void q6_k_block_rows(const KBlockUnpacked& u, __m256i scales_all, float d
   for (int r = 0; r < R; ++r) qs[r] = a[r]->qs;
   __m256i sumi[R];
   Dot::template rows<R>(u, qs, sumi);
-  for (int r = 0; r < R; ++r) {
-    const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[r]->bsums));
-    const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(scales_all, bsums), 5);
-    const __m256 sum = _mm256_cvtepi32_ps(_mm256_sub_epi32(sumi[r], offset));
-    acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[r]->d), sum, acc[r]);
-  }
+  for (int r = 0; r < R; ++r) q6_k_row_acc_add(acc[r], sumi[r], scales_all, act_bsums(*a[r]), d, a[r]->d);
 }
 
 // Q6_K's dot product over n_act rows given its unpacker.
@@ -211,7 +234,7 @@ void q6_k_rows(int64_t n, const void* w, const void* act, size_t act_stride, int
   for (int64_t b = 0; b < n_blocks; ++b) {
     _mm_prefetch(reinterpret_cast<const char*>(blocks + b + 4), _MM_HINT_T0);
     unpack(blocks[b], u);
-    const __m256i scales_all = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blocks[b].scales)));
+    const __m256i scales_all = q6_k_scales_all(blocks[b]);
     const float d = f16_load(blocks[b].d);
     const ActQ8_256* a[kMaxActRows];
     act_blocks_gather(rows, act_stride, n_act, b, prefetch, a);
@@ -229,6 +252,28 @@ void q6_k_vec_dot_with(int64_t n, const void* w, const void* act, size_t act_str
   } else {
     q6_k_rows<unpack, Dot, 0>(n, w, act, act_stride, n_act, out);
   }
+}
+
+// GEMV (decode): one activation row against n_rows weight rows (row r at w + r *
+// w_stride bytes), each by row_dot, the one-activation-row loop of a vec_dot above.
+// Inlined here, a row costs no call and no set-up beyond its accumulators, and its
+// bits are vec_dot's. (Interleaving several weight rows per activation block was
+// measured slower: a single row streams sequentially for the prefetchers, and the
+// rows' unpacked blocks no longer fit in registers.)
+template <void (*row_dot)(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out)>
+void gemv_by_rows(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const void* act, float* out) {
+  const uint8_t* base = static_cast<const uint8_t*>(w);
+  for (int64_t r = 0; r < n_rows; ++r) row_dot(n, base + static_cast<size_t>(r) * w_stride, act, 0, 1, out + r);
+}
+
+template <typename Block, __m128i (*unpack)(const Block&, KBlockUnpacked&), typename Dot>
+void kquant_mins_gemv(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const void* act, float* out) {
+  gemv_by_rows<kquant_mins_rows<Block, unpack, Dot, 1>>(n, w, w_stride, n_rows, act, out);
+}
+
+template <void (*unpack)(const BlockQ6_K&, KBlockUnpacked&), typename Dot>
+void q6_k_gemv_with(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const void* act, float* out) {
+  gemv_by_rows<q6_k_rows<unpack, Dot, 1>>(n, w, w_stride, n_rows, act, out);
 }
 
 }  // namespace
