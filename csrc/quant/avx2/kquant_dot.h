@@ -90,16 +90,21 @@ inline void act_blocks_gather(const uint8_t* rows, size_t stride, int n_act, int
   }
 }
 
+// The first 16 bytes of a Q4_K / Q5_K block in one register: f16 d and dmin in
+// 32-bit lane 0, the 12 packed scale bytes in lanes 1-3. One load serves both the
+// scales and the two factors, and keeps the scale bytes out of the integer registers.
+inline __m128i kquant_head_load(const void* block) { return _mm_loadu_si128(static_cast<const __m128i*>(block)); }
+
+// [d, dmin, 0, 0] of a kquant_head_load.
+inline __m128 kquant_head_factors(__m128i head) { return _mm_cvtph_ps(_mm_and_si128(head, _mm_setr_epi32(-1, 0, 0, 0))); }
+
 // kquant_scales_unpack in one register: bytes 0-7 the scales, 8-15 the mins.
-// 32-bit lane k is output word k of the scalar version: lanes 0 and 2 are the low
-// 6 bits of words 0 and 1; lanes 1 and 3 combine a nibble of word 2 with the top
-// 2 bits of words 0 and 1.
-inline __m128i kquant_scales_unpack_sse(const uint8_t packed[12]) {
-  uint32_t word[3];
-  std::memcpy(word, packed, 12);
-  const __m128i w = _mm_setr_epi32(static_cast<int>(word[0]), static_cast<int>(word[1]), static_cast<int>(word[2]), 0);
-  const __m128i low_words = _mm_shuffle_epi32(w, _MM_SHUFFLE(1, 1, 0, 0));   // w0 w0 w1 w1
-  const __m128i nibble_words = _mm_srlv_epi32(_mm_shuffle_epi32(w, _MM_SHUFFLE(2, 1, 2, 0)), _mm_setr_epi32(0, 0, 0, 4));
+// With packed word k in lane k + 1 of head, 32-bit lane k of the result is output
+// word k of the scalar version: lanes 0 and 2 are the low 6 bits of words 0 and 1;
+// lanes 1 and 3 combine a nibble of word 2 with the top 2 bits of words 0 and 1.
+inline __m128i kquant_scales_unpack_sse(__m128i head) {
+  const __m128i low_words = _mm_shuffle_epi32(head, _MM_SHUFFLE(2, 2, 1, 1));  // w0 w0 w1 w1
+  const __m128i nibble_words = _mm_srlv_epi32(_mm_shuffle_epi32(head, _MM_SHUFFLE(3, 2, 3, 1)), _mm_setr_epi32(0, 0, 0, 4));
   const __m128i low6 = _mm_and_si128(low_words, _mm_set1_epi32(0x3f3f3f3f));
   const __m128i top2 = _mm_slli_epi32(_mm_and_si128(_mm_srli_epi32(low_words, 6), _mm_set1_epi32(0x03030303)), 4);
   const __m128i combined = _mm_or_si128(_mm_and_si128(nibble_words, _mm_set1_epi32(0x0f0f0f0f)), top2);
@@ -108,8 +113,8 @@ inline __m128i kquant_scales_unpack_sse(const uint8_t packed[12]) {
 
 // The eight sub-block scales of Q4_K / Q5_K as pair-sum factors (chunk j is
 // sub-block j), and the mins as int16[8].
-inline __m128i kquant_scales_into(const uint8_t packed[12], KBlockUnpacked& u) {
-  const __m256i both = _mm256_cvtepu8_epi16(kquant_scales_unpack_sse(packed));
+inline __m128i kquant_scales_into(__m128i head, KBlockUnpacked& u) {
+  const __m256i both = _mm256_cvtepu8_epi16(kquant_scales_unpack_sse(head));
   const __m256i scales16 = _mm256_permute2x128_si256(both, both, 0x00);
   for (int j = 0; j < 8; ++j) u.scale[j] = _mm256_shuffle_epi8(scales16, broadcast16_control(j, j));
   return _mm256_extracti128_si256(both, 1);
@@ -132,34 +137,38 @@ struct KQuantRowAcc {
 inline KQuantRowAcc kquant_row_acc_zero() { return {_mm256_setzero_ps(), _mm_setzero_ps()}; }
 
 // One block's update of a row's accumulators: sumi = int32[8] scale sums, summ =
-// int32[4] mins sums, ad = the activation block's scale. Every path (any number of
-// activation or weight rows) goes through here, so a row's float operations are
-// the same whatever path computed its integers.
-inline void kquant_row_acc_add(KQuantRowAcc& acc, __m256i sumi, __m128i summ, float d, float dmin, float ad) {
-  acc.scaled = _mm256_fmadd_ps(_mm256_set1_ps(d * ad), _mm256_cvtepi32_ps(sumi), acc.scaled);
-  acc.mins = _mm_fmadd_ps(_mm_set1_ps(-(dmin * ad)), _mm_cvtepi32_ps(summ), acc.mins);
+// int32[4] mins sums, factors = [d, dmin, ...] of the weight block, ad = the
+// activation block's scale. Every path (any number of activation rows) goes
+// through here, so a row's float operations are the same whatever path computed
+// its integers: d * ad and -(dmin * ad) as two products, then one FMA per term.
+inline void kquant_row_acc_add(KQuantRowAcc& acc, __m256i sumi, __m128i summ, __m128 factors, float ad) {
+  const __m128 products = _mm_mul_ps(factors, _mm_set1_ps(ad));
+  const __m128 neg_products = _mm_xor_ps(products, _mm_set1_ps(-0.0f));
+  acc.scaled = _mm256_fmadd_ps(_mm256_broadcastss_ps(products), _mm256_cvtepi32_ps(sumi), acc.scaled);
+  acc.mins = _mm_fmadd_ps(_mm_permute_ps(neg_products, 0x55), _mm_cvtepi32_ps(summ), acc.mins);
 }
 
 inline float kquant_row_acc_sum(const KQuantRowAcc& acc) { return hsum_f32x8(acc.scaled) + hsum_f32x4(acc.mins); }
 
 // One Q4_K / Q5_K block's contribution to R rows' accumulators.
 template <typename Dot, int R>
-inline void kquant_mins_block_rows(const KBlockUnpacked& u, __m128i mins16, float d, float dmin,
+inline void kquant_mins_block_rows(const KBlockUnpacked& u, __m128i mins16, __m128 factors,
                                    const ActQ8_256* const a[R], KQuantRowAcc acc[R]) {
   const int8_t* qs[R];
   for (int r = 0; r < R; ++r) qs[r] = a[r]->qs;
   __m256i sumi[R];
   Dot::template rows<R>(u, qs, sumi);
   for (int r = 0; r < R; ++r) {
-    kquant_row_acc_add(acc[r], sumi[r], _mm_madd_epi16(mins16, act_pair_sums(*a[r])), d, dmin, a[r]->d);
+    kquant_row_acc_add(acc[r], sumi[r], _mm_madd_epi16(mins16, act_pair_sums(*a[r])), factors, a[r]->d);
   }
 }
 
 // Runs a K-quant-with-mins dot product (Q4_K, Q5_K) over n_act rows; unpack(block,
-// u) fills u.q (u.scale and the returned mins come from kquant_scales_into).
+// head, u) fills u.q (u.scale and the returned mins come from kquant_scales_into;
+// head = kquant_head_load(&block)).
 // kRows is n_act when known at compile time (1: the block never leaves registers),
 // else 0. Either way each row's operations are the same.
-template <typename Block, __m128i (*unpack)(const Block&, KBlockUnpacked&), typename Dot, int kRows>
+template <typename Block, __m128i (*unpack)(const Block&, __m128i head, KBlockUnpacked&), typename Dot, int kRows>
 void kquant_mins_rows(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
   if constexpr (kRows > 0) n_act = kRows;
   const bool prefetch = act_rows_need_prefetch(n_act, act_stride);
@@ -171,18 +180,19 @@ void kquant_mins_rows(int64_t n, const void* w, const void* act, size_t act_stri
   const int64_t n_blocks = n / QK_K;
   for (int64_t b = 0; b < n_blocks; ++b) {
     _mm_prefetch(reinterpret_cast<const char*>(blocks + b + 4), _MM_HINT_T0);
-    const __m128i mins16 = unpack(blocks[b], u);
-    const float d = f16_load(blocks[b].d), dmin = f16_load(blocks[b].dmin);
+    const __m128i head = kquant_head_load(blocks + b);
+    const __m128i mins16 = unpack(blocks[b], head, u);
+    const __m128 factors = kquant_head_factors(head);
     const ActQ8_256* a[kMaxActRows];
     act_blocks_gather(rows, act_stride, n_act, b, prefetch, a);
     row_groups_each(n_act, [&](auto group, int first) {
-      kquant_mins_block_rows<Dot, decltype(group)::value>(u, mins16, d, dmin, a + first, acc + first);
+      kquant_mins_block_rows<Dot, decltype(group)::value>(u, mins16, factors, a + first, acc + first);
     });
   }
   for (int r = 0; r < n_act; ++r) out[r] = kquant_row_acc_sum(acc[r]);
 }
 
-template <typename Block, __m128i (*unpack)(const Block&, KBlockUnpacked&), typename Dot>
+template <typename Block, __m128i (*unpack)(const Block&, __m128i head, KBlockUnpacked&), typename Dot>
 void kquant_mins_vec_dot(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
   if (n_act == 1) {
     kquant_mins_rows<Block, unpack, Dot, 1>(n, w, act, act_stride, n_act, out);
@@ -266,7 +276,7 @@ void gemv_by_rows(int64_t n, const void* w, size_t w_stride, int64_t n_rows, con
   for (int64_t r = 0; r < n_rows; ++r) row_dot(n, base + static_cast<size_t>(r) * w_stride, act, 0, 1, out + r);
 }
 
-template <typename Block, __m128i (*unpack)(const Block&, KBlockUnpacked&), typename Dot>
+template <typename Block, __m128i (*unpack)(const Block&, __m128i head, KBlockUnpacked&), typename Dot>
 void kquant_mins_gemv(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const void* act, float* out) {
   gemv_by_rows<kquant_mins_rows<Block, unpack, Dot, 1>>(n, w, w_stride, n_rows, act, out);
 }
