@@ -19,10 +19,11 @@ inline __m128i q4_k_unpack(const BlockQ4_K& x, __m128i head, KBlockUnpacked& u) 
   return kquant_scales_into(head, u);
 }
 
-// 16 in each byte of qh whose bit `bit` is set, else 0.
+// 16 in each byte of qh whose bit `bit` is set, else 0: the bit moved to bit 4 and
+// masked there (what the 16-bit shift carries in from the other byte is masked off).
 inline __m256i high_bit_16(__m256i qh, int bit) {
-  const __m256i mask = _mm256_set1_epi8(static_cast<char>(1 << bit));
-  return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, mask), mask), _mm256_set1_epi8(16));
+  const __m256i moved = bit <= 4 ? _mm256_slli_epi16(qh, 4 - bit) : _mm256_srli_epi16(qh, bit - 4);
+  return _mm256_and_si256(moved, _mm256_set1_epi8(16));
 }
 
 // Q5_K: as Q4_K plus the 5th bit from qh (bit 2c for the low-nibble sub-block of
@@ -38,10 +39,12 @@ inline __m128i q5_k_unpack(const BlockQ5_K& x, __m128i head, KBlockUnpacked& u) 
   return kquant_scales_into(head, u);
 }
 
-// (2 bits of qh at `shift`) << 4 | the nibble: a 6-bit value per byte.
+// (2 bits of qh at `shift`) << 4 | the nibble: a 6-bit value per byte. The two bits
+// are moved straight to bits 4-5 and masked there; bits that the 16-bit shift
+// carries over from the neighbouring byte fall outside the mask.
 inline __m256i q6_combine(__m256i nibble, __m256i qh, int shift) {
-  const __m256i high = _mm256_and_si256(_mm256_srli_epi16(qh, shift), _mm256_set1_epi8(3));
-  return _mm256_or_si256(nibble, _mm256_slli_epi16(high, 4));
+  const __m256i moved = shift <= 4 ? _mm256_slli_epi16(qh, 4 - shift) : _mm256_srli_epi16(qh, shift - 4);
+  return _mm256_or_si256(nibble, _mm256_and_si256(moved, _mm256_set1_epi8(0x30)));
 }
 
 // Q6_K: unsigned 6-bit values (the -32 is applied through the activation sums).
