@@ -90,34 +90,41 @@ inline void act_blocks_gather(const uint8_t* rows, size_t stride, int n_act, int
   }
 }
 
-// The first 16 bytes of a Q4_K / Q5_K block in one register: f16 d and dmin in
-// 32-bit lane 0, the 12 packed scale bytes in lanes 1-3. One load serves both the
-// scales and the two factors, and keeps the scale bytes out of the integer registers.
-inline __m128i kquant_head_load(const void* block) { return _mm_loadu_si128(static_cast<const __m128i*>(block)); }
-
-// [d, dmin, 0, 0] of a kquant_head_load.
-inline __m128 kquant_head_factors(__m128i head) { return _mm_cvtph_ps(_mm_and_si128(head, _mm_setr_epi32(-1, 0, 0, 0))); }
-
-// kquant_scales_unpack in one register: bytes 0-7 the scales, 8-15 the mins.
-// With packed word k in lane k + 1 of head, 32-bit lane k of the result is output
-// word k of the scalar version: lanes 0 and 2 are the low 6 bits of words 0 and 1;
-// lanes 1 and 3 combine a nibble of word 2 with the top 2 bits of words 0 and 1.
-inline __m128i kquant_scales_unpack_sse(__m128i head) {
-  const __m128i low_words = _mm_shuffle_epi32(head, _MM_SHUFFLE(2, 2, 1, 1));  // w0 w0 w1 w1
-  const __m128i nibble_words = _mm_srlv_epi32(_mm_shuffle_epi32(head, _MM_SHUFFLE(3, 2, 3, 1)), _mm_setr_epi32(0, 0, 0, 4));
-  const __m128i low6 = _mm_and_si128(low_words, _mm_set1_epi32(0x3f3f3f3f));
-  const __m128i top2 = _mm_slli_epi32(_mm_and_si128(_mm_srli_epi32(low_words, 6), _mm_set1_epi32(0x03030303)), 4);
-  const __m128i combined = _mm_or_si128(_mm_and_si128(nibble_words, _mm_set1_epi32(0x0f0f0f0f)), top2);
-  return _mm_blend_epi32(low6, combined, 0b1010);
+// [d, dmin, 0, 0] of a Q4_K / Q5_K block (the two f16 at its start), in one load
+// and one conversion.
+inline __m128 kquant_factors_load(const void* block) {
+  int32_t both;
+  std::memcpy(&both, block, 4);
+  return _mm_cvtph_ps(_mm_cvtsi32_si128(both));
 }
 
-// The eight sub-block scales of Q4_K / Q5_K as pair-sum factors (chunk j is
-// sub-block j), and the mins as int16[8].
-inline __m128i kquant_scales_into(__m128i head, KBlockUnpacked& u) {
-  const __m256i both = _mm256_cvtepu8_epi16(kquant_scales_unpack_sse(head));
-  const __m256i scales16 = _mm256_permute2x128_si256(both, both, 0x00);
-  for (int j = 0; j < 8; ++j) u.scale[j] = _mm256_shuffle_epi8(scales16, broadcast16_control(j, j));
-  return _mm256_extracti128_si256(both, 1);
+// The shuffle control that puts byte i of each 128-bit half, zero-extended, in
+// every 16-bit lane of that half (a control byte with its top bit set gives 0).
+inline __m256i byte_u16_broadcast_control(int i) { return _mm256_set1_epi16(static_cast<short>(0x8000 | i)); }
+
+// kquant_scales_unpack in each 128-bit half: bytes 0-7 the scales, 8-15 the mins.
+// head = the block's first 16 bytes in both halves (packed word k in 32-bit lane
+// k + 1). 32-bit lane k of a half is output word k of the scalar version: lanes 0
+// and 2 are the low 6 bits of words 0 and 1; lanes 1 and 3 combine a nibble of
+// word 2 with the top 2 bits of words 0 and 1.
+inline __m256i kquant_scales_unpack(__m256i head) {
+  const __m256i low_words = _mm256_shuffle_epi32(head, _MM_SHUFFLE(2, 2, 1, 1));  // w0 w0 w1 w1
+  const __m256i nibble_words =
+      _mm256_srlv_epi32(_mm256_shuffle_epi32(head, _MM_SHUFFLE(3, 2, 3, 1)), _mm256_setr_epi32(0, 0, 0, 4, 0, 0, 0, 4));
+  const __m256i low6 = _mm256_and_si256(low_words, _mm256_set1_epi32(0x3f3f3f3f));
+  const __m256i top2 =
+      _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(low_words, 6), _mm256_set1_epi32(0x03030303)), 4);
+  const __m256i combined = _mm256_or_si256(_mm256_and_si256(nibble_words, _mm256_set1_epi32(0x0f0f0f0f)), top2);
+  return _mm256_blend_epi32(low6, combined, 0b10101010);
+}
+
+// The eight sub-block scales of a Q4_K / Q5_K block as pair-sum factors (chunk j
+// is sub-block j), and its mins as int16[8]. The block's head is loaded into both
+// halves, so that each factor is a single in-lane shuffle of the unpacked bytes.
+inline __m128i kquant_scales_into(const void* block, KBlockUnpacked& u) {
+  const __m256i bytes = kquant_scales_unpack(_mm256_broadcastsi128_si256(_mm_loadu_si128(static_cast<const __m128i*>(block))));
+  for (int j = 0; j < 8; ++j) u.scale[j] = _mm256_shuffle_epi8(bytes, byte_u16_broadcast_control(j));
+  return _mm_cvtepu8_epi16(_mm_unpackhi_epi64(_mm256_castsi256_si128(bytes), _mm256_castsi256_si128(bytes)));
 }
 
 // int16[8] sums of the activation's bsums in pairs (one per 32-element sub-block):
@@ -164,11 +171,10 @@ inline void kquant_mins_block_rows(const KBlockUnpacked& u, __m128i mins16, __m1
 }
 
 // Runs a K-quant-with-mins dot product (Q4_K, Q5_K) over n_act rows; unpack(block,
-// head, u) fills u.q (u.scale and the returned mins come from kquant_scales_into;
-// head = kquant_head_load(&block)).
+// u) fills u.q (u.scale and the returned mins come from kquant_scales_into).
 // kRows is n_act when known at compile time (1: the block never leaves registers),
 // else 0. Either way each row's operations are the same.
-template <typename Block, __m128i (*unpack)(const Block&, __m128i head, KBlockUnpacked&), typename Dot, int kRows>
+template <typename Block, __m128i (*unpack)(const Block&, KBlockUnpacked&), typename Dot, int kRows>
 void kquant_mins_rows(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
   if constexpr (kRows > 0) n_act = kRows;
   const bool prefetch = act_rows_need_prefetch(n_act, act_stride);
@@ -180,9 +186,8 @@ void kquant_mins_rows(int64_t n, const void* w, const void* act, size_t act_stri
   const int64_t n_blocks = n / QK_K;
   for (int64_t b = 0; b < n_blocks; ++b) {
     _mm_prefetch(reinterpret_cast<const char*>(blocks + b + 4), _MM_HINT_T0);
-    const __m128i head = kquant_head_load(blocks + b);
-    const __m128i mins16 = unpack(blocks[b], head, u);
-    const __m128 factors = kquant_head_factors(head);
+    const __m128i mins16 = unpack(blocks[b], u);
+    const __m128 factors = kquant_factors_load(blocks + b);
     const ActQ8_256* a[kMaxActRows];
     act_blocks_gather(rows, act_stride, n_act, b, prefetch, a);
     row_groups_each(n_act, [&](auto group, int first) {
@@ -192,7 +197,7 @@ void kquant_mins_rows(int64_t n, const void* w, const void* act, size_t act_stri
   for (int r = 0; r < n_act; ++r) out[r] = kquant_row_acc_sum(acc[r]);
 }
 
-template <typename Block, __m128i (*unpack)(const Block&, __m128i head, KBlockUnpacked&), typename Dot>
+template <typename Block, __m128i (*unpack)(const Block&, KBlockUnpacked&), typename Dot>
 void kquant_mins_vec_dot(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
   if (n_act == 1) {
     kquant_mins_rows<Block, unpack, Dot, 1>(n, w, act, act_stride, n_act, out);
@@ -276,7 +281,7 @@ void gemv_by_rows(int64_t n, const void* w, size_t w_stride, int64_t n_rows, con
   for (int64_t r = 0; r < n_rows; ++r) row_dot(n, base + static_cast<size_t>(r) * w_stride, act, 0, 1, out + r);
 }
 
-template <typename Block, __m128i (*unpack)(const Block&, __m128i head, KBlockUnpacked&), typename Dot>
+template <typename Block, __m128i (*unpack)(const Block&, KBlockUnpacked&), typename Dot>
 void kquant_mins_gemv(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const void* act, float* out) {
   gemv_by_rows<kquant_mins_rows<Block, unpack, Dot, 1>>(n, w, w_stride, n_rows, act, out);
 }

@@ -9,14 +9,14 @@ namespace duet::avx2 {
 namespace {
 
 // Q4_K: 32-byte chunk c holds sub-block 2c in its low nibbles and 2c+1 in its high.
-inline __m128i q4_k_unpack(const BlockQ4_K& x, __m128i head, KBlockUnpacked& u) {
+inline __m128i q4_k_unpack(const BlockQ4_K& x, KBlockUnpacked& u) {
   const __m256i low4 = _mm256_set1_epi8(0x0f);
   for (int c = 0; c < 4; ++c) {
     const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qs + 32 * c));
     u.q[2 * c] = _mm256_and_si256(bytes, low4);
     u.q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4);
   }
-  return kquant_scales_into(head, u);
+  return kquant_scales_into(&x, u);
 }
 
 // 16 in each byte of qh whose bit `bit` is set, else 0: the bit moved to bit 4 and
@@ -28,7 +28,7 @@ inline __m256i high_bit_16(__m256i qh, int bit) {
 
 // Q5_K: as Q4_K plus the 5th bit from qh (bit 2c for the low-nibble sub-block of
 // chunk c, bit 2c+1 for the high one).
-inline __m128i q5_k_unpack(const BlockQ5_K& x, __m128i head, KBlockUnpacked& u) {
+inline __m128i q5_k_unpack(const BlockQ5_K& x, KBlockUnpacked& u) {
   const __m256i low4 = _mm256_set1_epi8(0x0f);
   const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qh));
   for (int c = 0; c < 4; ++c) {
@@ -36,7 +36,7 @@ inline __m128i q5_k_unpack(const BlockQ5_K& x, __m128i head, KBlockUnpacked& u) 
     u.q[2 * c] = _mm256_or_si256(_mm256_and_si256(bytes, low4), high_bit_16(qh, 2 * c));
     u.q[2 * c + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4), high_bit_16(qh, 2 * c + 1));
   }
-  return kquant_scales_into(head, u);
+  return kquant_scales_into(&x, u);
 }
 
 // (2 bits of qh at `shift`) << 4 | the nibble: a 6-bit value per byte. The two bits
