@@ -47,8 +47,32 @@ inline void kblock_dot_rows(const KBlockUnpacked& u, const int8_t* const a[R], _
   }
 }
 
-// The integer dot product of a path, for R rows at once: Dot::rows<R>(u, a, sums).
+// A format's chunk consumer (see Q6KChunks::each) that stores them, for several rows.
+struct KBlockStore {
+  KBlockUnpacked& u;
+  void operator()(int j, __m256i q, __m256i scale) const {
+    u.q[j] = q;
+    u.scale[j] = scale;
+  }
+};
+
+// A chunk consumer summing one activation row's products as the chunks come: with
+// one row nothing of the block needs keeping, so a chunk's registers are free once
+// it is summed (an unpacked block of 16 registers would spill). The same int32 lane
+// sums as kblock_dot_rows.
+struct KChunkSum {
+  const int8_t* a;  // the activation block's 256 values
+  __m256i sum;
+  void operator()(int j, __m256i q, __m256i scale) {
+    const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + 32 * j));
+    sum = _mm256_add_epi32(sum, dot_u8_i8_scaled(q, av, scale));
+  }
+};
+
+// The integer dot product of a path, for R rows at once: Dot::rows<R>(u, a, sums);
+// kFusedOneRow: one row takes KChunkSum instead.
 struct KBlockDotAvx2 {
+  static constexpr bool kFusedOneRow = true;
   template <int R>
   static void rows(const KBlockUnpacked& u, const int8_t* const a[R], __m256i sums[R]) {
     kblock_dot_rows<R>(u, a, sums);
@@ -235,8 +259,8 @@ inline void q6_k_block_rows(const KBlockUnpacked& u, __m256i scales_all, float d
   for (int r = 0; r < R; ++r) q6_k_row_acc_add(acc[r], sumi[r], scales_all, act_bsums(*a[r]), d, a[r]->d);
 }
 
-// Q6_K's dot product over n_act rows given its unpacker.
-template <void (*unpack)(const BlockQ6_K&, KBlockUnpacked&), typename Dot, int kRows>
+// Q6_K's dot product over n_act rows given its chunks (Q6KChunks).
+template <typename Chunks, typename Dot, int kRows>
 void q6_k_rows(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
   if constexpr (kRows > 0) n_act = kRows;
   const bool prefetch = act_rows_need_prefetch(n_act, act_stride);
@@ -248,24 +272,30 @@ void q6_k_rows(int64_t n, const void* w, const void* act, size_t act_stride, int
   const int64_t n_blocks = n / QK_K;
   for (int64_t b = 0; b < n_blocks; ++b) {
     _mm_prefetch(reinterpret_cast<const char*>(blocks + b + 4), _MM_HINT_T0);
-    unpack(blocks[b], u);
     const __m256i scales_all = q6_k_scales_all(blocks[b]);
     const float d = f16_load(blocks[b].d);
     const ActQ8_256* a[kMaxActRows];
     act_blocks_gather(rows, act_stride, n_act, b, prefetch, a);
-    row_groups_each(n_act, [&](auto group, int first) {
-      q6_k_block_rows<Dot, decltype(group)::value>(u, scales_all, d, a + first, acc + first);
-    });
+    if constexpr (kRows == 1 && Dot::kFusedOneRow) {
+      KChunkSum sum{a[0]->qs, _mm256_setzero_si256()};
+      Chunks::each(blocks[b], sum);
+      q6_k_row_acc_add(acc[0], sum.sum, scales_all, act_bsums(*a[0]), d, a[0]->d);
+    } else {
+      Chunks::each(blocks[b], KBlockStore{u});
+      row_groups_each(n_act, [&](auto group, int first) {
+        q6_k_block_rows<Dot, decltype(group)::value>(u, scales_all, d, a + first, acc + first);
+      });
+    }
   }
   for (int r = 0; r < n_act; ++r) out[r] = hsum_f32x8(acc[r]);
 }
 
-template <void (*unpack)(const BlockQ6_K&, KBlockUnpacked&), typename Dot>
+template <typename Chunks, typename Dot>
 void q6_k_vec_dot_with(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
   if (n_act == 1) {
-    q6_k_rows<unpack, Dot, 1>(n, w, act, act_stride, n_act, out);
+    q6_k_rows<Chunks, Dot, 1>(n, w, act, act_stride, n_act, out);
   } else {
-    q6_k_rows<unpack, Dot, 0>(n, w, act, act_stride, n_act, out);
+    q6_k_rows<Chunks, Dot, 0>(n, w, act, act_stride, n_act, out);
   }
 }
 
@@ -286,9 +316,9 @@ void kquant_mins_gemv(int64_t n, const void* w, size_t w_stride, int64_t n_rows,
   gemv_by_rows<kquant_mins_rows<Block, unpack, Dot, 1>>(n, w, w_stride, n_rows, act, out);
 }
 
-template <void (*unpack)(const BlockQ6_K&, KBlockUnpacked&), typename Dot>
+template <typename Chunks, typename Dot>
 void q6_k_gemv_with(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const void* act, float* out) {
-  gemv_by_rows<q6_k_rows<unpack, Dot, 1>>(n, w, w_stride, n_rows, act, out);
+  gemv_by_rows<q6_k_rows<Chunks, Dot, 1>>(n, w, w_stride, n_rows, act, out);
 }
 
 }  // namespace

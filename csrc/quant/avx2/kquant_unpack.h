@@ -47,27 +47,32 @@ inline __m256i q6_combine(__m256i nibble, __m256i qh, int shift) {
   return _mm256_or_si256(nibble, _mm256_and_si256(moved, _mm256_set1_epi8(0x30)));
 }
 
-// Q6_K: unsigned 6-bit values (the -32 is applied through the activation sums).
-inline void q6_k_unpack(const BlockQ6_K& x, KBlockUnpacked& u) {
-  const __m256i low4 = _mm256_set1_epi8(0x0f);
-  const __m256i scales_all = q6_k_scales_all(x);
-  for (int h = 0; h < 2; ++h) {
-    const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.ql + 64 * h));
-    const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.ql + 64 * h + 32));
-    const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qh + 32 * h));
-    u.q[4 * h + 0] = q6_combine(_mm256_and_si256(ql0, low4), qh, 0);
-    u.q[4 * h + 1] = q6_combine(_mm256_and_si256(ql1, low4), qh, 2);
-    u.q[4 * h + 2] = q6_combine(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4), qh, 4);
-    u.q[4 * h + 3] = q6_combine(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4), qh, 6);
-    // Both 128-bit halves hold this half's eight scales (from the block's int16[16]
-    // scales, which the offset term loads anyway); chunk k takes scale 2k for its
-    // first 16 elements and 2k+1 for the last 16.
-    const __m256i half_scales = _mm256_permute2x128_si256(scales_all, scales_all, h == 0 ? 0x00 : 0x11);
-    for (int k = 0; k < 4; ++k) {
-      u.scale[4 * h + k] = _mm256_shuffle_epi8(half_scales, broadcast16_control(2 * k, 2 * k + 1));
+// Q6_K: unsigned 6-bit values (the -32 is applied through the activation sums),
+// chunk by chunk in order: f(j, q, scale) with scale the int16 factor of each pair
+// sum (see KBlockUnpacked).
+struct Q6KChunks {
+  using Block = BlockQ6_K;
+
+  template <typename F>
+  static void each(const BlockQ6_K& x, F&& f) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    const __m256i scales_all = q6_k_scales_all(x);
+    for (int h = 0; h < 2; ++h) {
+      const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.ql + 64 * h));
+      const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.ql + 64 * h + 32));
+      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qh + 32 * h));
+      // Both 128-bit halves hold this half's eight scales (from the block's int16[16]
+      // scales, which the offset term loads anyway); chunk k takes scale 2k for its
+      // first 16 elements and 2k+1 for the last 16.
+      const __m256i half_scales = _mm256_permute2x128_si256(scales_all, scales_all, h == 0 ? 0x00 : 0x11);
+      auto scale = [&](int k) { return _mm256_shuffle_epi8(half_scales, broadcast16_control(2 * k, 2 * k + 1)); };
+      f(4 * h + 0, q6_combine(_mm256_and_si256(ql0, low4), qh, 0), scale(0));
+      f(4 * h + 1, q6_combine(_mm256_and_si256(ql1, low4), qh, 2), scale(1));
+      f(4 * h + 2, q6_combine(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4), qh, 4), scale(2));
+      f(4 * h + 3, q6_combine(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4), qh, 6), scale(3));
     }
   }
-}
+};
 
 }  // namespace
 }  // namespace duet::avx2
