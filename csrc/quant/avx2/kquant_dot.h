@@ -47,7 +47,8 @@ inline void kblock_dot_rows(const KBlockUnpacked& u, const int8_t* const a[R], _
   }
 }
 
-// A format's chunk consumer (see Q6KChunks::each) that stores them, for several rows.
+// A format's chunk consumer (see kquant_unpack.h) that stores the chunks, for
+// several activation rows.
 struct KBlockStore {
   KBlockUnpacked& u;
   void operator()(int j, __m256i q, __m256i scale) const {
@@ -142,13 +143,22 @@ inline __m256i kquant_scales_unpack(__m256i head) {
   return _mm256_blend_epi32(low6, combined, 0b10101010);
 }
 
-// The eight sub-block scales of a Q4_K / Q5_K block as pair-sum factors (chunk j
-// is sub-block j), and its mins as int16[8]. The block's head is loaded into both
-// halves, so that each factor is a single in-lane shuffle of the unpacked bytes.
-inline __m128i kquant_scales_into(const void* block, KBlockUnpacked& u) {
-  const __m256i bytes = kquant_scales_unpack(_mm256_broadcastsi128_si256(_mm_loadu_si128(static_cast<const __m128i*>(block))));
-  for (int j = 0; j < 8; ++j) u.scale[j] = _mm256_shuffle_epi8(bytes, byte_u16_broadcast_control(j));
-  return _mm_cvtepu8_epi16(_mm_unpackhi_epi64(_mm256_castsi256_si128(bytes), _mm256_castsi256_si128(bytes)));
+// A Q4_K / Q5_K block's scales and mins unpacked (kquant_scales_unpack) in both
+// 128-bit halves, from one broadcast load of the block's head, so that each
+// factor below is a single in-lane shuffle.
+inline __m256i kquant_scales_load(const void* block) {
+  return kquant_scales_unpack(_mm256_broadcastsi128_si256(_mm_loadu_si128(static_cast<const __m128i*>(block))));
+}
+
+// Sub-block j's scale as the factor of every pair sum (chunk j is sub-block j).
+inline __m256i kquant_chunk_scale(__m256i scales, int j) {
+  return _mm256_shuffle_epi8(scales, byte_u16_broadcast_control(j));
+}
+
+// The eight mins as int16[8].
+inline __m128i kquant_mins16(__m256i scales) {
+  const __m128i bytes = _mm256_castsi256_si128(scales);
+  return _mm_cvtepu8_epi16(_mm_unpackhi_epi64(bytes, bytes));
 }
 
 // int16[8] sums of the activation's bsums in pairs (one per 32-element sub-block):
@@ -194,12 +204,13 @@ inline void kquant_mins_block_rows(const KBlockUnpacked& u, __m128i mins16, __m1
   }
 }
 
-// Runs a K-quant-with-mins dot product (Q4_K, Q5_K) over n_act rows; unpack(block,
-// u) fills u.q (u.scale and the returned mins come from kquant_scales_into).
-// kRows is n_act when known at compile time (1: the block never leaves registers),
-// else 0. Either way each row's operations are the same.
-template <typename Block, __m128i (*unpack)(const Block&, KBlockUnpacked&), typename Dot, int kRows>
+// Runs a K-quant-with-mins dot product (Q4_K, Q5_K) over n_act rows given the
+// format's chunks (Q4KChunks, Q5KChunks: each(block, f) hands chunk j to f and
+// returns the mins). kRows is n_act when known at compile time, else 0. Either way
+// each row's operations are the same.
+template <typename Chunks, typename Dot, int kRows>
 void kquant_mins_rows(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
+  using Block = typename Chunks::Block;
   if constexpr (kRows > 0) n_act = kRows;
   const bool prefetch = act_rows_need_prefetch(n_act, act_stride);
   const Block* blocks = static_cast<const Block*>(w);
@@ -210,23 +221,29 @@ void kquant_mins_rows(int64_t n, const void* w, const void* act, size_t act_stri
   const int64_t n_blocks = n / QK_K;
   for (int64_t b = 0; b < n_blocks; ++b) {
     _mm_prefetch(reinterpret_cast<const char*>(blocks + b + 4), _MM_HINT_T0);
-    const __m128i mins16 = unpack(blocks[b], u);
     const __m128 factors = kquant_factors_load(blocks + b);
     const ActQ8_256* a[kMaxActRows];
     act_blocks_gather(rows, act_stride, n_act, b, prefetch, a);
-    row_groups_each(n_act, [&](auto group, int first) {
-      kquant_mins_block_rows<Dot, decltype(group)::value>(u, mins16, factors, a + first, acc + first);
-    });
+    if constexpr (kRows == 1 && Dot::kFusedOneRow) {
+      KChunkSum sum{a[0]->qs, _mm256_setzero_si256()};
+      const __m128i mins16 = Chunks::each(blocks[b], sum);
+      kquant_row_acc_add(acc[0], sum.sum, _mm_madd_epi16(mins16, act_pair_sums(*a[0])), factors, a[0]->d);
+    } else {
+      const __m128i mins16 = Chunks::each(blocks[b], KBlockStore{u});
+      row_groups_each(n_act, [&](auto group, int first) {
+        kquant_mins_block_rows<Dot, decltype(group)::value>(u, mins16, factors, a + first, acc + first);
+      });
+    }
   }
   for (int r = 0; r < n_act; ++r) out[r] = kquant_row_acc_sum(acc[r]);
 }
 
-template <typename Block, __m128i (*unpack)(const Block&, KBlockUnpacked&), typename Dot>
+template <typename Chunks, typename Dot>
 void kquant_mins_vec_dot(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
   if (n_act == 1) {
-    kquant_mins_rows<Block, unpack, Dot, 1>(n, w, act, act_stride, n_act, out);
+    kquant_mins_rows<Chunks, Dot, 1>(n, w, act, act_stride, n_act, out);
   } else {
-    kquant_mins_rows<Block, unpack, Dot, 0>(n, w, act, act_stride, n_act, out);
+    kquant_mins_rows<Chunks, Dot, 0>(n, w, act, act_stride, n_act, out);
   }
 }
 
@@ -311,9 +328,9 @@ void gemv_by_rows(int64_t n, const void* w, size_t w_stride, int64_t n_rows, con
   for (int64_t r = 0; r < n_rows; ++r) row_dot(n, base + static_cast<size_t>(r) * w_stride, act, 0, 1, out + r);
 }
 
-template <typename Block, __m128i (*unpack)(const Block&, KBlockUnpacked&), typename Dot>
+template <typename Chunks, typename Dot>
 void kquant_mins_gemv(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const void* act, float* out) {
-  gemv_by_rows<kquant_mins_rows<Block, unpack, Dot, 1>>(n, w, w_stride, n_rows, act, out);
+  gemv_by_rows<kquant_mins_rows<Chunks, Dot, 1>>(n, w, w_stride, n_rows, act, out);
 }
 
 template <typename Chunks, typename Dot>

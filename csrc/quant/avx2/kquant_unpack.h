@@ -1,5 +1,8 @@
-// Unpacking a K-quant super-block into KBlockUnpacked (unsigned bytes per 32-element
-// chunk and the 16-bit factor of each pair sum), shared by AVX2 and AVX-512.
+// Unpacking a K-quant super-block chunk by chunk: XChunks::each(block, f) calls
+// f(j, q, scale) for j = 0..7 in order, q the unsigned bytes of elements 32j..32j+31
+// and scale the 16-bit factor of each pair sum (KBlockStore keeps them as a
+// KBlockUnpacked; KChunkSum sums one activation row as they come). Shared by AVX2
+// and AVX-512.
 #pragma once
 #include "quant/avx2/kquant_dot.h"
 
@@ -9,15 +12,21 @@ namespace duet::avx2 {
 namespace {
 
 // Q4_K: 32-byte chunk c holds sub-block 2c in its low nibbles and 2c+1 in its high.
-inline __m128i q4_k_unpack(const BlockQ4_K& x, KBlockUnpacked& u) {
-  const __m256i low4 = _mm256_set1_epi8(0x0f);
-  for (int c = 0; c < 4; ++c) {
-    const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qs + 32 * c));
-    u.q[2 * c] = _mm256_and_si256(bytes, low4);
-    u.q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4);
+struct Q4KChunks {
+  using Block = BlockQ4_K;
+
+  template <typename F>
+  static __m128i each(const BlockQ4_K& x, F&& f) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    const __m256i scales = kquant_scales_load(&x);
+    for (int c = 0; c < 4; ++c) {
+      const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qs + 32 * c));
+      f(2 * c, _mm256_and_si256(bytes, low4), kquant_chunk_scale(scales, 2 * c));
+      f(2 * c + 1, _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4), kquant_chunk_scale(scales, 2 * c + 1));
+    }
+    return kquant_mins16(scales);
   }
-  return kquant_scales_into(&x, u);
-}
+};
 
 // 16 in each byte of qh whose bit `bit` is set, else 0: the bit moved to bit 4 and
 // masked there (what the 16-bit shift carries in from the other byte is masked off).
@@ -28,16 +37,24 @@ inline __m256i high_bit_16(__m256i qh, int bit) {
 
 // Q5_K: as Q4_K plus the 5th bit from qh (bit 2c for the low-nibble sub-block of
 // chunk c, bit 2c+1 for the high one).
-inline __m128i q5_k_unpack(const BlockQ5_K& x, KBlockUnpacked& u) {
-  const __m256i low4 = _mm256_set1_epi8(0x0f);
-  const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qh));
-  for (int c = 0; c < 4; ++c) {
-    const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qs + 32 * c));
-    u.q[2 * c] = _mm256_or_si256(_mm256_and_si256(bytes, low4), high_bit_16(qh, 2 * c));
-    u.q[2 * c + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4), high_bit_16(qh, 2 * c + 1));
+struct Q5KChunks {
+  using Block = BlockQ5_K;
+
+  template <typename F>
+  static __m128i each(const BlockQ5_K& x, F&& f) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    const __m256i scales = kquant_scales_load(&x);
+    const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qh));
+    for (int c = 0; c < 4; ++c) {
+      const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qs + 32 * c));
+      f(2 * c, _mm256_or_si256(_mm256_and_si256(bytes, low4), high_bit_16(qh, 2 * c)),
+        kquant_chunk_scale(scales, 2 * c));
+      f(2 * c + 1, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4), high_bit_16(qh, 2 * c + 1)),
+        kquant_chunk_scale(scales, 2 * c + 1));
+    }
+    return kquant_mins16(scales);
   }
-  return kquant_scales_into(&x, u);
-}
+};
 
 // (2 bits of qh at `shift`) << 4 | the nibble: a 6-bit value per byte. The two bits
 // are moved straight to bits 4-5 and masked there; bits that the 16-bit shift
