@@ -1,15 +1,15 @@
-// What the K-quant dot products (Q4_K, Q5_K, Q6_K) share. A super-block is
-// unpacked once into L1 (unsigned bytes and the 16-bit scale of each pair sum),
-// then every activation row runs the same integer dot product over it: unpacking
-// is paid once per block however many rows there are, and each row's arithmetic
-// is the one-row sequence.
+// What the K-quant dot products (Q4_K, Q5_K, Q6_K) share. With several activation
+// rows a super-block is unpacked once into L1 (unsigned bytes and the 16-bit scale
+// of each pair sum), then every activation row runs the same integer dot product
+// over it: unpacking is paid once per block however many rows there are. With one
+// row (decode) each chunk is summed as it is unpacked. Either way a row gets the
+// same int32 lane sums and the same float operations on them.
 #pragma once
 #include "quant/avx2/avx2_common.h"
 #include "quant/kernels.h"
 #include <cstring>
 #include <type_traits>
 
-#include "quant/kquant_scales.h"
 
 // Everything here has internal linkage: this header is compiled into files built
 // with different ISA flags, and the linker must not pick one file's copy for all.
@@ -127,12 +127,13 @@ inline __m128 kquant_factors_load(const void* block) {
 // every 16-bit lane of that half (a control byte with its top bit set gives 0).
 inline __m256i byte_u16_broadcast_control(int i) { return _mm256_set1_epi16(static_cast<short>(0x8000 | i)); }
 
-// kquant_scales_unpack in each 128-bit half: bytes 0-7 the scales, 8-15 the mins.
+// The scalar kquant_scales_unpack (kquant_scales.h) in each 128-bit half: bytes
+// 0-7 the scales, 8-15 the mins.
 // head = the block's first 16 bytes in both halves (packed word k in 32-bit lane
 // k + 1). 32-bit lane k of a half is output word k of the scalar version: lanes 0
 // and 2 are the low 6 bits of words 0 and 1; lanes 1 and 3 combine a nibble of
 // word 2 with the top 2 bits of words 0 and 1.
-inline __m256i kquant_scales_unpack(__m256i head) {
+inline __m256i kquant_scales_unpack_x2(__m256i head) {
   const __m256i low_words = _mm256_shuffle_epi32(head, _MM_SHUFFLE(2, 2, 1, 1));  // w0 w0 w1 w1
   const __m256i nibble_words =
       _mm256_srlv_epi32(_mm256_shuffle_epi32(head, _MM_SHUFFLE(3, 2, 3, 1)), _mm256_setr_epi32(0, 0, 0, 4, 0, 0, 0, 4));
@@ -143,11 +144,11 @@ inline __m256i kquant_scales_unpack(__m256i head) {
   return _mm256_blend_epi32(low6, combined, 0b10101010);
 }
 
-// A Q4_K / Q5_K block's scales and mins unpacked (kquant_scales_unpack) in both
+// A Q4_K / Q5_K block's scales and mins unpacked (kquant_scales_unpack_x2) in both
 // 128-bit halves, from one broadcast load of the block's head, so that each
 // factor below is a single in-lane shuffle.
 inline __m256i kquant_scales_load(const void* block) {
-  return kquant_scales_unpack(_mm256_broadcastsi128_si256(_mm_loadu_si128(static_cast<const __m128i*>(block))));
+  return kquant_scales_unpack_x2(_mm256_broadcastsi128_si256(_mm_loadu_si128(static_cast<const __m128i*>(block))));
 }
 
 // Sub-block j's scale as the factor of every pair sum (chunk j is sub-block j).
