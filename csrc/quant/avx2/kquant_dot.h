@@ -5,11 +5,11 @@
 // row (decode) each chunk is summed as it is unpacked. Either way a row gets the
 // same int32 lane sums and the same float operations on them.
 #pragma once
-#include "quant/avx2/avx2_common.h"
-#include "quant/kernels.h"
 #include <cstring>
 #include <type_traits>
 
+#include "quant/avx2/avx2_common.h"
+#include "quant/kernels.h"
 
 // Everything here has internal linkage: this header is compiled into files built
 // with different ISA flags, and the linker must not pick one file's copy for all.
