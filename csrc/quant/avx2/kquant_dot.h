@@ -165,8 +165,8 @@ inline __m128i kquant_mins16(__m256i scales) {
 // int16[8] sums of the activation's bsums in pairs (one per 32-element sub-block):
 // the activation side of the mins term, the same for every weight row.
 inline __m128i act_pair_sums(const ActQ8_256& a) {
-  const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.bsums));
-  return _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1));
+  const __m128i* bsums = reinterpret_cast<const __m128i*>(a.bsums);
+  return _mm_hadd_epi16(_mm_loadu_si128(bsums), _mm_loadu_si128(bsums + 1));
 }
 
 // Row state of a Q4_K / Q5_K dot product: the scale term and the mins term, each
