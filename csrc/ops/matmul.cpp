@@ -51,20 +51,17 @@ const uint8_t* activations_prepare(const KernelTable& kt, ActFormat format, cons
   return base;
 }
 
-// A multiple of the weight-row groups GEMV kernels take (four), so that a chunk
-// boundary does not leave a short group behind.
-constexpr int64_t kChunkRowMultiple = 8;
-
 int64_t rows_per_chunk(int64_t rows, size_t row_bytes, int64_t n_rows_x, int n_threads) {
   int64_t grain = rows / (n_threads * kChunksPerThread);
   if (n_rows_x > kMaxActRows) grain = std::min<int64_t>(grain, kChunkBytesInL2 / row_bytes);
-  grain = (grain + kChunkRowMultiple - 1) / kChunkRowMultiple * kChunkRowMultiple;
   return std::max(grain, kMinRowsPerChunk);
 }
 
-// y[r] = dot(weight row r, act) for r in [begin, end): vec_dot row by row over
-// kMaxActRows activation rows at a time, or for one activation row the type's GEMV
-// when it has one (the same bits, fewer passes).
+// y[m * ldy + r] for weight rows r in [begin, end): for one activation row the
+// type's GEMV when it has one (the same bits as vec_dot, without a call per row),
+// else vec_dot row by row over kMaxActRows activation rows at a time. Activation
+// groups outermost: one group's rows stay in L1 while the chunk's weight rows
+// (from L2 after the first group) pass under them.
 void matmul_rows(const TypeKernels& k, const WeightView& w, size_t w_row_bytes, const uint8_t* act,
                  size_t act_stride, int64_t n_rows_x, float* y, int64_t ldy, int64_t begin, int64_t end) {
   const uint8_t* weights = static_cast<const uint8_t*>(w.data);
@@ -94,8 +91,6 @@ void matmul(const KernelTable& kt, const WeightView& w, const float* x, int64_t 
                                 : act_stride_padded(act_row_bytes(traits.act_format, w.cols));
   const uint8_t* act = activations_prepare(kt, traits.act_format, x, n_rows_x, w.cols, act_stride);
   const TypeKernels& kernels = kernels_for(kt, w.type);
-  // Activation groups outermost within a chunk: one group's rows stay in L1 while
-  // the chunk's weight rows (from L2 after the first group) pass under them.
   pool.parallel_for(w.rows, rows_per_chunk(w.rows, w_row_bytes, n_rows_x, pool.size()), [&](int64_t begin, int64_t end, int) {
     matmul_rows(kernels, w, w_row_bytes, act, act_stride, n_rows_x, y, ldy, begin, end);
   });
