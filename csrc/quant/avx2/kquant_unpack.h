@@ -81,7 +81,8 @@ struct Q6KChunks {
       // Both 128-bit halves hold this half's eight scales (from the block's int16[16]
       // scales, which the offset term loads anyway); chunk k takes scale 2k for its
       // first 16 elements and 2k+1 for the last 16.
-      const __m256i half_scales = _mm256_permute2x128_si256(scales_all, scales_all, h == 0 ? 0x00 : 0x11);
+      const __m256i half_scales = h == 0 ? _mm256_permute2x128_si256(scales_all, scales_all, 0x00)
+                                         : _mm256_permute2x128_si256(scales_all, scales_all, 0x11);
       auto scale = [&](int k) { return _mm256_shuffle_epi8(half_scales, broadcast16_control(2 * k, 2 * k + 1)); };
       f(4 * h + 0, q6_combine(_mm256_and_si256(ql0, low4), qh, 0), scale(0));
       f(4 * h + 1, q6_combine(_mm256_and_si256(ql1, low4), qh, 2), scale(1));
