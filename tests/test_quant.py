@@ -253,6 +253,25 @@ def test_matmul_batch_invariant(type_id, isa):
     np.testing.assert_array_equal(got[2:19].view(np.uint32), single[order].view(np.uint32))
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("type_id", ALL_TYPES)
+@pytest.mark.parametrize("rows", [1, 3, 5, 259])
+def test_matmul_one_row_has_vec_dot_bits(type_id, isa, rows):
+    """M = 1 runs a path's GEMV kernel where it has one: every weight row's result
+    must have the bits of vec_dot (the M > 1 kernel) on that row, whatever the row
+    count and however the threads split the rows."""
+    rng = np.random.default_rng(rows * 10 + type_id)
+    cols = cols_for(type_id)
+    w = random_rows(type_id, rows, cols, rng)
+    x = activations(rng, 8, cols)
+    got = _core.matmul(type_id, w, rows, cols, x[:1], _core.ThreadPool(2), isa)[0]
+    alone = np.array([_core.vec_dot(type_id, w[r], x[:1], isa)[0] for r in range(rows)], np.float32)
+    reversed_x = np.ascontiguousarray(x[::-1])
+    last_of_eight = np.array([_core.vec_dot(type_id, w[r], reversed_x, isa)[7] for r in range(rows)], np.float32)
+    np.testing.assert_array_equal(got.view(np.uint32), alone.view(np.uint32))
+    np.testing.assert_array_equal(got.view(np.uint32), last_of_eight.view(np.uint32))
+
+
 def test_matmul_writes_into_out():
     rng = np.random.default_rng(3)
     w = random_rows(Q4_K, 5, 256, rng)

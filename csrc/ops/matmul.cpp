@@ -57,6 +57,29 @@ int64_t rows_per_chunk(int64_t rows, size_t row_bytes, int64_t n_rows_x, int n_t
   return std::max(grain, kMinRowsPerChunk);
 }
 
+// y[m * ldy + r] for weight rows r in [begin, end): for one activation row the
+// type's GEMV when it has one (the same bits as vec_dot, without a call per row),
+// else vec_dot row by row over kMaxActRows activation rows at a time. Activation
+// groups outermost: one group's rows stay in L1 while the chunk's weight rows
+// (from L2 after the first group) pass under them.
+void matmul_rows(const TypeKernels& k, const WeightView& w, size_t w_row_bytes, const uint8_t* act,
+                 size_t act_stride, int64_t n_rows_x, float* y, int64_t ldy, int64_t begin, int64_t end) {
+  const uint8_t* weights = static_cast<const uint8_t*>(w.data);
+  if (n_rows_x == 1 && k.gemv != nullptr) {
+    k.gemv(w.cols, weights + static_cast<size_t>(begin) * w_row_bytes, w_row_bytes, end - begin, act, y + begin);
+    return;
+  }
+  float results[kMaxActRows];
+  for (int64_t m0 = 0; m0 < n_rows_x; m0 += kMaxActRows) {
+    const int n_act = static_cast<int>(std::min<int64_t>(kMaxActRows, n_rows_x - m0));
+    for (int64_t r = begin; r < end; ++r) {
+      k.vec_dot(w.cols, weights + static_cast<size_t>(r) * w_row_bytes, act + m0 * act_stride, act_stride, n_act,
+                results);
+      for (int i = 0; i < n_act; ++i) y[(m0 + i) * ldy + r] = results[i];
+    }
+  }
+}
+
 }  // namespace
 
 void matmul(const KernelTable& kt, const WeightView& w, const float* x, int64_t n_rows_x, float* y, int64_t ldy,
@@ -67,20 +90,9 @@ void matmul(const KernelTable& kt, const WeightView& w, const float* x, int64_t 
                                 ? act_row_bytes(ActFormat::F32, w.cols)
                                 : act_stride_padded(act_row_bytes(traits.act_format, w.cols));
   const uint8_t* act = activations_prepare(kt, traits.act_format, x, n_rows_x, w.cols, act_stride);
-  const auto vec_dot = kernels_for(kt, w.type).vec_dot;
-  const uint8_t* weights = static_cast<const uint8_t*>(w.data);
-  // Activation groups outermost within a chunk: one group's rows stay in L1 while
-  // the chunk's weight rows (from L2 after the first group) pass under them.
+  const TypeKernels& kernels = kernels_for(kt, w.type);
   pool.parallel_for(w.rows, rows_per_chunk(w.rows, w_row_bytes, n_rows_x, pool.size()), [&](int64_t begin, int64_t end, int) {
-    float results[kMaxActRows];
-    for (int64_t m0 = 0; m0 < n_rows_x; m0 += kMaxActRows) {
-      const int n_act = static_cast<int>(std::min<int64_t>(kMaxActRows, n_rows_x - m0));
-      for (int64_t r = begin; r < end; ++r) {
-        vec_dot(w.cols, weights + static_cast<size_t>(r) * w_row_bytes, act + m0 * act_stride, act_stride, n_act,
-                results);
-        for (int i = 0; i < n_act; ++i) y[(m0 + i) * ldy + r] = results[i];
-      }
-    }
+    matmul_rows(kernels, w, w_row_bytes, act, act_stride, n_rows_x, y, ldy, begin, end);
   });
 }
 

@@ -26,6 +26,8 @@ void set_vec_dot(KernelTable& t, GgmlType type, decltype(TypeKernels::vec_dot) v
   t.types[type_index(type)].vec_dot = vec_dot;
 }
 
+void set_gemv(KernelTable& t, GgmlType type, decltype(TypeKernels::gemv) gemv) { t.types[type_index(type)].gemv = gemv; }
+
 KernelTable scalar_table() {
   KernelTable t{};
   t.isa = Isa::Scalar;
@@ -56,6 +58,9 @@ KernelTable avx2_table() {
   set_vec_dot(t, GgmlType::Q4_K, avx2::vec_dot_q4_k);
   set_vec_dot(t, GgmlType::Q5_K, avx2::vec_dot_q5_k);
   set_vec_dot(t, GgmlType::Q6_K, avx2::vec_dot_q6_k);
+  set_gemv(t, GgmlType::Q4_K, avx2::gemv_q4_k);
+  set_gemv(t, GgmlType::Q5_K, avx2::gemv_q5_k);
+  set_gemv(t, GgmlType::Q6_K, avx2::gemv_q6_k);
   t.quantize_q8_32 = avx2::quantize_q8_32;
   t.quantize_q8_256 = avx2::quantize_q8_256;
   return t;
@@ -72,6 +77,10 @@ KernelTable avx512_table() {
   set_vec_dot(t, GgmlType::Q4_K, avx512::vec_dot_q4_k);
   set_vec_dot(t, GgmlType::Q5_K, avx512::vec_dot_q5_k);
   set_vec_dot(t, GgmlType::Q6_K, avx512::vec_dot_q6_k);
+  // The GEMVs must pair with the vec_dots (the same integer sums), so both change.
+  set_gemv(t, GgmlType::Q4_K, avx512::gemv_q4_k);
+  set_gemv(t, GgmlType::Q5_K, avx512::gemv_q5_k);
+  set_gemv(t, GgmlType::Q6_K, avx512::gemv_q6_k);
   return t;
 }
 #endif

@@ -20,6 +20,11 @@ struct TypeKernels {
   // Row i's result must not depend on n_act or on the other rows (batch
   // invariance): the same operations in the same order as with n_act == 1.
   void (*vec_dot)(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out);
+  // Optional (null: matmul calls vec_dot row by row). out[r] = dot(weight row r,
+  // act) for r < n_rows: one activation row (decode), weight row r at
+  // w + r * w_stride bytes. Each out[r] must have the bits vec_dot gives with
+  // n_act == 1, so that a row's result does not depend on the batch size.
+  void (*gemv)(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const void* act, float* out);
 };
 
 struct KernelTable {

@@ -185,6 +185,36 @@ void test_matmul_batch_invariance(Isa isa, GgmlType type, ThreadPool& pool) {
   check(invariant, std::string(isa_name(isa)) + " " + type_traits(type).name + " matmul batch invariant");
 }
 
+// A path's GEMV (one activation row, many weight rows) against its vec_dot with one
+// activation row: equal bits for every weight row, over any run of rows (counts
+// that are not multiples of a kernel's row group) and with rows padded apart.
+void test_gemv(Isa isa, GgmlType type) {
+  const TypeKernels& k = kernels_for(kernel_table(isa), type);
+  if (k.gemv == nullptr) return;
+  const std::string label = std::string(isa_name(isa)) + " " + type_traits(type).name;
+  std::mt19937 rng(777 + static_cast<int>(type));
+  const int64_t n = cols_for(type), rows = 13;
+  const size_t packed_bytes = row_bytes(type, n), stride = packed_bytes + 64;
+  const std::vector<uint8_t> packed = random_rows(type, rows, n, rng);
+  std::vector<uint8_t> w(rows * stride);  // [rows][stride], the same rows 64 bytes apart
+  for (int64_t r = 0; r < rows; ++r) std::memcpy(w.data() + r * stride, packed.data() + r * packed_bytes, packed_bytes);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(n);
+  for (float& v : x) v = normal(rng);
+  const Activations a = activations_quantize(kernel_table(isa), type, x, 1, n);
+  std::vector<float> want(rows);
+  for (int64_t r = 0; r < rows; ++r) k.vec_dot(n, w.data() + r * stride, a.bytes.data(), a.stride, 1, &want[r]);
+  bool equal = true;
+  for (int64_t first = 0; first < rows; ++first) {
+    for (int64_t count = 1; first + count <= rows; ++count) {
+      std::vector<float> got(count);
+      k.gemv(n, w.data() + first * stride, stride, count, a.bytes.data(), got.data());
+      equal = equal && bits_equal(got.data(), want.data() + first, count);
+    }
+  }
+  check(equal, label + " gemv has vec_dot's bits");
+}
+
 }  // namespace
 
 int main() {
@@ -193,6 +223,7 @@ int main() {
     const int checks_before = g_passed + g_failed;
     for (GgmlType type : kTypes) {
       if (isa != Isa::Scalar) test_isa_against_scalar(isa, type);
+      test_gemv(isa, type);
       test_matmul_batch_invariance(isa, type, pool);
     }
     std::printf("isa %s: %d checks\n", isa_name(isa), g_passed + g_failed - checks_before);

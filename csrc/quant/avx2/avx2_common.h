@@ -11,7 +11,9 @@
 namespace duet::avx2 {
 namespace {
 
-inline float f16_load(uint16_t h) { return _cvtsh_ss(h); }
+// (Not _cvtsh_ss: GCC makes that an insert into a zeroed register and a move out
+// through an integer register.)
+inline float f16_load(uint16_t h) { return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h))); }
 
 inline float hsum_f32x8(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));

@@ -37,6 +37,7 @@ inline void kblock_dot_rows512(const KBlockUnpacked& u, const int8_t* const a[R]
 }
 
 struct KBlockDot512 {
+  static constexpr bool kFusedOneRow = false;  // its chunk pairs need the unpacked block
   template <int R>
   static void rows(const KBlockUnpacked& u, const int8_t* const a[R], __m256i sums[R]) {
     kblock_dot_rows512<R>(u, a, sums);
