@@ -131,15 +131,39 @@ void scale_weights_avx2(float* weights, int n, float scale, bool to_half) {
   }
 }
 
+// The prompt order's 8 lanes of one head for eight consecutive d stay in registers
+// over the whole tile (row i feeds lane i % 8); the decode order's 32 would not fit.
+void accumulate_prompt_lanes(const float* weights, const float* tile, int n, int head_dim, int d, float* lanes) {
+  __m256 acc[kPromptLanes];
+  for (int l = 0; l < kPromptLanes; ++l) acc[l] = _mm256_loadu_ps(lanes + l * head_dim + d);
+  auto add_row = [&](int i, int l) {
+    acc[l] = _mm256_fmadd_ps(_mm256_set1_ps(weights[i]), _mm256_loadu_ps(tile + i * head_dim + d), acc[l]);
+  };
+  int i = 0;
+  for (; i + kPromptLanes <= n; i += kPromptLanes) {  // lane indices known at compile time: registers
+    for (int l = 0; l < kPromptLanes; ++l) add_row(i + l, l);
+  }
+  for (int l = 0; i + l < n; ++l) add_row(i + l, l);
+  for (int l = 0; l < kPromptLanes; ++l) _mm256_storeu_ps(lanes + l * head_dim + d, acc[l]);
+}
+
 void accumulate_tile_avx2(const float* weights, int64_t weight_stride, int n_heads, const float* tile, int n,
                           int head_dim, float* lanes, int n_lanes) {
   for (int h = 0; h < n_heads; ++h) {
+    float* head_lanes = lanes + static_cast<int64_t>(h) * kMaxLanes * head_dim;
+    const float* head_weights = weights + h * weight_stride;
+    int d_vector = 0;  // d below it are done in registers
+    if (n_lanes == kPromptLanes) {
+      for (; d_vector + 8 <= head_dim; d_vector += 8) {
+        accumulate_prompt_lanes(head_weights, tile, n, head_dim, d_vector, head_lanes);
+      }
+    }
     for (int i = 0; i < n; ++i) {
       const float* row = tile + i * head_dim;
-      float* lane = lanes + (static_cast<int64_t>(h) * kMaxLanes + i % n_lanes) * head_dim;
-      const float w = weights[h * weight_stride + i];
+      float* lane = head_lanes + static_cast<int64_t>(i % n_lanes) * head_dim;
+      const float w = head_weights[i];
       const __m256 w8 = _mm256_set1_ps(w);
-      int d = 0;
+      int d = d_vector;
       for (; d + 8 <= head_dim; d += 8) {
         _mm256_storeu_ps(lane + d, _mm256_fmadd_ps(w8, _mm256_loadu_ps(row + d), _mm256_loadu_ps(lane + d)));
       }
