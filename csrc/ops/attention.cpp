@@ -87,7 +87,10 @@ void attend_item(const AttentionKernels& kernels, const AttentionShape& s, KvTyp
     kernels.scale_weights(head_weights, n_visible, static_cast<float>(1.0 / sum), kv_type == KvType::F16);
   }
   float* lanes = scratch.lanes.data();
-  std::fill(lanes, lanes + static_cast<int64_t>(item.n_heads) * kMaxLanes * hd, 0.0f);
+  for (int h = 0; h < item.n_heads; ++h) {  // only the lanes this order uses (8 of 32 for a prompt token)
+    float* head_lanes = lanes + static_cast<int64_t>(h) * kMaxLanes * hd;
+    std::fill(head_lanes, head_lanes + static_cast<int64_t>(item.n_lanes) * hd, 0.0f);
+  }
   for_each_tile(n_visible, [&](int start, int n) {
     gather(item.v, row_stride, visible + start, n, hd, tile);
     kernels.accumulate_tile(weights + start, n_visible, item.n_heads, tile, n, hd, lanes, item.n_lanes);

@@ -23,11 +23,6 @@ void gather_f32(const void* base, int64_t row_stride, const int32_t* rows, int n
   }
 }
 
-// The sum of eight values as an AVX 8-wide horizontal add folds them.
-float sum8(const float v[8]) {
-  return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
-}
-
 float dot_in_lanes(const float* x, const float* y, int n, int n_lanes) {
   float lane[kMaxLanes] = {};
   int d = 0;
@@ -56,7 +51,7 @@ double softmax_numerators_scalar(float* weights, int n) {
     float group[8];
     for (int l = 0; l < 8; ++l) group[l] = i + l < n ? exp_ggml_scalar(weights[i + l] - max_weight) : 0.0f;
     for (int l = 0; i + l < n && l < 8; ++l) weights[i + l] = group[l];
-    sum += sum8(group);
+    sum += lanes_reduce(group, 1, kPromptLanes);  // an 8-wide horizontal add's order
   }
   return sum;
 }

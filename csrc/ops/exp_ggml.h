@@ -27,7 +27,6 @@ constexpr uint32_t kNegativeBias = 0x82000000u;
 constexpr uint32_t kHalfScaleBits = 0x7f000000u;
 }  // namespace exp_ggml
 
-
 inline float exp_ggml_bits_to_float(uint32_t bits) {
   float f;
   std::memcpy(&f, &bits, sizeof f);

@@ -11,20 +11,28 @@
 namespace duet::avx2 {
 namespace {
 
-// Q4_K: 32-byte chunk c holds sub-block 2c in its low nibbles and 2c+1 in its high.
+// The Q4_K / Q5_K chunk loop: 32-byte chunk c holds sub-block 2c in its low nibbles
+// and 2c+1 in its high; fifth(j) gives sub-block j's fifth bits (zero for Q4_K, where
+// the OR folds away).
+template <typename Block, typename Fifth, typename F>
+inline __m128i kquant_mins_chunks_each(const Block& x, Fifth&& fifth, F&& f) {
+  const __m256i low4 = _mm256_set1_epi8(0x0f);
+  const __m256i scales = kquant_scales_load(&x);
+  for (int c = 0; c < 4; ++c) {
+    const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qs + 32 * c));
+    f(2 * c, _mm256_or_si256(_mm256_and_si256(bytes, low4), fifth(2 * c)), kquant_chunk_scale(scales, 2 * c));
+    f(2 * c + 1, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4), fifth(2 * c + 1)),
+      kquant_chunk_scale(scales, 2 * c + 1));
+  }
+  return kquant_mins16(scales);
+}
+
 struct Q4KChunks {
   using Block = BlockQ4_K;
 
   template <typename F>
   static __m128i each(const BlockQ4_K& x, F&& f) {
-    const __m256i low4 = _mm256_set1_epi8(0x0f);
-    const __m256i scales = kquant_scales_load(&x);
-    for (int c = 0; c < 4; ++c) {
-      const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qs + 32 * c));
-      f(2 * c, _mm256_and_si256(bytes, low4), kquant_chunk_scale(scales, 2 * c));
-      f(2 * c + 1, _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4), kquant_chunk_scale(scales, 2 * c + 1));
-    }
-    return kquant_mins16(scales);
+    return kquant_mins_chunks_each(x, [](int) { return _mm256_setzero_si256(); }, f);
   }
 };
 
@@ -35,24 +43,14 @@ inline __m256i high_bit_16(__m256i qh, int bit) {
   return _mm256_and_si256(moved, _mm256_set1_epi8(16));
 }
 
-// Q5_K: as Q4_K plus the 5th bit from qh (bit 2c for the low-nibble sub-block of
-// chunk c, bit 2c+1 for the high one).
+// Q5_K: as Q4_K plus the 5th bit from qh (bit j for sub-block j).
 struct Q5KChunks {
   using Block = BlockQ5_K;
 
   template <typename F>
   static __m128i each(const BlockQ5_K& x, F&& f) {
-    const __m256i low4 = _mm256_set1_epi8(0x0f);
-    const __m256i scales = kquant_scales_load(&x);
     const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qh));
-    for (int c = 0; c < 4; ++c) {
-      const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qs + 32 * c));
-      f(2 * c, _mm256_or_si256(_mm256_and_si256(bytes, low4), high_bit_16(qh, 2 * c)),
-        kquant_chunk_scale(scales, 2 * c));
-      f(2 * c + 1, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4), high_bit_16(qh, 2 * c + 1)),
-        kquant_chunk_scale(scales, 2 * c + 1));
-    }
-    return kquant_mins16(scales);
+    return kquant_mins_chunks_each(x, [&](int j) { return high_bit_16(qh, j); }, f);
   }
 };
 
