@@ -345,7 +345,8 @@ void bind_ops(py::module_& m) {
 
 void bind_matmul(py::module_& m) {
   m.def("matmul", [](int type_id, const py::array& w, int64_t rows, int64_t cols, const py::array& x,
-                     ThreadPool& pool, const std::string& isa, std::optional<py::array> out) {
+                     ThreadPool& pool, const std::string& isa, std::optional<py::array> out,
+                     const py::object& prompt) {
     const GgmlType type = type_arg(type_id);
     const KernelTable& kt = kernel_table(isa_arg(isa));
     ByteArray wb = array_exact<uint8_t>(w, "w");
@@ -365,17 +366,20 @@ void bind_matmul(py::module_& m) {
     } else {
       y = FloatArray({n_rows_x, rows});
     }
+    const auto prompt_arr = prompt_flags(prompt, n_rows_x);
+    const uint8_t* prompt_ptr = prompt.is_none() ? nullptr : prompt_arr.data();
     const WeightView view{wb.data(), type, rows, cols};
     const float* x_ptr = xs.data();
     float* y_ptr = y.mutable_data();
     {
       py::gil_scoped_release release;
-      matmul(kt, view, x_ptr, n_rows_x, y_ptr, rows, pool);
+      matmul(kt, view, x_ptr, n_rows_x, y_ptr, rows, pool, prompt_ptr);
     }
     return y;
   }, py::arg("type_id"), py::arg("w"), py::arg("rows"), py::arg("cols"), py::arg("x"), py::arg("pool"),
-     py::arg("isa") = "", py::arg("out") = py::none(),
-     "y[M, rows] = x[M, cols] @ W.T for W of `rows` rows of ggml type type_id.");
+     py::arg("isa") = "", py::arg("out") = py::none(), py::arg("prompt") = py::none(),
+     "y[M, rows] = x[M, cols] @ W.T for W of `rows` rows of ggml type type_id. prompt: None or\n"
+     "uint8 [M], nonzero for prompt rows (llama.cpp's prompt-batch order where the type has one).");
 
   m.def("embedding", [](int type_id, const py::array& table, int64_t n_vocab, int64_t n_embd, const py::array& ids,
                         const std::string& isa) {

@@ -28,8 +28,7 @@ def humaneval_prompts(n: int) -> list[str]:
 
 @pytest.fixture(scope="module", params=MODELS)
 def pair(request):
-    """(duet model, tokenizer, llama.cpp model) over the same file."""
-    llama_cpp = pytest.importorskip("llama_cpp")
+    """(duet model, tokenizer, llama.cpp on its plain path) over the same file."""
     from duet import _core
     from duet.gguf_file import GGUFFile
     from duet.model import Model
@@ -41,8 +40,7 @@ def pair(request):
     except ModelNotFoundError as e:
         pytest.skip(str(e))
     gguf = GGUFFile(path)
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=1024, n_batch=512, n_threads=2, logits_all=True,
-                          verbose=False)
+    llm = llama_model(path, repack=False)
     return Model(gguf, _core.ThreadPool(2)), Tokenizer.from_metadata(gguf.metadata), llm
 
 
@@ -69,11 +67,10 @@ def llama_greedy(llm, prompt: list[int], n: int) -> tuple[list[int], np.ndarray]
 
 
 def test_greedy_tokens_match_llama_cpp(pair, record_property):
-    """Top-1 at the end of every prompt equals llama.cpp's, and the greedy
-    continuations share long prefixes. Exact 64-token agreement is recorded, not
-    asserted at 19/20: our decode steps are llama.cpp's bit for bit (next test), but
-    its prompt pass runs other matmul kernels than its decode (and by default it
-    repacks the weights for yet others), whose last bits flip near-ties."""
+    """64 greedy tokens equal llama.cpp's on at least 19 of 20 prompts, and the logits
+    at the end of every prompt are its own, bit for bit. Against llama.cpp's plain path: its default
+    repacks Q4_K weights for kernels of yet another rounding (bench/bench_parity.py
+    measures both)."""
     model, tokenizer, llm = pair
     prefixes, max_diffs = [], []
     for text in humaneval_prompts(N_PROMPTS):
@@ -88,34 +85,41 @@ def test_greedy_tokens_match_llama_cpp(pair, record_property):
     record_property("max_abs_logit_diff", max(max_diffs))
     print(f"\n{model.gguf.path.name}: {exact}/{N_PROMPTS} prompts token-exact, mean common prefix "
           f"{np.mean(prefixes):.1f}/{N_TOKENS}; last-position logits max |diff| {max(max_diffs):.4f}")
-    assert max(max_diffs) < 1.0
-    assert np.mean(prefixes) >= 0.75 * N_TOKENS
-    assert exact >= N_PROMPTS // 2
+    assert max(max_diffs) == 0.0, "the prompt pass should give llama.cpp's logits bit for bit"
+    assert exact >= N_PROMPTS - 1
 
 
-def llama_without_repacking(llama_cpp, path, monkeypatch):
-    """llama.cpp on its plain CPU path: weights used in the file's layout, as duet
-    uses them. By default it repacks K-quant rows eight at a time for other kernels,
-    whose sums round otherwise (its logits then move by up to ~0.7)."""
+def llama_model(path, repack: bool, n_ctx: int = 1024):
+    """llama.cpp over path, 2 threads, logits kept at every position. repack=False is
+    its plain CPU path, weights used in the file's layout as duet uses them; by
+    default it repacks Q4_K rows eight at a time for other kernels, which round their
+    sums otherwise (its logits then move by up to ~0.7)."""
+    llama_cpp = pytest.importorskip("llama_cpp")
     field_names = [name for name, _ in llama_cpp.llama_model_params._fields_]
-    if "use_extra_bufts" not in field_names:
+    if not repack and "use_extra_bufts" not in field_names:
         pytest.skip("this llama-cpp-python cannot turn weight repacking off")
     default_params = llama_cpp.llama_cpp.llama_model_default_params
 
-    def plain_params():
+    def model_params():
         params = default_params()
-        params.use_extra_bufts = False
+        if not repack:
+            params.use_extra_bufts = False
         return params
-    monkeypatch.setattr(llama_cpp.llama.llama_cpp, "llama_model_default_params", plain_params)
-    return llama_cpp.Llama(model_path=str(path), n_ctx=256, n_threads=2, logits_all=True, verbose=False)
+    llama_cpp.llama.llama_cpp.llama_model_default_params = model_params
+    try:
+        return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=512, n_threads=2, logits_all=True,
+                               verbose=False)
+    finally:
+        llama_cpp.llama.llama_cpp.llama_model_default_params = default_params
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_decode_steps_bit_identical_to_llama_cpp(name, monkeypatch):
-    """From a one-token prompt (which llama.cpp also runs as a decode step), every
-    logit of 16 greedy steps equals llama.cpp's plain path bit for bit: same
-    activation quantization, dot products, RoPE rounding, attention sums and exp."""
-    llama_cpp = pytest.importorskip("llama_cpp")
+def test_prompt_and_decode_steps_bit_identical_to_llama_cpp(name):
+    """A 24-token prompt in one batch, then 16 greedy steps: every logit, at every
+    prompt position and every step, equals llama.cpp's plain path bit for bit. Same
+    activation quantization, RoPE rounding, exp, attention sums (in the prompt
+    batch's order and in the decode order) and K-quant products (llama.cpp's tiled
+    matmul order for a batch of 8 or more prompt tokens, vec_dot's for a step)."""
     from duet import _core
     from duet.gguf_file import GGUFFile
     from duet.model import Model
@@ -125,10 +129,15 @@ def test_decode_steps_bit_identical_to_llama_cpp(name, monkeypatch):
         path = resolve_model(name)
     except ModelNotFoundError as e:
         pytest.skip(str(e))
-    llm = llama_without_repacking(llama_cpp, path, monkeypatch)
+    llm = llama_model(path, repack=False, n_ctx=256)
     model = Model(GGUFFile(path), _core.ThreadPool(2))
-    cache = model.new_cache(32)
-    token = llm.tokenize(b"def", add_bos=False)[:1]
+    prompt = llm.tokenize(b"def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n", add_bos=False)
+    assert len(prompt) >= 8
+    cache = model.new_cache(len(prompt) + 17)
+    llm.eval(prompt)
+    ours = model.forward(prompt, cache, logits_rows="all", prompt=True)
+    np.testing.assert_array_equal(ours, np.array(llm.scores[:len(prompt)]), err_msg="prompt logits")
+    token = [int(np.argmax(ours[-1]))]
     for step in range(16):
         llm.eval(token)
         theirs = np.array(llm.scores[llm.n_tokens - 1])
@@ -149,7 +158,7 @@ def test_perplexity_within_one_percent_of_llama_cpp(pair):
     model, tokenizer, llm = pair
     tokens = tokenizer.encode("\n".join(humaneval_prompts(40)))[:512]
     cache = model.new_cache(len(tokens))
-    ours = perplexity(model.forward(tokens, cache, logits_rows="all"), tokens)
+    ours = perplexity(model.forward(tokens, cache, logits_rows="all", prompt=True), tokens)
     llm.reset()
     llm.eval(tokens)
     theirs = perplexity(np.array(llm.scores[: len(tokens)]), tokens)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from duet import _core
-from quant_blocks import (ALL_TYPES, BLOCK, FLOAT_TYPES, Q4_0, Q4_K, Q5_0, Q8_0, cols_for, random_rows,
-                          row_bytes)
+from quant_blocks import (ALL_TYPES, BLOCK, FLOAT_TYPES, Q4_0, Q4_K, Q5_0, Q5_K, Q6_K, Q8_0, cols_for,
+                          random_rows, row_bytes)
 
 ISAS = _core.isa_runnable()
 SIMD_ISAS = [isa for isa in ISAS if isa != "scalar"]
@@ -74,6 +74,70 @@ def reference_matmul(type_id, w, rows, cols, x):
     else:
         x_f = np.stack([act_dequantize(fmt, _core.quantize_act(fmt, row, "scalar")) for row in x])
     return x_f @ w_f.T, np.abs(x_f) @ np.abs(w_f).T
+
+
+def kquant_ints(type_id, w, rows, cols):
+    """A K-quant matrix's integers, from the format definitions: d, dmin [rows, nb]
+    (dmin 0 for Q6_K), scales, mins [rows, nb, sub-blocks], q [rows, nb, 256] (q - 32
+    for Q6_K)."""
+    nb = cols // 256
+    blocks = w.reshape(rows, nb, -1)
+
+    def f16(offset):
+        return blocks[..., offset:offset + 2].copy().view(np.float16)[..., 0].astype(np.float32)
+
+    if type_id == Q6_K:
+        ql, qh = blocks[..., :128].astype(np.int64), blocks[..., 128:192].astype(np.int64)
+        q = np.zeros((rows, nb, 256), np.int64)
+        for half in range(2):
+            low, high = ql[..., 64 * half:64 * half + 64], qh[..., 32 * half:32 * half + 32]
+            for k, (src, shift) in enumerate(((low[..., :32], 0), (low[..., 32:], 0), (low[..., :32], 4),
+                                              (low[..., 32:], 4))):
+                q[..., 128 * half + 32 * k:128 * half + 32 * k + 32] = (
+                    ((src >> shift) & 0xF) | (((high >> (2 * k)) & 3) << 4))
+        scales = blocks[..., 192:208].copy().view(np.int8).astype(np.int64)
+        return f16(208), np.zeros((rows, nb), np.float32), scales, np.zeros_like(scales), q - 32
+    packed = blocks[..., 4:16].astype(np.int64)
+    scales, mins = np.zeros((rows, nb, 8), np.int64), np.zeros((rows, nb, 8), np.int64)
+    for j in range(4):
+        scales[..., j], mins[..., j] = packed[..., j] & 63, packed[..., j + 4] & 63
+        scales[..., j + 4] = (packed[..., j + 8] & 0xF) | ((packed[..., j] >> 6) << 4)
+        mins[..., j + 4] = (packed[..., j + 8] >> 4) | ((packed[..., j + 4] >> 6) << 4)
+    # Q5_K keeps the 5th bits (qh, 32 bytes) between the scales and the nibbles.
+    qh = blocks[..., 16:48].astype(np.int64) if type_id == Q5_K else np.zeros((rows, nb, 32), np.int64)
+    qs = blocks[..., 48:176].astype(np.int64) if type_id == Q5_K else blocks[..., 16:144].astype(np.int64)
+    q = np.zeros((rows, nb, 256), np.int64)
+    for c in range(4):
+        q[..., 64 * c:64 * c + 32] = (qs[..., 32 * c:32 * c + 32] & 0xF) | (((qh >> (2 * c)) & 1) << 4)
+        q[..., 64 * c + 32:64 * c + 64] = (qs[..., 32 * c:32 * c + 32] >> 4) | (((qh >> (2 * c + 1)) & 1) << 4)
+    return f16(0), f16(2), scales, mins, q
+
+
+def fma32(a, b, c):
+    """float32 a * b + c rounded once: the product is exact in float64, the sum
+    rounded there and then to float32 (the two roundings agree but for ties)."""
+    return (np.float64(a) * np.float64(b) + np.float64(c)).astype(np.float32)
+
+
+def reference_prompt_order(type_id, w, rows, cols, x):
+    """llama.cpp's prompt-batch order for K-quants (its tiled matmul on x86, checked
+    bit for bit against llama.cpp's batched output on the real models): per block the
+    exact integer sums, then d * scaled - dmin * mins rounded once, then one FMA with
+    the activation block's scale into the row's sum."""
+    d, dmin, scales, mins, q = kquant_ints(type_id, w, rows, cols)
+    sub = 256 // scales.shape[-1]
+    out = np.zeros((len(x), rows), np.float32)
+    for m, row in enumerate(x):
+        a = _core.quantize_act("q8_256", row, "scalar").reshape(-1, 292)
+        ad = a[:, :4].copy().view(np.float32)[:, 0]
+        qs = a[:, 4:260].copy().view(np.int8).astype(np.int64)
+        bsums = a[:, 260:].copy().view(np.int16).astype(np.int64)
+        scaled = (scales * (q * qs).reshape(rows, -1, 256 // sub, sub).sum(-1)).sum(-1)
+        mins_sum = (mins * bsums.reshape(-1, 8, 2).sum(-1)).sum(-1) if type_id != Q6_K else np.zeros_like(scaled)
+        for b in range(cols // 256):
+            block = fma32(-dmin[:, b], mins_sum[:, b].astype(np.float32), d[:, b] * scaled[:, b].astype(np.float32))
+            out[m] = fma32(block, ad[b], out[m])
+    return out
 
 
 def assert_close_to_reference(got, ref, scale):
@@ -251,6 +315,49 @@ def test_matmul_batch_invariant(type_id, isa):
     mixed = np.concatenate([others[:2], x[order], others[2:]])
     got = _core.matmul(type_id, w, rows, cols, mixed, pool, isa)
     np.testing.assert_array_equal(got[2:19].view(np.uint32), single[order].view(np.uint32))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("type_id", sorted(K_TYPES))
+def test_prompt_rows_sum_in_llama_cpp_prompt_order(type_id, isa):
+    """Prompt rows of a K-quant matmul have the bits of llama.cpp's prompt-batch
+    order; decoded rows keep vec_dot's, which differ in the last bits."""
+    rng = np.random.default_rng(70 + type_id)
+    rows, cols = 29, cols_for(type_id)
+    w = random_rows(type_id, rows, cols, rng)
+    x = activations(rng, 10, cols)
+    pool = _core.ThreadPool(2)
+    got = _core.matmul(type_id, w, rows, cols, x, pool, isa, prompt=np.ones(10, np.uint8))
+    np.testing.assert_array_equal(got.view(np.uint32), reference_prompt_order(type_id, w, rows, cols, x).view(np.uint32))
+    decoded = _core.matmul(type_id, w, rows, cols, x, pool, isa)
+    assert np.any(decoded != got), "the two orders should differ somewhere in 290 sums"
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("type_id", ALL_TYPES)
+def test_matmul_batch_invariant_with_prompt_rows(type_id, isa):
+    """Prompt and decoded rows mixed (a tree whose root is a prompt token): each
+    row's result is its result alone with its own flag. Types without a prompt
+    order give prompt rows vec_dot's bits."""
+    rng = np.random.default_rng(60 + type_id)
+    rows, cols = 23, cols_for(type_id)
+    w = random_rows(type_id, rows, cols, rng)
+    x = activations(rng, 12, cols)
+    flags = (rng.random(12) < 0.5).astype(np.uint8)
+    pool = _core.ThreadPool(2)
+    single = np.concatenate([_core.matmul(type_id, w, rows, cols, x[m:m + 1], pool, isa, prompt=flags[m:m + 1])
+                             for m in range(12)])
+    got = _core.matmul(type_id, w, rows, cols, x, pool, isa, prompt=flags)
+    np.testing.assert_array_equal(got.view(np.uint32), single.view(np.uint32))
+    if type_id not in K_TYPES or isa not in ("scalar", "avx2", "avx512"):
+        plain = _core.matmul(type_id, w, rows, cols, x, pool, isa)
+        np.testing.assert_array_equal(got.view(np.uint32), plain.view(np.uint32))
+
+
+def test_matmul_prompt_flags_are_checked():
+    w = random_rows(Q4_K, 2, 256, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="prompt"):
+        _core.matmul(Q4_K, w, 2, 256, np.zeros((3, 256), np.float32), _core.ThreadPool(1), prompt=np.ones(2, np.uint8))
 
 
 @pytest.mark.parametrize("isa", ISAS)

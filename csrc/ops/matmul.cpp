@@ -1,6 +1,6 @@
 // Quantized matmul: activations are quantized once per call, weight rows are split
-// across threads, and each output element comes from one vec_dot call whose
-// arithmetic does not depend on how many activation rows there are.
+// across threads, and each output element comes from one vec_dot call (in its
+// row's order) whose arithmetic does not depend on how many activation rows there are.
 #include "ops/matmul.h"
 
 #include <algorithm>
@@ -57,25 +57,47 @@ int64_t rows_per_chunk(int64_t rows, size_t row_bytes, int64_t n_rows_x, int n_t
   return std::max(grain, kMinRowsPerChunk);
 }
 
-// y[m * ldy + r] for weight rows r in [begin, end): for one activation row the
-// type's GEMV when it has one (the same bits as vec_dot, without a call per row),
-// else vec_dot row by row over kMaxActRows activation rows at a time. Activation
-// groups outermost: one group's rows stay in L1 while the chunk's weight rows
-// (from L2 after the first group) pass under them.
-void matmul_rows(const TypeKernels& k, const WeightView& w, size_t w_row_bytes, const uint8_t* act,
-                 size_t act_stride, int64_t n_rows_x, float* y, int64_t ldy, int64_t begin, int64_t end) {
+// Consecutive activation rows [begin, end) that share one kernel.
+struct ActRun {
+  int64_t begin, end;
+  decltype(TypeKernels::vec_dot) vec_dot;
+};
+
+// The activation rows cut where the kernel changes: a prompt row takes the type's
+// prompt-order kernel when it has one. Usually one run (a prompt, or decoded tokens).
+std::vector<ActRun> act_runs(const TypeKernels& k, const uint8_t* prompt, int64_t n_rows_x) {
+  auto kernel = [&](int64_t m) {
+    return prompt != nullptr && prompt[m] && k.vec_dot_prompt != nullptr ? k.vec_dot_prompt : k.vec_dot;
+  };
+  std::vector<ActRun> runs;
+  for (int64_t m = 0; m < n_rows_x; ++m) {
+    if (runs.empty() || runs.back().vec_dot != kernel(m)) runs.push_back({m, m, kernel(m)});
+    runs.back().end = m + 1;
+  }
+  return runs;
+}
+
+// y[m * ldy + r] for weight rows r in [begin, end): for one decoded row the type's
+// GEMV when it has one (the same bits as vec_dot, without a call per row), else
+// each run's kernel row by row over kMaxActRows activation rows at a time.
+// Activation groups outermost: one group's rows stay in L1 while the chunk's weight
+// rows (from L2 after the first group) pass under them.
+void matmul_rows(const TypeKernels& k, const std::vector<ActRun>& runs, const WeightView& w, size_t w_row_bytes,
+                 const uint8_t* act, size_t act_stride, float* y, int64_t ldy, int64_t begin, int64_t end) {
   const uint8_t* weights = static_cast<const uint8_t*>(w.data);
-  if (n_rows_x == 1 && k.gemv != nullptr) {
+  if (runs.size() == 1 && runs[0].end == 1 && runs[0].vec_dot == k.vec_dot && k.gemv != nullptr) {
     k.gemv(w.cols, weights + static_cast<size_t>(begin) * w_row_bytes, w_row_bytes, end - begin, act, y + begin);
     return;
   }
   float results[kMaxActRows];
-  for (int64_t m0 = 0; m0 < n_rows_x; m0 += kMaxActRows) {
-    const int n_act = static_cast<int>(std::min<int64_t>(kMaxActRows, n_rows_x - m0));
-    for (int64_t r = begin; r < end; ++r) {
-      k.vec_dot(w.cols, weights + static_cast<size_t>(r) * w_row_bytes, act + m0 * act_stride, act_stride, n_act,
-                results);
-      for (int i = 0; i < n_act; ++i) y[(m0 + i) * ldy + r] = results[i];
+  for (const ActRun& run : runs) {
+    for (int64_t m0 = run.begin; m0 < run.end; m0 += kMaxActRows) {
+      const int n_act = static_cast<int>(std::min<int64_t>(kMaxActRows, run.end - m0));
+      for (int64_t r = begin; r < end; ++r) {
+        run.vec_dot(w.cols, weights + static_cast<size_t>(r) * w_row_bytes, act + m0 * act_stride, act_stride, n_act,
+                    results);
+        for (int i = 0; i < n_act; ++i) y[(m0 + i) * ldy + r] = results[i];
+      }
     }
   }
 }
@@ -83,7 +105,7 @@ void matmul_rows(const TypeKernels& k, const WeightView& w, size_t w_row_bytes, 
 }  // namespace
 
 void matmul(const KernelTable& kt, const WeightView& w, const float* x, int64_t n_rows_x, float* y, int64_t ldy,
-            ThreadPool& pool) {
+            ThreadPool& pool, const uint8_t* prompt) {
   const TypeTraits& traits = type_traits(w.type);
   const size_t w_row_bytes = row_bytes(w.type, w.cols);
   const size_t act_stride = traits.act_format == ActFormat::F32
@@ -91,8 +113,9 @@ void matmul(const KernelTable& kt, const WeightView& w, const float* x, int64_t 
                                 : act_stride_padded(act_row_bytes(traits.act_format, w.cols));
   const uint8_t* act = activations_prepare(kt, traits.act_format, x, n_rows_x, w.cols, act_stride);
   const TypeKernels& kernels = kernels_for(kt, w.type);
+  const std::vector<ActRun> runs = act_runs(kernels, prompt, n_rows_x);
   pool.parallel_for(w.rows, rows_per_chunk(w.rows, w_row_bytes, n_rows_x, pool.size()), [&](int64_t begin, int64_t end, int) {
-    matmul_rows(kernels, w, w_row_bytes, act, act_stride, n_rows_x, y, ldy, begin, end);
+    matmul_rows(kernels, runs, w, w_row_bytes, act, act_stride, y, ldy, begin, end);
   });
 }
 

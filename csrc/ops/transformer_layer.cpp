@@ -46,9 +46,9 @@ void transformer_layer_forward(const KernelTable& kt, const LayerShape& s, const
 
   // Attention block.
   rms_norm(x, w.attn_norm, h.data(), n_tokens, s.n_embd, s.rms_eps);
-  matmul(kt, w.wq, h.data(), n_tokens, q.data(), q_width, pool);
-  matmul(kt, w.wk, h.data(), n_tokens, k.data(), kv_width, pool);
-  matmul(kt, w.wv, h.data(), n_tokens, v.data(), kv_width, pool);
+  matmul(kt, w.wq, h.data(), n_tokens, q.data(), q_width, pool, prompt);
+  matmul(kt, w.wk, h.data(), n_tokens, k.data(), kv_width, pool, prompt);
+  matmul(kt, w.wv, h.data(), n_tokens, v.data(), kv_width, pool, prompt);
   if (w.bq) add_bias(q.data(), w.bq, n_tokens, q_width);
   if (w.bk) add_bias(k.data(), w.bk, n_tokens, kv_width);
   if (w.bv) add_bias(v.data(), w.bv, n_tokens, kv_width);
@@ -71,15 +71,15 @@ void transformer_layer_forward(const KernelTable& kt, const LayerShape& s, const
   AttentionShape as{n_tokens, n_past + n_tokens, s.n_head, s.n_head_kv, s.head_dim};
   attention(as, q.data(), kv.k, kv.v, kv.kv_type, mask, prompt, 1.0f / std::sqrt(float(s.head_dim)), attn.data(),
             pool, kt.isa);
-  matmul(kt, w.wo, attn.data(), n_tokens, proj.data(), s.n_embd, pool);
+  matmul(kt, w.wo, attn.data(), n_tokens, proj.data(), s.n_embd, pool, prompt);
   add_inplace(x, proj.data(), n_tokens * s.n_embd);
 
   // Feed-forward block.
   rms_norm(x, w.ffn_norm, h.data(), n_tokens, s.n_embd, s.rms_eps);
-  matmul(kt, w.w_gate, h.data(), n_tokens, gate.data(), s.n_ff, pool);
-  matmul(kt, w.w_up, h.data(), n_tokens, up.data(), s.n_ff, pool);
+  matmul(kt, w.w_gate, h.data(), n_tokens, gate.data(), s.n_ff, pool, prompt);
+  matmul(kt, w.w_up, h.data(), n_tokens, up.data(), s.n_ff, pool, prompt);
   swiglu(gate.data(), up.data(), n_tokens * s.n_ff, kt.isa);
-  matmul(kt, w.w_down, gate.data(), n_tokens, proj.data(), s.n_embd, pool);
+  matmul(kt, w.w_down, gate.data(), n_tokens, proj.data(), s.n_embd, pool, prompt);
   add_inplace(x, proj.data(), n_tokens * s.n_embd);
 }
 

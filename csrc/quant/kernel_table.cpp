@@ -28,6 +28,10 @@ void set_vec_dot(KernelTable& t, GgmlType type, decltype(TypeKernels::vec_dot) v
 
 void set_gemv(KernelTable& t, GgmlType type, decltype(TypeKernels::gemv) gemv) { t.types[type_index(type)].gemv = gemv; }
 
+void set_vec_dot_prompt(KernelTable& t, GgmlType type, decltype(TypeKernels::vec_dot_prompt) vec_dot_prompt) {
+  t.types[type_index(type)].vec_dot_prompt = vec_dot_prompt;
+}
+
 KernelTable scalar_table() {
   KernelTable t{};
   t.isa = Isa::Scalar;
@@ -40,6 +44,9 @@ KernelTable scalar_table() {
   set_kernels(t, GgmlType::Q4_K, scalar::dequantize_row_q4_k, scalar::vec_dot_q4_k);
   set_kernels(t, GgmlType::Q5_K, scalar::dequantize_row_q5_k, scalar::vec_dot_q5_k);
   set_kernels(t, GgmlType::Q6_K, scalar::dequantize_row_q6_k, scalar::vec_dot_q6_k);
+  set_vec_dot_prompt(t, GgmlType::Q4_K, scalar::vec_dot_prompt_q4_k);
+  set_vec_dot_prompt(t, GgmlType::Q5_K, scalar::vec_dot_prompt_q5_k);
+  set_vec_dot_prompt(t, GgmlType::Q6_K, scalar::vec_dot_prompt_q6_k);
   t.quantize_q8_32 = scalar::quantize_q8_32;
   t.quantize_q8_256 = scalar::quantize_q8_256;
   return t;
@@ -61,13 +68,17 @@ KernelTable avx2_table() {
   set_gemv(t, GgmlType::Q4_K, avx2::gemv_q4_k);
   set_gemv(t, GgmlType::Q5_K, avx2::gemv_q5_k);
   set_gemv(t, GgmlType::Q6_K, avx2::gemv_q6_k);
+  set_vec_dot_prompt(t, GgmlType::Q4_K, avx2::vec_dot_prompt_q4_k);
+  set_vec_dot_prompt(t, GgmlType::Q5_K, avx2::vec_dot_prompt_q5_k);
+  set_vec_dot_prompt(t, GgmlType::Q6_K, avx2::vec_dot_prompt_q6_k);
   t.quantize_q8_32 = avx2::quantize_q8_32;
   t.quantize_q8_256 = avx2::quantize_q8_256;
   return t;
 }
 
-// Starts from AVX2 (an AVX-512 CPU runs it): the float types and the quantizers
-// stay the AVX2 ones.
+// Starts from AVX2 (an AVX-512 CPU runs it): the float types, the quantizers and
+// the prompt-order kernels (exact integers, then scalar float steps: the same bits
+// on any x86 path) stay the AVX2 ones.
 KernelTable avx512_table() {
   KernelTable t = avx2_table();
   t.isa = Isa::Avx512;
@@ -98,6 +109,9 @@ KernelTable neon_table() {
   set_vec_dot(t, GgmlType::Q4_K, neon::vec_dot_q4_k);
   set_vec_dot(t, GgmlType::Q5_K, neon::vec_dot_q5_k);
   set_vec_dot(t, GgmlType::Q6_K, neon::vec_dot_q6_k);
+  // llama.cpp's tiled matmul kernels are written for x86; here prompt tokens take
+  // vec_dot (the scalar prompt kernels would make prefill slow).
+  for (GgmlType type : {GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K}) set_vec_dot_prompt(t, type, nullptr);
   return t;
 }
 

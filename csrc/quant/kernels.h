@@ -25,6 +25,14 @@ struct TypeKernels {
   // w + r * w_stride bytes. Each out[r] must have the bits vec_dot gives with
   // n_act == 1, so that a row's result does not depend on the batch size.
   void (*gemv)(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const void* act, float* out);
+  // Optional (null: prompt tokens take vec_dot). vec_dot in llama.cpp's prompt-batch
+  // order, for prompt tokens: llama.cpp multiplies a batch of 8 or more tokens by
+  // K-quant weights with its tiled matmul, whose float operations differ from
+  // vec_dot's (its other types give a batch vec_dot's bits). duet gives every prompt
+  // token this order, however its prompt is split into batches, so that a streamed
+  // prompt and a whole one agree; only prompts under 8 tokens then differ from
+  // llama.cpp, in the last bits. Same contract as vec_dot.
+  void (*vec_dot_prompt)(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out);
 };
 
 struct KernelTable {

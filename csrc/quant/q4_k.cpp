@@ -31,4 +31,8 @@ void vec_dot_q4_k(int64_t n, const void* w, const void* act, size_t act_stride, 
   kquant_vec_dot<BlockQ4_K, q4_k_unpack>(n, w, act, act_stride, n_act, out);
 }
 
+void vec_dot_prompt_q4_k(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
+  kquant_vec_dot_prompt<BlockQ4_K, q4_k_unpack>(n, w, act, act_stride, n_act, out);
+}
+
 }  // namespace duet::scalar

@@ -30,4 +30,8 @@ void vec_dot_q5_k(int64_t n, const void* w, const void* act, size_t act_stride, 
   kquant_vec_dot<BlockQ5_K, q5_k_unpack>(n, w, act, act_stride, n_act, out);
 }
 
+void vec_dot_prompt_q5_k(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
+  kquant_vec_dot_prompt<BlockQ5_K, q5_k_unpack>(n, w, act, act_stride, n_act, out);
+}
+
 }  // namespace duet::scalar

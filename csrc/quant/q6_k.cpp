@@ -1,5 +1,7 @@
 // Q6_K: super-blocks of 256 weights in sixteen sub-blocks of 16, each with an int8
 // scale; w = d * scale * (q - 32), q in 0..63 (4 low bits in ql, 2 high in qh).
+#include <cmath>
+
 #include "quant/formats.h"
 #include "quant/scalar_kernels.h"
 #include "quant/scalar_rows.h"
@@ -25,6 +27,13 @@ void q6_k_unpack(const BlockQ6_K& block, int8_t q[QK_K]) {
   }
 }
 
+// The integer part: sum over sub-blocks of scale * dot(q - 32, a), exact.
+int32_t q6_k_block_sum(const BlockQ6_K& block, const ActQ8_256& a) {
+  int8_t q[QK_K];
+  q6_k_unpack(block, q);
+  return kquant_scaled_sum<16>(q, block.scales, a.qs);
+}
+
 }  // namespace
 
 void dequantize_row_q6_k(const void* w, float* y, int64_t n) {
@@ -45,10 +54,20 @@ void vec_dot_q6_k(int64_t n, const void* w, const void* act, size_t act_stride, 
   dot_each_row<ActQ8_256>(act, act_stride, n_act, out, [&](const ActQ8_256* a) {
     float sum = 0.0f;
     for (int64_t b = 0; b < n / QK_K; ++b) {
-      int8_t q[QK_K];
-      q6_k_unpack(blocks[b], q);
-      const int32_t sumi = kquant_scaled_sum<16>(q, blocks[b].scales, a[b].qs);
-      sum += fp16_to_fp32(blocks[b].d) * a[b].d * static_cast<float>(sumi);
+      sum += fp16_to_fp32(blocks[b].d) * a[b].d * static_cast<float>(q6_k_block_sum(blocks[b], a[b]));
+    }
+    return sum;
+  });
+}
+
+// llama.cpp's prompt-batch order (as kquant_vec_dot_prompt, without mins).
+void vec_dot_prompt_q6_k(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
+  const BlockQ6_K* blocks = static_cast<const BlockQ6_K*>(w);
+  dot_each_row<ActQ8_256>(act, act_stride, n_act, out, [&](const ActQ8_256* a) {
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / QK_K; ++b) {
+      const float block = fp16_to_fp32(blocks[b].d) * static_cast<float>(q6_k_block_sum(blocks[b], a[b]));
+      sum = std::fma(block, a[b].d, sum);
     }
     return sum;
   });

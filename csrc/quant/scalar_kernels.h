@@ -21,6 +21,15 @@ DUET_DECLARE_TYPE_KERNELS(q5_k)
 DUET_DECLARE_TYPE_KERNELS(q6_k)
 #undef DUET_DECLARE_TYPE_KERNELS
 
+// The K-quants' prompt-batch order (kernels.h, TypeKernels::vec_dot_prompt).
+#define DUET_DECLARE_VEC_DOT_PROMPT(fmt) \
+  void vec_dot_prompt_##fmt(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out);
+
+DUET_DECLARE_VEC_DOT_PROMPT(q4_k)
+DUET_DECLARE_VEC_DOT_PROMPT(q5_k)
+DUET_DECLARE_VEC_DOT_PROMPT(q6_k)
+#undef DUET_DECLARE_VEC_DOT_PROMPT
+
 void quantize_q8_32(const float* x, void* dst, int64_t n);
 void quantize_q8_256(const float* x, void* dst, int64_t n);
 

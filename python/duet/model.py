@@ -103,12 +103,13 @@ class Model:
                               prompt)
         cache.n += x.shape[0]
 
-    def logits(self, hidden: np.ndarray) -> np.ndarray:
-        """[n, n_embd] final hidden states -> [n, n_vocab] logits."""
+    def logits(self, hidden: np.ndarray, prompt: np.ndarray | None = None) -> np.ndarray:
+        """[n, n_embd] final hidden states -> [n, n_vocab] logits.
+        prompt: None or uint8 [n], nonzero for prompt tokens (see forward)."""
         h = _core.rms_norm(np.ascontiguousarray(hidden), self.output_norm, self.config.rms_eps)
         type_id, data, n_embd, n_vocab = self.output
         with self.compute.hold(self.urgent):
-            return _core.matmul(type_id, data, n_vocab, n_embd, h, self.pool, self.isa)
+            return _core.matmul(type_id, data, n_vocab, n_embd, h, self.pool, self.isa, prompt=prompt)
 
     def forward(
         self,
@@ -126,9 +127,10 @@ class Model:
               default causal.
         logits_rows: "last", "all", row indices into tokens, or None for no logits.
         prompt: True (all), False (none) or [n] flags: which tokens are prompt tokens.
-              llama.cpp sums a prompt batch's attention in another order than a decoded
-              token's; each token follows the order its kind gets there, whatever
-              batch it comes in, so that every path through the engine agrees.
+              llama.cpp sums a prompt batch's attention, and its products with
+              K-quant weights, in other orders than a decoded token's; each token
+              follows the orders its kind gets there, whatever batch it comes in, so
+              that every path through the engine agrees.
         """
         tokens = np.ascontiguousarray(tokens, dtype=np.int32)
         n = tokens.shape[0]
@@ -147,7 +149,7 @@ class Model:
             rows = slice(n - 1, n) if logits_rows == "last" else slice(0, n)
         else:
             rows = np.asarray(logits_rows, dtype=np.int64)
-        return self.logits(x[rows])
+        return self.logits(x[rows], None if flags is None else np.ascontiguousarray(flags[rows]))
 
     def prefill(self, tokens, cache: KVCache, block: int = PREFILL_BLOCK) -> np.ndarray:
         """Processes a prompt in blocks of `block` tokens; returns the last token's logits [n_vocab]."""

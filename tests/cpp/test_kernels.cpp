@@ -1,6 +1,6 @@
 // Kernel tests without Python: every runnable SIMD path against the scalar path
-// (dequantize equal, vec_dot close, quantizers byte-equal) and batch invariance of
-// vec_dot and matmul, on fixed-seed random blocks. Prints "isa NAME: N checks" per
+// (dequantize equal, vec_dot close, prompt-order vec_dot and quantizers equal) and
+// batch invariance of vec_dot and matmul (prompt and decoded rows mixed), on fixed-seed random blocks. Prints "isa NAME: N checks" per
 // path it ran (so a run shows which paths the CPU had), then "N passed, N failed".
 #include <cmath>
 #include <cstdio>
@@ -165,6 +165,38 @@ void test_isa_against_scalar(Isa isa, GgmlType type) {
   }
 }
 
+// A path's prompt-order kernel against the scalar one: equal bits (exact integers,
+// then the same float steps), for every activation row in every window of rows.
+void test_vec_dot_prompt(Isa isa, GgmlType type) {
+  const auto simd = kernels_for(kernel_table(isa), type).vec_dot_prompt;
+  const auto scalar = kernels_for(kernel_table(Isa::Scalar), type).vec_dot_prompt;
+  if (simd == nullptr || isa == Isa::Scalar) return;
+  const std::string label = std::string(isa_name(isa)) + " " + type_traits(type).name;
+  std::mt19937 rng(4321 + static_cast<int>(type));
+  const int64_t n = cols_for(type), rows = 5;
+  const std::vector<uint8_t> w = random_rows(type, rows, n, rng);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  std::vector<float> x(kMaxActRows * n);
+  for (float& v : x) v = normal(rng);
+  const Activations a = activations_quantize(kernel_table(Isa::Scalar), type, x, kMaxActRows, n);
+  bool equal = true;
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint8_t* w_row = w.data() + r * row_bytes(type, n);
+    float want[kMaxActRows];
+    scalar(n, w_row, a.bytes.data(), a.stride, kMaxActRows, want);
+    for (int n_act = 1; n_act <= kMaxActRows; ++n_act) {
+      for (int first = 0; first + n_act <= kMaxActRows; ++first) {
+        float got[kMaxActRows];
+        simd(n, w_row, a.bytes.data() + first * a.stride, a.stride, n_act, got);
+        equal = equal && bits_equal(got, want + first, n_act);
+      }
+    }
+  }
+  check(equal, label + " vec_dot_prompt has the scalar bits");
+}
+
+// Row m's result with flag prompt[m] equals that row alone with its flag, for any
+// batch size, with prompt and decoded rows mixed (a tree whose root is a prompt token).
 void test_matmul_batch_invariance(Isa isa, GgmlType type, ThreadPool& pool) {
   const KernelTable& kt = kernel_table(isa);
   std::mt19937 rng(99 + static_cast<int>(type));
@@ -173,13 +205,17 @@ void test_matmul_batch_invariance(Isa isa, GgmlType type, ThreadPool& pool) {
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::vector<float> x(max_m * n);
   for (float& v : x) v = normal(rng);
+  std::vector<uint8_t> prompt(max_m);
+  for (int64_t m = 0; m < max_m; ++m) prompt[m] = m < 3 || m % 4 == 1;
   const WeightView view{w.data(), type, rows, n};
   std::vector<float> single(max_m * rows);
-  for (int64_t m = 0; m < max_m; ++m) matmul(kt, view, x.data() + m * n, 1, single.data() + m * rows, rows, pool);
+  for (int64_t m = 0; m < max_m; ++m) {
+    matmul(kt, view, x.data() + m * n, 1, single.data() + m * rows, rows, pool, prompt.data() + m);
+  }
   bool invariant = true;
   for (int64_t m_rows = 1; m_rows <= max_m; ++m_rows) {
     std::vector<float> y(m_rows * rows);
-    matmul(kt, view, x.data(), m_rows, y.data(), rows, pool);
+    matmul(kt, view, x.data(), m_rows, y.data(), rows, pool, prompt.data());
     invariant = invariant && bits_equal(y.data(), single.data(), m_rows * rows);
   }
   check(invariant, std::string(isa_name(isa)) + " " + type_traits(type).name + " matmul batch invariant");
@@ -224,6 +260,7 @@ int main() {
     for (GgmlType type : kTypes) {
       if (isa != Isa::Scalar) test_isa_against_scalar(isa, type);
       test_gemv(isa, type);
+      test_vec_dot_prompt(isa, type);
       test_matmul_batch_invariance(isa, type, pool);
     }
     std::printf("isa %s: %d checks\n", isa_name(isa), g_passed + g_failed - checks_before);

@@ -5,6 +5,7 @@
 // row (decode) each chunk is summed as it is unpacked. Either way a row gets the
 // same int32 lane sums and the same float operations on them.
 #pragma once
+#include <cmath>
 #include <cstring>
 #include <type_traits>
 
@@ -169,55 +170,116 @@ inline __m128i act_pair_sums(const ActQ8_256& a) {
   return _mm_hadd_epi16(_mm_loadu_si128(bsums), _mm_loadu_si128(bsums + 1));
 }
 
-// Row state of a Q4_K / Q5_K dot product: the scale term and the mins term, each
-// one FMA per block.
-struct KQuantRowAcc {
-  __m256 scaled;
-  __m128 mins;
-};
-
-inline KQuantRowAcc kquant_row_acc_zero() { return {_mm256_setzero_ps(), _mm_setzero_ps()}; }
-
-// One block's update of a row's accumulators: sumi = int32[8] scale sums, summ =
-// int32[4] mins sums, factors = [d, dmin, ...] of the weight block, ad = the
-// activation block's scale. Every path (any number of activation rows) goes
-// through here, so a row's float operations are the same whatever path computed
-// its integers: d * ad and -(dmin * ad) as two products, then one FMA per term.
-inline void kquant_row_acc_add(KQuantRowAcc& acc, __m256i sumi, __m128i summ, __m128 factors, float ad) {
-  const __m128 products = _mm_mul_ps(factors, _mm_set1_ps(ad));
-  const __m128 neg_products = _mm_xor_ps(products, _mm_set1_ps(-0.0f));
-  acc.scaled = _mm256_fmadd_ps(_mm256_broadcastss_ps(products), _mm256_cvtepi32_ps(sumi), acc.scaled);
-  acc.mins = _mm_fmadd_ps(_mm_permute_ps(neg_products, 0x55), _mm_cvtepi32_ps(summ), acc.mins);
+// Lane r = the sum of the int32 lanes of v[r] for r < R (0 above): the exact
+// integer totals of up to four rows in one vector, reduced together.
+template <int R>
+inline __m128i hsum_i32x8_rows(const __m256i v[R]) {
+  __m256i x[4];
+  for (int r = 0; r < 4; ++r) x[r] = r < R ? v[r] : _mm256_setzero_si256();
+  const __m256i halves = _mm256_hadd_epi32(_mm256_hadd_epi32(x[0], x[1]), _mm256_hadd_epi32(x[2], x[3]));
+  return _mm_add_epi32(_mm256_castsi256_si128(halves), _mm256_extracti128_si256(halves, 1));
 }
 
-inline float kquant_row_acc_sum(const KQuantRowAcc& acc) { return hsum_f32x8(acc.scaled) + hsum_f32x4(acc.mins); }
+template <int R>
+inline __m128i hsum_i32x4_rows(const __m128i v[R]) {
+  __m128i x[4];
+  for (int r = 0; r < 4; ++r) x[r] = r < R ? v[r] : _mm_setzero_si128();
+  return _mm_hadd_epi32(_mm_hadd_epi32(x[0], x[1]), _mm_hadd_epi32(x[2], x[3]));
+}
 
-// One Q4_K / Q5_K block's contribution to R rows' accumulators.
-template <typename Dot, int R>
+// The activation blocks' scales of R rows in lanes 0..R-1 (0 above). Built in
+// registers: four scalar stores read back as one vector would stall forwarding.
+template <int R>
+inline __m128 act_scales(const ActQ8_256* const a[R]) {
+  auto d = [&](int r) { return r < R ? a[r]->d : 0.0f; };
+  return _mm_setr_ps(d(0), d(1), d(2), d(3));
+}
+
+// The float state of a dot product's rows, in one of llama.cpp's two orders.
+// add<R>(first, ...) takes one block for rows first..first+R-1 (first a multiple
+// of 4: row_groups_each's groups); result(r) is row r's dot product. Every path
+// (any number of activation rows) goes through add, so a row's float operations
+// are the same whatever path computed its integers.
+//
+// Q4_K / Q5_K: sumi = int32[8] scale sums and summ = int32[4] mins sums per row,
+// factors = [d, dmin, ...] of the weight block.
+//
+// Decode order (ggml's vec_dot, which llama.cpp runs for a decoded token): d * ad
+// and -(dmin * ad) as two products, then one FMA per term into float lanes, summed
+// across lanes at the end.
+struct KQuantDecodeRows {
+  __m256 scaled[kMaxActRows];
+  __m128 mins[kMaxActRows];
+  explicit KQuantDecodeRows(int n_rows) {
+    for (int r = 0; r < n_rows; ++r) scaled[r] = _mm256_setzero_ps(), mins[r] = _mm_setzero_ps();
+  }
+  template <int R>
+  void add(int first, const __m256i sumi[R], const __m128i summ[R], __m128 factors, const ActQ8_256* const a[R]) {
+    for (int r = 0; r < R; ++r) {
+      const __m128 products = _mm_mul_ps(factors, _mm_set1_ps(a[r]->d));
+      const __m128 neg_products = _mm_xor_ps(products, _mm_set1_ps(-0.0f));
+      scaled[first + r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(products), _mm256_cvtepi32_ps(sumi[r]),
+                                          scaled[first + r]);
+      mins[first + r] = _mm_fmadd_ps(_mm_permute_ps(neg_products, 0x55), _mm_cvtepi32_ps(summ[r]), mins[first + r]);
+    }
+  }
+  float result(int r) const { return hsum_f32x8(scaled[r]) + hsum_f32x4(mins[r]); }
+};
+
+// One sum per row, four rows to a vector: lane r % 4 of sums[r / 4].
+struct PromptRowSums {
+  __m128 sums[kMaxActRows / 4];
+  explicit PromptRowSums(int n_rows) {
+    for (int g = 0; g < (n_rows + 3) / 4; ++g) sums[g] = _mm_setzero_ps();
+  }
+  float result(int r) const {
+    alignas(16) float lanes[4];
+    _mm_store_ps(lanes, sums[r / 4]);
+    return lanes[r % 4];
+  }
+};
+
+// Prompt order (ggml's tiled matmul, which llama.cpp runs for a prompt batch of 8
+// tokens or more): the block's integers summed exactly, d * scaled - dmin * mins
+// with one rounding of the difference, then one FMA with ad into the row's sum.
+// The scalar kquant_vec_dot_prompt's operations, on four rows at once.
+struct KQuantPromptRows : PromptRowSums {
+  using PromptRowSums::PromptRowSums;
+  template <int R>
+  void add(int first, const __m256i sumi[R], const __m128i summ[R], __m128 factors, const ActQ8_256* const a[R]) {
+    const __m128 scaled = _mm_cvtepi32_ps(hsum_i32x8_rows<R>(sumi));
+    const __m128 mins = _mm_cvtepi32_ps(hsum_i32x4_rows<R>(summ));
+    const __m128 block = _mm_fnmadd_ps(_mm_permute_ps(factors, 0x55), mins, _mm_mul_ps(_mm_permute_ps(factors, 0), scaled));
+    sums[first / 4] = _mm_fmadd_ps(block, act_scales<R>(a), sums[first / 4]);
+  }
+};
+
+// One Q4_K / Q5_K block's contribution to R rows from `first` on.
+template <typename Dot, int R, typename Rows>
 inline void kquant_mins_block_rows(const KBlockUnpacked& u, __m128i mins16, __m128 factors,
-                                   const ActQ8_256* const a[R], KQuantRowAcc acc[R]) {
+                                   const ActQ8_256* const a[R], int first, Rows& rows) {
   const int8_t* qs[R];
   for (int r = 0; r < R; ++r) qs[r] = a[r]->qs;
   __m256i sumi[R];
+  __m128i summ[R];
   Dot::template rows<R>(u, qs, sumi);
-  for (int r = 0; r < R; ++r) {
-    kquant_row_acc_add(acc[r], sumi[r], _mm_madd_epi16(mins16, act_pair_sums(*a[r])), factors, a[r]->d);
-  }
+  for (int r = 0; r < R; ++r) summ[r] = _mm_madd_epi16(mins16, act_pair_sums(*a[r]));
+  rows.template add<R>(first, sumi, summ, factors, a);
 }
 
 // Runs a K-quant-with-mins dot product (Q4_K, Q5_K) over n_act rows given the
 // format's chunks (Q4KChunks, Q5KChunks: each(block, f) hands chunk j to f and
-// returns the mins). kRows is n_act when known at compile time, else 0. Either way
-// each row's operations are the same.
-template <typename Chunks, typename Dot, int kRows>
+// returns the mins) and an order (Rows: KQuantDecodeRows, KQuantPromptRows). kRows
+// is n_act when known at compile time, else 0. Either way each row's operations are
+// the same.
+template <typename Chunks, typename Dot, typename Rows, int kRows>
 void kquant_mins_rows(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
   using Block = typename Chunks::Block;
   if constexpr (kRows > 0) n_act = kRows;
   const bool prefetch = act_rows_need_prefetch(n_act, act_stride);
   const Block* blocks = static_cast<const Block*>(w);
   const uint8_t* rows = static_cast<const uint8_t*>(act);
-  KQuantRowAcc acc[kMaxActRows];
-  for (int r = 0; r < n_act; ++r) acc[r] = kquant_row_acc_zero();
+  Rows state(n_act);
   KBlockUnpacked u;
   const int64_t n_blocks = n / QK_K;
   for (int64_t b = 0; b < n_blocks; ++b) {
@@ -228,23 +290,24 @@ void kquant_mins_rows(int64_t n, const void* w, const void* act, size_t act_stri
     if constexpr (kRows == 1 && Dot::kFusedOneRow) {
       KChunkSum sum{a[0]->qs, _mm256_setzero_si256()};
       const __m128i mins16 = Chunks::each(blocks[b], sum);
-      kquant_row_acc_add(acc[0], sum.sum, _mm_madd_epi16(mins16, act_pair_sums(*a[0])), factors, a[0]->d);
+      const __m128i summ = _mm_madd_epi16(mins16, act_pair_sums(*a[0]));
+      state.template add<1>(0, &sum.sum, &summ, factors, a);
     } else {
       const __m128i mins16 = Chunks::each(blocks[b], KBlockStore{u});
       row_groups_each(n_act, [&](auto group, int first) {
-        kquant_mins_block_rows<Dot, decltype(group)::value>(u, mins16, factors, a + first, acc + first);
+        kquant_mins_block_rows<Dot, decltype(group)::value>(u, mins16, factors, a + first, first, state);
       });
     }
   }
-  for (int r = 0; r < n_act; ++r) out[r] = kquant_row_acc_sum(acc[r]);
+  for (int r = 0; r < n_act; ++r) out[r] = state.result(r);
 }
 
-template <typename Chunks, typename Dot>
+template <typename Chunks, typename Dot, typename Rows = KQuantDecodeRows>
 void kquant_mins_vec_dot(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
   if (n_act == 1) {
-    kquant_mins_rows<Chunks, Dot, 1>(n, w, act, act_stride, n_act, out);
+    kquant_mins_rows<Chunks, Dot, Rows, 1>(n, w, act, act_stride, n_act, out);
   } else {
-    kquant_mins_rows<Chunks, Dot, 0>(n, w, act, act_stride, n_act, out);
+    kquant_mins_rows<Chunks, Dot, Rows, 0>(n, w, act, act_stride, n_act, out);
   }
 }
 
@@ -252,40 +315,64 @@ inline __m256i act_bsums(const ActQ8_256& a) {
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.bsums));
 }
 
-// One Q6_K block's update of a row's accumulator (sumi = int32[8] scale sums,
-// scales_all = the block's int16[16] scales, bsums = the activation's): the -32
-// offset of every weight is taken once per block as 32 * sum_j(scale_j * bsums_j),
-// exact in int32. Shared by every path, as kquant_row_acc_add.
-inline void q6_k_row_acc_add(__m256& acc, __m256i sumi, __m256i scales_all, __m256i bsums, float d, float ad) {
-  const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(scales_all, bsums), 5);
-  const __m256 sum = _mm256_cvtepi32_ps(_mm256_sub_epi32(sumi, offset));
-  acc = _mm256_fmadd_ps(_mm256_set1_ps(d * ad), sum, acc);
+// sumi = int32[8] sums of scale * q * a, q in 0..63, less the -32 offset of every
+// weight, taken once per block as 32 * sum_j(scale_j * bsums_j) (exact in int32):
+// the integers of a Q6_K block, as q - 32 gives them. scales_all = the block's
+// int16[16] scales, bsums = the activation's.
+inline __m256i q6_k_offset_sums(__m256i sumi, __m256i scales_all, __m256i bsums) {
+  return _mm256_sub_epi32(sumi, _mm256_slli_epi32(_mm256_madd_epi16(scales_all, bsums), 5));
 }
+
+// Q6_K's two orders (see KQuantDecodeRows, KQuantPromptRows); add takes one block's
+// offset sums per row and the weight block's d.
+struct Q6KDecodeRows {
+  __m256 acc[kMaxActRows];
+  explicit Q6KDecodeRows(int n_rows) {
+    for (int r = 0; r < n_rows; ++r) acc[r] = _mm256_setzero_ps();
+  }
+  template <int R>
+  void add(int first, const __m256i sums[R], float d, const ActQ8_256* const a[R]) {
+    for (int r = 0; r < R; ++r) {
+      acc[first + r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[r]->d), _mm256_cvtepi32_ps(sums[r]), acc[first + r]);
+    }
+  }
+  float result(int r) const { return hsum_f32x8(acc[r]); }
+};
+
+struct Q6KPromptRows : PromptRowSums {
+  using PromptRowSums::PromptRowSums;
+  template <int R>
+  void add(int first, const __m256i offset_sums[R], float d, const ActQ8_256* const a[R]) {
+    const __m128 block = _mm_mul_ps(_mm_set1_ps(d), _mm_cvtepi32_ps(hsum_i32x8_rows<R>(offset_sums)));
+    sums[first / 4] = _mm_fmadd_ps(block, act_scales<R>(a), sums[first / 4]);
+  }
+};
 
 inline __m256i q6_k_scales_all(const BlockQ6_K& x) {
   return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x.scales)));
 }
 
 // One Q6_K block's contribution to R rows' accumulators.
-template <typename Dot, int R>
+template <typename Dot, int R, typename Rows>
 inline void q6_k_block_rows(const KBlockUnpacked& u, __m256i scales_all, float d, const ActQ8_256* const a[R],
-                            __m256 acc[R]) {
+                            int first, Rows& rows) {
   const int8_t* qs[R];
   for (int r = 0; r < R; ++r) qs[r] = a[r]->qs;
-  __m256i sumi[R];
-  Dot::template rows<R>(u, qs, sumi);
-  for (int r = 0; r < R; ++r) q6_k_row_acc_add(acc[r], sumi[r], scales_all, act_bsums(*a[r]), d, a[r]->d);
+  __m256i sums[R];
+  Dot::template rows<R>(u, qs, sums);
+  for (int r = 0; r < R; ++r) sums[r] = q6_k_offset_sums(sums[r], scales_all, act_bsums(*a[r]));
+  rows.template add<R>(first, sums, d, a);
 }
 
-// Q6_K's dot product over n_act rows given its chunks (Q6KChunks).
-template <typename Chunks, typename Dot, int kRows>
+// Q6_K's dot product over n_act rows given its chunks (Q6KChunks) and an order
+// (Q6KDecodeRows, Q6KPromptRows).
+template <typename Chunks, typename Dot, typename Rows, int kRows>
 void q6_k_rows(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
   if constexpr (kRows > 0) n_act = kRows;
   const bool prefetch = act_rows_need_prefetch(n_act, act_stride);
   const BlockQ6_K* blocks = static_cast<const BlockQ6_K*>(w);
   const uint8_t* rows = static_cast<const uint8_t*>(act);
-  __m256 acc[kMaxActRows];
-  for (int r = 0; r < n_act; ++r) acc[r] = _mm256_setzero_ps();
+  Rows state(n_act);
   KBlockUnpacked u;
   const int64_t n_blocks = n / QK_K;
   for (int64_t b = 0; b < n_blocks; ++b) {
@@ -297,23 +384,24 @@ void q6_k_rows(int64_t n, const void* w, const void* act, size_t act_stride, int
     if constexpr (kRows == 1 && Dot::kFusedOneRow) {
       KChunkSum sum{a[0]->qs, _mm256_setzero_si256()};
       Chunks::each(blocks[b], sum);
-      q6_k_row_acc_add(acc[0], sum.sum, scales_all, act_bsums(*a[0]), d, a[0]->d);
+      const __m256i sums = q6_k_offset_sums(sum.sum, scales_all, act_bsums(*a[0]));
+      state.template add<1>(0, &sums, d, a);
     } else {
       Chunks::each(blocks[b], KBlockStore{u});
       row_groups_each(n_act, [&](auto group, int first) {
-        q6_k_block_rows<Dot, decltype(group)::value>(u, scales_all, d, a + first, acc + first);
+        q6_k_block_rows<Dot, decltype(group)::value>(u, scales_all, d, a + first, first, state);
       });
     }
   }
-  for (int r = 0; r < n_act; ++r) out[r] = hsum_f32x8(acc[r]);
+  for (int r = 0; r < n_act; ++r) out[r] = state.result(r);
 }
 
-template <typename Chunks, typename Dot>
+template <typename Chunks, typename Dot, typename Rows = Q6KDecodeRows>
 void q6_k_vec_dot_with(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
   if (n_act == 1) {
-    q6_k_rows<Chunks, Dot, 1>(n, w, act, act_stride, n_act, out);
+    q6_k_rows<Chunks, Dot, Rows, 1>(n, w, act, act_stride, n_act, out);
   } else {
-    q6_k_rows<Chunks, Dot, 0>(n, w, act, act_stride, n_act, out);
+    q6_k_rows<Chunks, Dot, Rows, 0>(n, w, act, act_stride, n_act, out);
   }
 }
 
@@ -331,12 +419,12 @@ void gemv_by_rows(int64_t n, const void* w, size_t w_stride, int64_t n_rows, con
 
 template <typename Chunks, typename Dot>
 void kquant_mins_gemv(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const void* act, float* out) {
-  gemv_by_rows<kquant_mins_rows<Chunks, Dot, 1>>(n, w, w_stride, n_rows, act, out);
+  gemv_by_rows<kquant_mins_rows<Chunks, Dot, KQuantDecodeRows, 1>>(n, w, w_stride, n_rows, act, out);
 }
 
 template <typename Chunks, typename Dot>
 void q6_k_gemv_with(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const void* act, float* out) {
-  gemv_by_rows<q6_k_rows<Chunks, Dot, 1>>(n, w, w_stride, n_rows, act, out);
+  gemv_by_rows<q6_k_rows<Chunks, Dot, Q6KDecodeRows, 1>>(n, w, w_stride, n_rows, act, out);
 }
 
 }  // namespace

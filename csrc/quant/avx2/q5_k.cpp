@@ -12,4 +12,8 @@ void gemv_q5_k(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const 
   kquant_mins_gemv<Q5KChunks, KBlockDotAvx2>(n, w, w_stride, n_rows, act, out);
 }
 
+void vec_dot_prompt_q5_k(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
+  kquant_mins_vec_dot<Q5KChunks, KBlockDotAvx2, KQuantPromptRows>(n, w, act, act_stride, n_act, out);
+}
+
 }  // namespace duet::avx2

@@ -12,4 +12,8 @@ void gemv_q6_k(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const 
   q6_k_gemv_with<Q6KChunks, KBlockDotAvx2>(n, w, w_stride, n_rows, act, out);
 }
 
+void vec_dot_prompt_q6_k(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
+  q6_k_vec_dot_with<Q6KChunks, KBlockDotAvx2, Q6KPromptRows>(n, w, act, act_stride, n_act, out);
+}
+
 }  // namespace duet::avx2
