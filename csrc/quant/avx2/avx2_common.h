@@ -28,16 +28,6 @@ inline float hsum_f32x4(__m128 s) {
   return _mm_cvtss_f32(s);
 }
 
-inline int32_t hsum_i32x4(__m128i s) {
-  s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-  return _mm_cvtsi128_si32(s);
-}
-
-inline int32_t hsum_i32x8(__m256i v) {
-  return hsum_i32x4(_mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1)));
-}
-
 // Products of unsigned bytes u with signed bytes s, summed in pairs and then
 // scaled per pair-of-pairs by 16-bit factors: int32[8]. Exact for the ranges used
 // here (u <= 63, |s| <= 128) since pair sums stay below 2^15.

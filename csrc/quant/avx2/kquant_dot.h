@@ -5,7 +5,6 @@
 // row (decode) each chunk is summed as it is unpacked. Either way a row gets the
 // same int32 lane sums and the same float operations on them.
 #pragma once
-#include <cmath>
 #include <cstring>
 #include <type_traits>
 
