@@ -65,11 +65,13 @@ struct ActRun {
 
 // The activation rows cut where the kernel changes: a prompt row takes the type's
 // prompt-order kernel when it has one. Usually one run (a prompt, or decoded tokens).
-std::vector<ActRun> act_runs(const TypeKernels& k, const uint8_t* prompt, int64_t n_rows_x) {
+// Kept per calling thread, as the activations are, so a decode step allocates nothing.
+const std::vector<ActRun>& act_runs(const TypeKernels& k, const uint8_t* prompt, int64_t n_rows_x) {
   auto kernel = [&](int64_t m) {
     return prompt != nullptr && prompt[m] && k.vec_dot_prompt != nullptr ? k.vec_dot_prompt : k.vec_dot;
   };
-  std::vector<ActRun> runs;
+  thread_local std::vector<ActRun> runs;
+  runs.clear();
   for (int64_t m = 0; m < n_rows_x; ++m) {
     if (runs.empty() || runs.back().vec_dot != kernel(m)) runs.push_back({m, m, kernel(m)});
     runs.back().end = m + 1;
@@ -113,7 +115,7 @@ void matmul(const KernelTable& kt, const WeightView& w, const float* x, int64_t 
                                 : act_stride_padded(act_row_bytes(traits.act_format, w.cols));
   const uint8_t* act = activations_prepare(kt, traits.act_format, x, n_rows_x, w.cols, act_stride);
   const TypeKernels& kernels = kernels_for(kt, w.type);
-  const std::vector<ActRun> runs = act_runs(kernels, prompt, n_rows_x);
+  const std::vector<ActRun>& runs = act_runs(kernels, prompt, n_rows_x);
   pool.parallel_for(w.rows, rows_per_chunk(w.rows, w_row_bytes, n_rows_x, pool.size()), [&](int64_t begin, int64_t end, int) {
     matmul_rows(kernels, runs, w, w_row_bytes, act, act_stride, y, ldy, begin, end);
   });

@@ -49,28 +49,33 @@ void dequantize_row_q6_k(const void* w, float* y, int64_t n) {
   }
 }
 
-void vec_dot_q6_k(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
+namespace {
+
+// Q6_K's dot product per activation row; order(sum, block_sum, d, ad) folds each
+// block's integer sum into the row's sum (d: the weight block's, ad: the activation's).
+template <typename Order>
+void q6_k_rows(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out, Order order) {
   const BlockQ6_K* blocks = static_cast<const BlockQ6_K*>(w);
   dot_each_row<ActQ8_256>(act, act_stride, n_act, out, [&](const ActQ8_256* a) {
     float sum = 0.0f;
     for (int64_t b = 0; b < n / QK_K; ++b) {
-      sum += fp16_to_fp32(blocks[b].d) * a[b].d * static_cast<float>(q6_k_block_sum(blocks[b], a[b]));
+      sum = order(sum, q6_k_block_sum(blocks[b], a[b]), fp16_to_fp32(blocks[b].d), a[b].d);
     }
     return sum;
   });
 }
 
+}  // namespace
+
+void vec_dot_q6_k(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
+  q6_k_rows(n, w, act, act_stride, n_act, out,
+            [](float sum, int32_t s, float d, float ad) { return sum + d * ad * static_cast<float>(s); });
+}
+
 // llama.cpp's prompt-batch order (as kquant_vec_dot_prompt, without mins).
 void vec_dot_prompt_q6_k(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
-  const BlockQ6_K* blocks = static_cast<const BlockQ6_K*>(w);
-  dot_each_row<ActQ8_256>(act, act_stride, n_act, out, [&](const ActQ8_256* a) {
-    float sum = 0.0f;
-    for (int64_t b = 0; b < n / QK_K; ++b) {
-      const float block = fp16_to_fp32(blocks[b].d) * static_cast<float>(q6_k_block_sum(blocks[b], a[b]));
-      sum = std::fma(block, a[b].d, sum);
-    }
-    return sum;
-  });
+  q6_k_rows(n, w, act, act_stride, n_act, out,
+            [](float sum, int32_t s, float d, float ad) { return std::fma(d * static_cast<float>(s), ad, sum); });
 }
 
 }  // namespace duet::scalar
