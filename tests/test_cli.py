@@ -101,6 +101,14 @@ def test_prompt_from_stdin_and_from_file(tiny_pair, tmp_path):
     assert (from_file.returncode, from_file.stdout) == (0, expected), from_file.stderr
 
 
+@pytest.mark.parametrize("draft_vocab", ["40", "0"])
+def test_draft_vocabulary_changes_no_text(tiny_pair, draft_vocab):
+    result = run_duet("run", *pair_args(tiny_pair), "--draft-vocab", draft_vocab, "-p", PROMPT, "-n", str(N_TOKENS))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == engine_text(tiny_pair[0]) + "\n"
+    assert_summary(result.stderr, with_draft=True)
+
+
 def test_chat_flag_wraps_the_prompt_in_the_template(tiny_pair):
     result = run_duet("run", *pair_args(tiny_pair), "--chat", "-p", "hello there", "-n", str(N_TOKENS))
     assert result.returncode == 0, result.stderr
@@ -196,7 +204,7 @@ def bad_gguf(tmp_path) -> str:
 
 
 @pytest.mark.parametrize("case", ["unknown model", "zero threads", "tiny budget", "small context", "not a gguf",
-                                  "no prompt", "missing prompt file", "bad temperature"])
+                                  "no prompt", "missing prompt file", "bad temperature", "negative draft vocabulary"])
 def test_bad_arguments_are_one_line_without_traceback(tiny_pair, tmp_path, case):
     target = ["-m", str(tiny_pair[0]), "--no-draft", "-t", "1"]
     args = {
@@ -208,6 +216,7 @@ def test_bad_arguments_are_one_line_without_traceback(tiny_pair, tmp_path, case)
         "no prompt": ["run", *target],
         "missing prompt file": ["run", *target, "-f", str(tmp_path / "absent.txt")],
         "bad temperature": ["run", *target, "--temp", "-1", "-p", "x"],
+        "negative draft vocabulary": ["run", *target, "--draft-vocab", "-5", "-p", "x"],
     }[case]
     result = run_duet(*args)
     assert result.returncode != 0

@@ -64,11 +64,17 @@ def add_models_command(subparsers: argparse._SubParsersAction) -> None:
 # --- shared options of the commands that run a model ----------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return parse
+
+
+_positive_int = _int_at_least(1)
+_non_negative_int = _int_at_least(0)
 
 
 def _add_verbose_option(parser: argparse.ArgumentParser) -> None:
@@ -86,6 +92,9 @@ def _add_model_options(parser: argparse.ArgumentParser, budget_required: bool = 
     parser.add_argument("--budget", metavar="SIZE", required=budget_required,
                         help="peak memory of the process, e.g. 1GiB" + ("" if budget_required else " (default: no limit)"))
     parser.add_argument("--trie", action="store_true", help="also draft from an n-gram trie of prompt and output")
+    parser.add_argument("--draft-vocab", type=_non_negative_int, metavar="N",
+                        help="the drafter's head scores the first N token ids and the rarer ones it is fed "
+                             "(default 32768; 0: the whole vocabulary). Changes speed, never the output")
     _add_verbose_option(parser)
 
 
@@ -106,18 +115,12 @@ def _sampling_options(args: argparse.Namespace) -> dict:
 
 def _open_engine(args: argparse.Namespace):
     """The Engine the model options describe."""
-    import inspect
+    from duet.engine import DRAFT_VOCAB, Engine
 
-    from duet.engine import Engine
-
-    options = {}
-    if args.trie:
-        if "trie" not in inspect.signature(Engine).parameters:
-            raise CommandError("--trie is not available yet: this version of the engine has no n-gram trie drafter")
-        options["trie"] = True
     draft = None if args.no_draft else (args.model_draft or "default")
+    draft_vocab = DRAFT_VOCAB if args.draft_vocab is None else (args.draft_vocab or None)
     return Engine(target=args.model, draft=draft, budget=args.budget, threads=args.threads,
-                  n_ctx=args.ctx_size, **options)
+                  n_ctx=args.ctx_size, trie=args.trie, draft_vocab=draft_vocab)
 
 
 def _print_plan(engine, verbose: bool) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 from duet import _core
 from duet.compute_token import NoToken
 from duet.config import ModelConfig
+from duet.draft_head import DraftHead
 from duet.gguf_file import GGUFError, GGUFFile, TensorInfo
 from duet.kv_cache import KVCache
 from duet.tensor_rows import TensorRowReader
@@ -76,10 +77,16 @@ class Model:
         self.embedding_rows = None  # optional: ids -> the rows' bytes, read without the mapping
         self.output_norm = gguf.tensor("output_norm.weight").data.reshape(-1).view(np.float32)  # [n_embd]
         self.output = tensor_entry(gguf.tensor(head))  # (type, [n_vocab rows of n_embd])
+        self.draft_head: DraftHead | None = None  # a drafter's partial head (restrict_head)
         if hasattr(layers, "load_tensor"):
             # Streamed under a budget: nothing of the target stays mapped.
             self.output = tensor_entry(gguf.tensor(head), layers.load_tensor(gguf.tensor(head)))
             self.embedding_rows = TensorRowReader(gguf.path, gguf.tensor("token_embd.weight"))
+
+    def restrict_head(self, n_prefix: int, always=()) -> None:
+        """Scores only the first n_prefix token ids and the rarer ones this model is fed
+        (and `always`), for a drafter (see draft_head.py)."""
+        self.draft_head = DraftHead(self.output, n_prefix, always)
 
     def new_cache(self, n_ctx: int, kv_type: str = "f16") -> KVCache:
         c = self.config
@@ -109,6 +116,8 @@ class Model:
         h = _core.rms_norm(np.ascontiguousarray(hidden), self.output_norm, self.config.rms_eps)
         type_id, data, n_embd, n_vocab = self.output
         with self.compute.hold(self.urgent):
+            if self.draft_head is not None:
+                return self.draft_head.logits(h, self.pool, self.isa, prompt)
             return _core.matmul(type_id, data, n_vocab, n_embd, h, self.pool, self.isa, prompt=prompt)
 
     def forward(
@@ -141,6 +150,8 @@ class Model:
         if positions is None:
             positions = np.arange(cache.n, cache.n + n, dtype=np.int32)
         x = self.embed(tokens)
+        if self.draft_head is not None:
+            self.draft_head.see(tokens)
         flags = None if prompt is False else np.broadcast_to(np.asarray(prompt, dtype=np.uint8), (n,)).copy()
         self.run_layers(x, np.ascontiguousarray(positions, dtype=np.int32), cache, mask, flags)
         if logits_rows is None:

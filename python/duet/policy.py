@@ -12,12 +12,17 @@ the first error; we follow their formula (Eq. 3), which is the one they state
 exactly and evaluate. The counts are taken on the followed branch only, as
 EdgeLLM does: other branches add noise.
 
-A cost floor joins alpha: a draft node with acceptance chance c saves about c
-target passes and costs one draft step, so drafting it pays only while
-c > draft_step_time / pass_time. Both times are measured as the engine runs. With
-the target streamed from storage a pass costs its IO time, so the floor is low and
-trees grow large; with the target resident a pass is only a few draft steps, so
-the floor is high and trees stay small."""
+A cost floor joins alpha. Drafting a node the target has not seen yet stalls
+the round for one draft step d, and the node adds its acceptance chance c to the
+round's tokens. With a round of T tokens in R seconds, the rate T / R rises only
+if (T + c) / (R + d) > T / R, that is while c > d * T / R: the draft step over the
+time the engine now takes per token. Both are measured as the engine runs. With
+the target streamed from storage a round is mostly the pass's reading time, so
+tokens are dear and trees grow large; with the target resident a round is only a
+few draft steps' worth, so trees stay small. (Taking the whole pass as the value
+of a token, as if a round gave one, would let trees grow T times too deep.) Nodes
+the drafter adds while the target verifies cost no stall and face no floor.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,10 +34,11 @@ class FallbackPolicy:
     min_alpha: float = 1e-6   # halving forever would let drafts run to the length cap every time
     max_depth: int = 16       # draft length cap, in tokens below the root
     max_nodes: int = 32       # tree size cap: a verification pass grows with the tree
-    cost_floor: float = 0.0   # draft_step_time / pass_time, from observe_costs
+    cost_floor: float = 0.0   # draft step time / time per emitted token, from observe_round
     smoothing: float = 0.3    # weight of the newest measurement in the running means
-    _draft_step: float = 0.0
-    _pass: float = 0.0
+    _draft_step: float = 0.0  # seconds, running mean
+    _round: float = 0.0       # seconds per round, running mean
+    _tokens: float = 0.0      # tokens emitted per round, running mean
 
     def __post_init__(self):
         if not 0 < self.alpha < 1:
@@ -44,14 +50,18 @@ class FallbackPolicy:
         return (best_open_cumulative < max(self.alpha, self.cost_floor) or depth > self.max_depth
                 or n_nodes > self.max_nodes)
 
-    def observe_costs(self, draft_step_seconds: float | None, pass_seconds: float) -> None:
-        """Folds in one round's measured times (draft_step_seconds None: no step run)."""
-        w = self.smoothing
+    def observe_round(self, draft_step_seconds: float | None, round_seconds: float, tokens: int) -> None:
+        """Folds in one round: its mean sequential draft step (None: no step run), its
+        wall time, draft and verification together, and the tokens it emitted."""
         if draft_step_seconds is not None:
-            self._draft_step = draft_step_seconds if not self._draft_step else (1 - w) * self._draft_step + w * draft_step_seconds
-        self._pass = pass_seconds if not self._pass else (1 - w) * self._pass + w * pass_seconds
-        if self._draft_step and self._pass:
-            self.cost_floor = min(self._draft_step / self._pass, 0.9)
+            self._draft_step = self._mean(self._draft_step, draft_step_seconds)
+        self._round = self._mean(self._round, round_seconds)
+        self._tokens = self._mean(self._tokens, float(tokens))
+        if self._draft_step and self._round:
+            self.cost_floor = min(self._draft_step * self._tokens / self._round, 0.9)
+
+    def _mean(self, mean: float, value: float) -> float:
+        return value if not mean else (1 - self.smoothing) * mean + self.smoothing * value
 
     def update(self, n_correct: int, n_all: int) -> None:
         if n_all <= 0:

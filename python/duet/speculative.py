@@ -310,7 +310,7 @@ def _rounds(verifier, drafter, root, policy, choose, stats, verify) -> Iterator[
         stats.draft_seconds += middle - start
         stats.verify_seconds += end - middle
         steps = getattr(drafter, "steps", 0) - steps
-        policy.observe_costs((middle - start) / steps if steps else None, end - middle)
+        policy.observe_round((middle - start) / steps if steps else None, end - start, len(verdict.tokens))
         _record(stats, tree, verdict, policy)
         yield verdict
         root = verdict.tokens[-1]
