@@ -149,7 +149,10 @@ class Engine:
         if self.draft is not None and self.budget is not None:
             # Rows read with pread, so that the rows it is fed never count as mapped pages.
             self.draft.embedding_rows = TensorRowReader(self.draft_gguf.path, self.draft_gguf.tensor("token_embd.weight"))
-        self.policy = FallbackPolicy(max_nodes=max_tree_nodes)
+        # The depth cap is the size cap: where acceptance runs long (HumanEval edits at
+        # 1 GiB: 16 accepted per pass at a depth cap of 16, 20 at 24) a chain as deep
+        # as the tree may be pays; the cost floor stops poorer chains sooner anyway.
+        self.policy = FallbackPolicy(max_nodes=max_tree_nodes, max_depth=max_tree_nodes)
         self.ngrams = NGramStore() if trie else None
         self.pipeline = bool(layers is not None) if pipeline is None else pipeline
         self.last_stats: dict = {}

@@ -1,0 +1,72 @@
+"""The drafter's decode step with its whole LM head and with a partial one (the
+first --vocab token ids, as Engine(draft_vocab=...) sets it), alternating in
+rounds in one process; also the head's matmul alone.
+
+    python bench/bench_draft_head.py [--model qwen2.5-coder-0.5b] [--vocab 32768] [--threads 2]
+
+Prints a table and writes bench/out/draft_head.json."""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from common import humaneval_prompts, print_table, write_json
+from duet import _core
+from duet.gguf_file import GGUFFile
+from duet.model import Model
+from duet.models import resolve_model
+from duet.tokenizer import Tokenizer
+
+ROUNDS = 6
+STEPS = 32
+
+
+def step_seconds(model: Model, prompt: list[int]) -> float:
+    """Mean seconds of STEPS one-token forwards after the prompt."""
+    cache = model.new_cache(len(prompt) + STEPS + 1)
+    model.prefill(prompt, cache)
+    start = time.perf_counter()
+    for token in prompt[:STEPS]:
+        model.forward([token], cache)
+    return (time.perf_counter() - start) / STEPS
+
+
+def head_seconds(model: Model, repeats: int = 30) -> float:
+    h = np.random.default_rng(0).standard_normal((1, model.config.n_embd)).astype(np.float32)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model.logits(h)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="qwen2.5-coder-0.5b")
+    parser.add_argument("--vocab", type=int, default=32768)
+    parser.add_argument("--threads", "-t", type=int, default=2)
+    args = parser.parse_args()
+
+    gguf = GGUFFile(resolve_model(args.model))
+    tokenizer = Tokenizer.from_metadata(gguf.metadata)
+    prompt = tokenizer.encode(humaneval_prompts()[0])
+    pool = _core.ThreadPool(args.threads)
+    models = {"whole head": Model(gguf, pool), f"first {args.vocab} ids": Model(gguf, pool)}
+    models[f"first {args.vocab} ids"].restrict_head(args.vocab, tokenizer.end_of_generation_ids)
+    steps: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(ROUNDS):
+        for name, model in models.items():
+            steps[name].append(step_seconds(model, prompt))
+    rows = [{"head": name, "step_ms_best": 1e3 * min(steps[name]), "step_ms_median": 1e3 * float(np.median(steps[name])),
+             "head_matmul_ms": 1e3 * head_seconds(model)} for name, model in models.items()]
+    for row in rows:
+        row["step_vs_whole"] = row["step_ms_best"] / rows[0]["step_ms_best"]
+    print_table(rows, ["head", "step_ms_best", "step_ms_median", "step_vs_whole", "head_matmul_ms"])
+    print(f"wrote {write_json('draft_head.json', {'args': vars(args), 'rows': rows})}")
+
+
+if __name__ == "__main__":
+    main()
