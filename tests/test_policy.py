@@ -45,3 +45,49 @@ def test_should_verify_below_the_floor_or_past_the_caps():
 def test_bad_policy_arguments(bad):
     with pytest.raises(ValueError):
         FallbackPolicy(**bad)
+
+
+def test_solo_fallback_measures_both_modes_then_keeps_the_faster_and_probes_the_other():
+    policy = FallbackPolicy(solo_fallback=True, probe_tokens=4, smoothing=1.0)
+    assert policy.drafting()                 # nothing measured: draft first
+    policy.observe_round(0.01, 0.3, 3)       # 0.1 s per token drafting
+    assert not policy.drafting()             # then one target-only step
+    policy.observe_solo(0.05)                # 0.05 s per token alone: solo pays
+    modes = []
+    for _ in range(16):
+        drafting = policy.drafting()
+        modes.append(drafting)
+        if drafting:
+            policy.observe_round(0.01, 0.3, 3)
+        else:
+            policy.observe_solo(0.05)
+    # Four tokens in the preferred mode, then one round of the other; the probe
+    # changed nothing, so the next one comes after eight.
+    assert modes == [False] * 4 + [True] + [False] * 8 + [True] + [False] * 2
+
+
+def test_a_probe_that_changes_the_choice_switches_modes():
+    policy = FallbackPolicy(solo_fallback=True, probe_tokens=2, smoothing=1.0)
+    policy.observe_round(0.01, 0.3, 3)
+    policy.observe_solo(0.05)
+    policy.observe_solo(0.05)
+    policy.observe_solo(0.05)
+    assert policy.drafting()                 # the probe round
+    policy.observe_round(0.01, 0.3, 10)      # the text became easy: 0.03 s per token
+    assert policy.drafting() and policy.drafting_pays()
+
+
+def test_without_solo_fallback_every_round_drafts():
+    policy = FallbackPolicy(smoothing=1.0)
+    policy.observe_round(0.01, 1.0, 1)
+    policy.observe_solo(0.001)
+    assert policy.drafting()
+
+
+def test_a_request_starts_with_a_round_even_where_solo_pays():
+    policy = FallbackPolicy(solo_fallback=True, smoothing=1.0)
+    policy.observe_round(0.01, 1.0, 1)
+    policy.observe_solo(0.01)
+    assert not policy.drafting()
+    policy.start_request()
+    assert policy.drafting() and not policy.drafting()

@@ -65,6 +65,49 @@ def test_greedy_output_is_target_only_output(models, pipeline, draft_is_target, 
             assert stats.reused > 0
 
 
+class SlowDrafter(TreeDrafter):
+    """Sleeps in every draft step: drafting that costs more than it saves."""
+
+    def grow_one(self):
+        time.sleep(0.02)
+        super().grow_one()
+
+
+class VerySlowVerifier(TreeVerifier):
+    """A pass that costs the same whatever the tree, as a streamed target's does."""
+
+    def verify(self, tree, choose):
+        time.sleep(0.05)
+        return super().verify(tree, choose)
+
+    def step(self, root, choose):
+        time.sleep(0.05)
+        return super().step(root, choose)
+
+
+@pytest.mark.parametrize("pipeline", [False, True])
+def test_solo_fallback_takes_over_where_drafting_does_not_pay(models, pipeline):
+    target, _ = models
+    stats = SpeculativeStats()
+    policy = FallbackPolicy(max_nodes=6, solo_fallback=True, probe_tokens=8)
+    drafter = SlowDrafter(target, target.new_cache(256))  # right every time, but slow
+    out = [t for t, _ in speculative_generate(TreeVerifier(target, target.new_cache(256)), drafter, PROMPT, N_TOKENS,
+                                              policy, lambda t: False, stats=stats, pipeline=pipeline)]
+    assert out == reference(target)
+    assert stats.solo > N_TOKENS // 2 and stats.passes >= 2  # the first round, then probes
+
+
+def test_solo_fallback_keeps_drafting_where_it_pays(models):
+    target, _ = models
+    stats = SpeculativeStats()
+    policy = FallbackPolicy(max_nodes=6, solo_fallback=True, probe_tokens=8)
+    out = [t for t, _ in speculative_generate(VerySlowVerifier(target, target.new_cache(256)),
+                                              TreeDrafter(target, target.new_cache(256)), PROMPT, N_TOKENS, policy,
+                                              lambda t: False, stats=stats)]
+    assert out == reference(target)
+    assert 1 <= stats.solo <= 1 + N_TOKENS // 8  # the first comparison and the probes only
+
+
 class FlagRecorder:
     """Wraps a model's run_layers to record, per position run, whether it ran as a
     prompt token."""

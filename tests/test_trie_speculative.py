@@ -84,6 +84,10 @@ class RecordingDrafter:
         self.committed += verdict.tokens
         self.inner.commit(tree, verdict)
 
+    def skip(self, root_token, verdict):
+        self.committed += verdict.tokens
+        self.inner.skip(root_token, verdict)
+
 
 def test_trie_alone_is_lossless_and_accepts_trie_tokens(target):
     prompt = prompt_of(target)

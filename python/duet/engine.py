@@ -152,7 +152,11 @@ class Engine:
         # The depth cap is the size cap: where acceptance runs long (HumanEval edits at
         # 1 GiB: 16 accepted per pass at a depth cap of 16, 20 at 24) a chain as deep
         # as the tree may be pays; the cost floor stops poorer chains sooner anyway.
-        self.policy = FallbackPolicy(max_nodes=max_tree_nodes, max_depth=max_tree_nodes)
+        # Target-only steps may replace rounds only with the target resident: streamed,
+        # a step reads the whole pass for one token, and a probe's verdict is skewed by
+        # the layers read ahead (tried at 1 GiB on HumanEval, it halved the speed).
+        self.policy = FallbackPolicy(max_nodes=max_tree_nodes, max_depth=max_tree_nodes,
+                                     solo_fallback=layers is None)
         self.ngrams = NGramStore() if trie else None
         self.pipeline = bool(layers is not None) if pipeline is None else pipeline
         self.last_stats: dict = {}

@@ -32,6 +32,7 @@ class SpeculativeStats:
     prompt_seconds: float = 0.0
     provisional: int = 0           # nodes drafted while the target verified
     reused: int = 0                # of those, nodes a later round started from (not drafted again)
+    solo: int = 0                  # target-only steps the fallback took instead of rounds
     accepted_by_source: dict[str, int] = field(default_factory=dict)  # accepted draft tokens per tree source
 
     @property
@@ -45,7 +46,8 @@ class SpeculativeStats:
     def as_dict(self) -> dict:
         return {"passes": self.passes, "drafted": self.drafted, "accepted": self.accepted, "emitted": self.emitted,
                 "mean_accepted_per_pass": self.mean_accepted, "acceptance_rate": self.acceptance_rate,
-                "provisional": self.provisional, "reused": self.reused, "draft_seconds": self.draft_seconds,
+                "provisional": self.provisional, "reused": self.reused, "solo": self.solo,
+                "draft_seconds": self.draft_seconds,
                 "verify_seconds": self.verify_seconds, "prompt_seconds": self.prompt_seconds,
                 "accepted_by_source": dict(self.accepted_by_source)}
 
@@ -66,6 +68,9 @@ class Drafter(Protocol):
     def draft(self, root_token: int, root_position: int, policy: FallbackPolicy) -> TokenTree: ...
 
     def commit(self, tree: TokenTree, verdict: Verdict) -> int | None: ...
+
+    def skip(self, root_token: int, verdict: Verdict) -> None:
+        """The target decoded root_token alone (the policy's solo fallback)."""
 
 
 class TreeDrafter:
@@ -110,6 +115,18 @@ class TreeDrafter:
         if self.tree is not None:
             self.cache.trim(self.slots[0])
             self.tree = None
+
+    def skip(self, root_token: int, verdict: Verdict) -> None:
+        """The target decoded root_token alone: it joins the tokens to run later."""
+        self.abandon()
+        self.pending.append(root_token)
+
+    def catch_up(self) -> None:
+        """Runs the pending tokens now (the prompt, target-only steps), so that a
+        round's time measures drafting, not what came before it."""
+        if self.pending and self.tree is None:
+            self.model.prefill(self.pending, self.cache)
+            self.pending = []
 
     def begin_round(self, root_token: int, root_position: int) -> None:
         """Begins a round at root_token: reuses the carried subtree if it is rooted
@@ -228,6 +245,13 @@ class TreeVerifier:
         self.cache.keep(n_past, verdict.accepted_nodes)
         return verdict
 
+    def step(self, root: int, choose: Callable[[TokenTree, np.ndarray], Verdict]) -> Verdict:
+        """One target-only decoding step from root (a tree of the root alone, run as
+        plain decoding runs it: causally, no mask)."""
+        logits = self.model.forward([root], self.cache, logits_rows="all", prompt=self.root_in_prompt)
+        self.root_in_prompt = False
+        return choose(TokenTree(root), logits)
+
 
 def greedy_choice(tree: TokenTree, logits: np.ndarray) -> Verdict:
     return verify_greedy(tree, np.argmax(logits, axis=1))
@@ -274,6 +298,7 @@ def speculative_generate(
         verifier.model.prefill(prompt[verifier.cache.n:-1], verifier.cache)
     verifier.root_in_prompt = True
     drafter.start(prompt)
+    policy.start_request()
     stats.prompt_seconds += time.perf_counter() - start
     can_pipeline = hasattr(drafter, "draft_provisionally") and getattr(drafter, "model", None) is not None
     rounds = _pipelined_rounds if pipeline and can_pipeline else _sequential_rounds
@@ -298,22 +323,42 @@ def _record(stats: SpeculativeStats, tree: TokenTree, verdict: Verdict, policy: 
 
 
 def _rounds(verifier, drafter, root, policy, choose, stats, verify) -> Iterator[Verdict]:
-    """Draft, verify, commit, repeat. verify(tree) -> verdict is where the two
-    modes differ; timing, the cost model and the statistics are shared."""
+    """Draft, verify, commit, repeat, or a target-only step where the policy finds
+    that drafting does not pay. verify(tree) -> verdict is where the two modes
+    differ; timing, the cost model and the statistics are shared."""
+    # Tokens the drafter has not run (the prompt, target-only steps) run before the
+    # round is timed: its time is the policy's measure of drafting.
+    catch_up = True
     while True:
-        start, steps = time.perf_counter(), getattr(drafter, "steps", 0)
-        tree = drafter.draft(root, verifier.cache.n, policy)
-        middle = time.perf_counter()
-        verdict = verify(tree)
-        stats.reused += drafter.commit(tree, verdict) or 0
-        end = time.perf_counter()
-        stats.draft_seconds += middle - start
-        stats.verify_seconds += end - middle
-        steps = getattr(drafter, "steps", 0) - steps
-        policy.observe_round((middle - start) / steps if steps else None, end - start, len(verdict.tokens))
-        _record(stats, tree, verdict, policy)
+        if not policy.drafting():
+            start = time.perf_counter()
+            verdict = verifier.step(root, choose)
+            drafter.skip(root, verdict)
+            policy.observe_solo(time.perf_counter() - start)
+            stats.solo += 1
+            catch_up = True
+        else:
+            if catch_up and hasattr(drafter, "catch_up"):
+                drafter.catch_up()
+            catch_up = False
+            verdict = _round(verifier, drafter, root, policy, stats, verify)
         yield verdict
         root = verdict.tokens[-1]
+
+
+def _round(verifier, drafter, root, policy, stats, verify) -> Verdict:
+    start, steps = time.perf_counter(), getattr(drafter, "steps", 0)
+    tree = drafter.draft(root, verifier.cache.n, policy)
+    middle = time.perf_counter()
+    verdict = verify(tree)
+    stats.reused += drafter.commit(tree, verdict) or 0
+    end = time.perf_counter()
+    stats.draft_seconds += middle - start
+    stats.verify_seconds += end - middle
+    steps = getattr(drafter, "steps", 0) - steps
+    policy.observe_round((middle - start) / steps if steps else None, end - start, len(verdict.tokens))
+    _record(stats, tree, verdict, policy)
+    return verdict
 
 
 def _sequential_rounds(verifier, drafter, root, policy, choose, stats) -> Iterator[Verdict]:

@@ -46,6 +46,9 @@ class TrieDrafter:
         return self.store.draft_tree(root_token, self.context, max_nodes=min(self.max_nodes, policy.max_nodes),
                                      max_depth=policy.max_depth)
 
+    def skip(self, root_token: int, verdict: Verdict) -> None:
+        self.commit(TokenTree(root_token), verdict)
+
     def commit(self, tree: TokenTree, verdict: Verdict) -> None:
         self.store.add_output(verdict.tokens)
         # The root was already emitted (or was the prompt's last token); the last
@@ -106,6 +109,13 @@ class MergedDrafter:
             root_token, root_position, policy,
             extend=lambda tree: self.trie_drafter.draft(root_token, root_position, policy, tree=tree,
                                                         max_nodes=self.trie_share))
+
+    def skip(self, root_token: int, verdict: Verdict) -> None:
+        self.tree_drafter.skip(root_token, verdict)
+        self.trie_drafter.skip(root_token, verdict)
+
+    def catch_up(self) -> None:
+        self.tree_drafter.catch_up()
 
     def draft_provisionally(self, stop, max_nodes: int) -> int:
         return self.tree_drafter.draft_provisionally(stop, max_nodes) if self.model_drafted else 0
