@@ -58,7 +58,10 @@ def test_collaborative_equals_target_only(prompts_and_reference, budget):
     prompts, reference = prompts_and_reference
     result = run_engine(prompts, budget, draft=True)
     assert result["tokens"] == reference
-    assert result["accepted"] > N_PROMPTS * N_TOKENS // 4  # the drafter must actually be helping
+    # The drafter must actually be helping. Resident, the engine falls back to
+    # target-only steps where a round does not pay (policy.py), but every request
+    # starts with a drafted round.
+    assert result["accepted"] > (N_PROMPTS * N_TOKENS // 4 if budget else N_PROMPTS)
     if budget:
         assert result["streamed"] > 0, "1 GiB should not hold both models"
         assert result["peak"] <= result["budget"]
