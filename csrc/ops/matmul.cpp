@@ -91,10 +91,9 @@ const std::vector<ActRun>& act_runs(const TypeKernels& k, const uint8_t* prompt,
 // chunk of a block as it unpacks it, which beats unpacking a block once into L1
 // for two or three rows (K-quants, 2 threads: 2 rows cost 1.3-1.8x less this way;
 // from 4 rows on the unpacked block wins), and it has vec_dot's one-row bits by
-// contract. Other runs
-// take their kernel row by row over kMaxActRows activation rows at a time,
-// activation groups outermost: one group's rows stay in L1 while the chunk's
-// weight rows (from L2 after the first group) pass under them.
+// contract. Other runs take their kernel row by row over kMaxActRows activation
+// rows at a time, activation groups outermost: one group's rows stay in L1 while
+// the chunk's weight rows (from L2 after the first group) pass under them.
 void matmul_rows(const TypeKernels& k, const std::vector<ActRun>& runs, const WeightView& w, size_t w_row_bytes,
                  const uint8_t* act, size_t act_stride, float* y, int64_t ldy, int64_t begin, int64_t end) {
   const uint8_t* weights = static_cast<const uint8_t*>(w.data);

@@ -43,8 +43,10 @@ class DraftHead:
         self.row_bytes = data.size // n_vocab
         self.rows = data.reshape(n_vocab, self.row_bytes)     # [n_vocab, row_bytes], in place
         self.prefix = self.rows[: self.n_prefix].reshape(-1)  # the first n_prefix rows, in place
-        self.extra_ids = np.zeros(0, dtype=np.int64)          # [k] sorted ids >= n_prefix
-        self.extra = np.zeros(0, dtype=np.uint8)              # [k rows of row_bytes], copied
+        self.extra_ids = np.zeros(0, dtype=np.int64)          # [k] ids >= n_prefix, in the order seen
+        # [MAX_EXTRA_ROWS, row_bytes]: row i is extra_ids[i]'s, copied in once when
+        # first seen; the rows past k are never written, so never resident.
+        self.extra = np.empty((min(MAX_EXTRA_ROWS, n_vocab - self.n_prefix), self.row_bytes), dtype=np.uint8)
         self.see(always)
 
     @staticmethod
@@ -61,18 +63,20 @@ class DraftHead:
         """Tokens the model was fed: the rarer ones join the scored vocabulary."""
         ids = np.asarray(list(tokens) if not isinstance(tokens, np.ndarray) else tokens, dtype=np.int64)
         new = np.setdiff1d(ids[(ids >= self.n_prefix) & (ids < self.n_vocab)], self.extra_ids)
-        room = MAX_EXTRA_ROWS - self.extra_ids.size
-        if new.size == 0 or room <= 0:
+        k = self.extra_ids.size
+        new = new[: self.extra.shape[0] - k]
+        if new.size == 0:
             return
-        self.extra_ids = np.union1d(self.extra_ids, new[:room])
-        self.extra = np.ascontiguousarray(self.rows[self.extra_ids]).reshape(-1)
+        self.extra[k:k + new.size] = self.rows[new]
+        self.extra_ids = np.concatenate([self.extra_ids, new])
 
     def logits(self, h: np.ndarray, pool: "_core.ThreadPool", isa: str, prompt: np.ndarray | None) -> np.ndarray:
         """[n, n_embd] normed hidden states -> [n, n_vocab] logits, -inf where unscored."""
         out = np.full((h.shape[0], self.n_vocab), -np.inf, dtype=np.float32)
         out[:, : self.n_prefix] = _core.matmul(self.type_id, self.prefix, self.n_prefix, self.n_embd, h, pool, isa,
                                                prompt=prompt)
-        if self.extra_ids.size:
-            out[:, self.extra_ids] = _core.matmul(self.type_id, self.extra, self.extra_ids.size, self.n_embd, h, pool,
-                                                  isa, prompt=prompt)
+        k = self.extra_ids.size
+        if k:
+            out[:, self.extra_ids] = _core.matmul(self.type_id, self.extra[:k].reshape(-1), k, self.n_embd, h, pool, isa,
+                                                  prompt=prompt)
         return out

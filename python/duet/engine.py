@@ -21,7 +21,7 @@ from duet.generate import DecodeStats, decode_tokens
 from duet.gguf_file import GGUFFile
 from duet.kv_cache import KVCache
 from duet.memory import memory_usage, parse_size, peak_memory
-from duet.model import PREFILL_BLOCK, Model, layer_shape
+from duet.model import PREFILL_BLOCK, Model, head_name, layer_shape
 from duet.ngram_store import NGramStore
 from duet.models import default_pair, resolve_model
 from duet.policy import FallbackPolicy
@@ -176,19 +176,16 @@ class Engine:
         costs["activations"] = activation_bytes(tc, max(PREFILL_BLOCK, tree_rows), tree_rows, self.n_ctx)
         if self.draft_gguf is not None:
             dc = ModelConfig.from_gguf(self.draft_gguf)
+            head = self.draft_gguf.tensor(head_name(dc))
             costs["drafter"] = sum(t.n_bytes for n, t in self.draft_gguf.tensors.items()
-                                   if n not in ("token_embd.weight", self._draft_head_name()))
-            costs["drafter head"] = self._draft_head_bytes()
+                                   if n not in ("token_embd.weight", head.name))
+            costs["drafter head"] = self._draft_head_bytes(head)
             costs["drafter kv cache"] = kv_cache_bytes(dc, self.n_ctx, self.kv_type)
         return costs
 
-    def _draft_head_name(self) -> str:
-        return "output.weight" if "output.weight" in self.draft_gguf.tensors else "token_embd.weight"
-
-    def _draft_head_bytes(self) -> int:
+    def _draft_head_bytes(self, head) -> int:
         """The drafter's head as it will be read: the draft vocabulary's rows only
         (its embedding rows are read with pread, a few KB per call)."""
-        head = self.draft_gguf.tensor(self._draft_head_name())
         if self.draft_vocab is None:
             return head.n_bytes
         n_vocab = head.shape[1]

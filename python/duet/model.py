@@ -45,6 +45,11 @@ def layer_shape(config: ModelConfig) -> dict:
     }
 
 
+def head_name(config: ModelConfig) -> str:
+    """The LM head's tensor: output.weight, or token_embd.weight when tied."""
+    return "token_embd.weight" if config.tied_embeddings else "output.weight"
+
+
 def _check_shape(gguf: GGUFFile, name: str, shape: tuple[int, ...]) -> None:
     """The kernels check sizes too; this names the tensor that disagrees with the config."""
     info = gguf.tensor(name)
@@ -68,7 +73,7 @@ class Model:
         self.layers = layers
         self.compute = NoToken()  # a ComputeToken when another model shares the cores
         self.urgent = True        # whether this model's calls go first under the token
-        head = "token_embd.weight" if self.config.tied_embeddings else "output.weight"
+        head = head_name(self.config)
         for name, shape in (("token_embd.weight", (self.config.n_embd, self.config.n_vocab)),
                             (head, (self.config.n_embd, self.config.n_vocab)),
                             ("output_norm.weight", (self.config.n_embd,))):
