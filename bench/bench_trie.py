@@ -1,9 +1,11 @@
 """Trie drafts on the real pair: tokens/s of target-only, target + trie, small-model
 tree, and small-model tree + trie, on HumanEval edit tasks and plain HumanEval
-completions, greedy (every mode must emit the same tokens); resident, or with
---budget through duet.Engine under that budget, each mode in a fresh process.
+completions, greedy (every mode must emit the same tokens); resident, with the
+policy and drafter head duet.Engine uses without a budget (target-only steps where
+drafting does not pay, the drafter's partial head), or with --budget through
+duet.Engine under that budget, each mode in a fresh process.
 
-    python bench/bench_trie.py [--prompts 5] [--tokens 96] [--threads 2] [--budget 1GiB]
+    python bench/bench_trie.py [--prompts 5] [--tokens 96] [--threads 2] [--budget 1GiB] [--tasks edit plain]
 
 Prints a table and writes bench/out/trie.json. Each mode keeps one n-gram store
 for the whole task set (a session: output counts carry over, prompt counts do not).
@@ -17,6 +19,7 @@ import time
 
 from common import edit_task, humaneval_prompts, print_table, write_json
 from duet import _core
+from duet.engine import DRAFT_VOCAB
 from duet.generate import decode_tokens
 from duet.gguf_file import GGUFFile
 from duet.model import Model
@@ -46,6 +49,7 @@ class Runner:
         self.target = Model(GGUFFile(resolve_model("qwen2.5-coder-1.5b")), pool)
         self.drafter = Model(GGUFFile(resolve_model("qwen2.5-coder-0.5b")), pool)
         self.tokenizer = Tokenizer.from_metadata(self.target.gguf.metadata)
+        self.drafter.restrict_head(DRAFT_VOCAB, always=self.tokenizer.end_of_generation_ids)
         self.max_tokens = max_tokens
         self.max_nodes = max_nodes
         self.trie_nodes = trie_nodes
@@ -68,7 +72,7 @@ class Runner:
             return {"tokens": tokens, "seconds": time.perf_counter() - start, "stats": None}
         drafter = self.make_drafter(mode, prompt)
         stats = SpeculativeStats()
-        policy = FallbackPolicy(max_nodes=self.max_nodes)
+        policy = FallbackPolicy(max_nodes=self.max_nodes, max_depth=self.max_nodes, solo_fallback=True)
         start = time.perf_counter()
         tokens = [t for t, _ in speculative_generate(TreeVerifier(self.target, target_cache), drafter, prompt,
                                                      self.max_tokens, policy, self.is_stop, stats=stats)]
@@ -91,19 +95,12 @@ def summarise(task: str, mode: str, results: list[dict], reference: list[list[in
     if stats:
         passes = sum(s.passes for s in stats)
         row["passes"] = passes
+        row["solo_steps"] = sum(s.solo for s in stats)
         row["accepted_per_pass"] = sum(s.accepted for s in stats) / passes
         row["drafted_per_pass"] = sum(s.drafted for s in stats) / passes
         for source in ("draft", "trie"):
             row[f"{source}_accepted_per_pass"] = sum(s.accepted_by_source.get(source, 0) for s in stats) / passes
-        row["accepted_histogram"] = histogram([n for s in stats for n in s.accepted_per_pass])
     return row
-
-
-def histogram(values: list[int]) -> dict[int, int]:
-    out: dict[int, int] = {}
-    for v in values:
-        out[v] = out.get(v, 0) + 1
-    return dict(sorted(out.items()))
 
 
 def mark_speedups(task_rows: list[dict]) -> None:
@@ -125,7 +122,7 @@ def paged_rows(args) -> list[dict]:
 
     model_path, limit = resolve_model(TARGET), parse_size(args.budget)
     rows = []
-    for task in ("edit", "plain"):
+    for task in args.tasks:
         reference = None
         for mode in args.modes:
             result = worker("duet", limit, model_path, args.timeout, target=TARGET, budget=args.budget,
@@ -146,9 +143,10 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=96)
     parser.add_argument("--threads", "-t", type=int, default=2)
-    parser.add_argument("--max-nodes", type=int, default=16, help="the policy's tree size cap")
-    parser.add_argument("--trie-nodes", type=int, default=8, help="draft nodes the trie may add per pass")
+    parser.add_argument("--max-nodes", type=int, default=24, help="the policy's tree size and depth cap")
+    parser.add_argument("--trie-nodes", type=int, default=16, help="draft nodes the trie may add per pass")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--tasks", nargs="+", default=["edit", "plain"], choices=["edit", "plain"])
     parser.add_argument("--budget", help="run through duet.Engine under this budget (e.g. 1GiB)")
     parser.add_argument("--timeout", type=float, default=3600, help="per mode, with --budget")
     args = parser.parse_args()
@@ -164,6 +162,8 @@ def main() -> None:
     runner.run("tree", runner.tokenizer.encode("def f(x):\n    return x\n")[:8])
     rows = []
     for task, prompts in task_prompts(runner.tokenizer, args.prompts).items():
+        if task not in args.tasks:
+            continue
         reference = None
         for mode in args.modes:
             results = [runner.run(mode, prompt) for prompt in prompts]
@@ -172,7 +172,7 @@ def main() -> None:
             print(f"{task:5} {mode:11} {rows[-1]['tps']:.2f} tok/s", flush=True)
         mark_speedups(rows[-len(args.modes):])
     print_table(rows, ["task", "mode", "tokens", "tps", "speedup", "lossless", "accepted_per_pass",
-                       "trie_accepted_per_pass", "draft_accepted_per_pass", "drafted_per_pass"])
+                       "trie_accepted_per_pass", "draft_accepted_per_pass", "drafted_per_pass", "solo_steps"])
     payload = {"args": vars(args), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
                "cpu_count": os.cpu_count(), "rows": rows}
     print(f"load average before {load_before}, after {payload['loadavg_after']}")

@@ -6,10 +6,15 @@ import os
 import numpy as np
 
 
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
 class TensorRowReader:
     """Reads chosen rows of a tensor with pread (the embedding table under a
     budget: a few KB per token, never mapped, so a file that shrinks gives an
-    error instead of a fault)."""
+    error instead of a fault). The pages read are dropped from the page cache
+    again, and read-ahead is off: cached pages are charged to a memory cgroup, and
+    rows of tokens met over a long session would otherwise pile up in it."""
 
     def __init__(self, path, info):
         self.path = str(path)
@@ -17,6 +22,8 @@ class TensorRowReader:
         self.n_rows = info.shape[1]
         self.row_bytes = info.n_bytes // self.n_rows
         self.fd = os.open(self.path, os.O_RDONLY)
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(self.fd, self.offset, info.n_bytes, os.POSIX_FADV_RANDOM)
 
     def __call__(self, ids: np.ndarray) -> np.ndarray:
         """[n] ids -> [n, row_bytes] bytes of those rows."""
@@ -28,7 +35,14 @@ class TensorRowReader:
             if len(data) != self.row_bytes:
                 raise RuntimeError(f"unexpected end of {self.path} reading the row of token {row}")
             rows.append(data)
+            self._drop(self.offset + row * self.row_bytes)
         return np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), self.row_bytes)
+
+    def _drop(self, offset: int) -> None:
+        if hasattr(os, "posix_fadvise"):
+            # The kernel drops whole pages only: round out to them.
+            start, end = offset - offset % PAGE, -(-(offset + self.row_bytes) // PAGE) * PAGE
+            os.posix_fadvise(self.fd, start, end - start, os.POSIX_FADV_DONTNEED)
 
     def close(self) -> None:
         if self.fd >= 0:

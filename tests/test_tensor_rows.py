@@ -1,0 +1,90 @@
+"""TensorRowReader: the rows of the mapped tensor, clear errors, and no pages left
+in the page cache (they would be charged to a memory cgroup)."""
+from __future__ import annotations
+
+import ctypes
+import gc
+import mmap
+import os
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from duet.gguf_file import GGUFFile
+from duet.tensor_rows import PAGE, TensorRowReader
+from tiny_models import write_tiny_model
+
+
+@pytest.fixture
+def embedding(tmp_path):
+    path = write_tiny_model(tmp_path / "tiny.gguf", weight_type="Q8_0")
+    with open(path, "rb") as f:  # written pages must be clean for the kernel to drop them
+        os.fsync(f.fileno())
+    info = GGUFFile(path).tensor("token_embd.weight")
+    # The file's map is gone once the GGUFFile is: pages mapped in a process
+    # (parsing the header maps its cached neighbours too) are never dropped.
+    fields = SimpleNamespace(offset=info.offset, shape=info.shape, n_bytes=info.n_bytes)
+    del info
+    gc.collect()
+    return path, fields
+
+
+def test_rows_are_the_tensors_rows(embedding):
+    path, info = embedding
+    reader = TensorRowReader(path, info)
+    ids = np.array([0, info.shape[1] - 1, 7, 7])
+    table = GGUFFile(path).tensor("token_embd.weight").data.reshape(info.shape[1], -1)
+    np.testing.assert_array_equal(reader(ids), table[ids])
+
+
+def test_ids_outside_the_vocabulary_are_refused(embedding):
+    path, info = embedding
+    with pytest.raises(IndexError, match="outside the vocabulary"):
+        TensorRowReader(path, info)(np.array([info.shape[1]]))
+
+
+def test_a_file_cut_short_is_an_error(embedding, tmp_path):
+    path, info = embedding
+    short = tmp_path / "short.gguf"
+    short.write_bytes(open(path, "rb").read()[:info.offset + 10])
+    with pytest.raises(RuntimeError, match="unexpected end"):
+        TensorRowReader(short, info)(np.array([3]))
+
+
+def resident_pages(path, offset: int, length: int) -> np.ndarray:
+    """mincore over the file's pages that hold [offset, offset + length)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    start = offset - offset % PAGE
+    size = -(-(offset + length - start) // PAGE) * PAGE
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        address = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, start)
+        assert address not in (None, ctypes.c_void_p(-1).value), os.strerror(ctypes.get_errno())
+        vec = (ctypes.c_ubyte * (size // PAGE))()
+        try:
+            assert libc.mincore(address, size, vec) == 0, os.strerror(ctypes.get_errno())
+        finally:
+            libc.munmap(address, size)
+    finally:
+        os.close(fd)
+    return np.frombuffer(vec, dtype=np.uint8) & 1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mincore and fadvise semantics of Linux")
+def test_rows_read_leave_no_pages_in_the_page_cache(embedding):
+    path, info = embedding
+    reader = TensorRowReader(path, info)
+    ids = np.array([1, 5, info.shape[1] - 2])
+    with open(path, "rb") as f:  # the pages are cached before the reader runs
+        f.seek(info.offset)
+        f.read(info.n_bytes)
+    assert resident_pages(path, info.offset + ids[0] * reader.row_bytes, reader.row_bytes).all()
+    reader(ids)
+    for row in ids:
+        assert not resident_pages(path, info.offset + row * reader.row_bytes, reader.row_bytes).any()
