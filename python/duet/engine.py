@@ -146,9 +146,14 @@ class Engine:
         self.draft = Model(self.draft_gguf, self.pool) if self.draft_gguf is not None else None
         if self.draft is not None and draft_vocab is not None:
             self.draft.restrict_head(draft_vocab, always=self.tokenizer.end_of_generation_ids)
+        if self.budget is not None:
+            # Nothing of the target is read through its map; the drafter's map is read
+            # where its layers and the scored rows of its head are.
+            self.target_gguf.limit_cache([])
         if self.draft is not None and self.budget is not None:
             # Rows read with pread, so that the rows it is fed never count as mapped pages.
             self.draft.embedding_rows = TensorRowReader(self.draft_gguf.path, self.draft_gguf.tensor("token_embd.weight"))
+            self.draft_gguf.limit_cache(self._drafter_ranges())
         # The depth cap is the size cap: where acceptance runs long (HumanEval edits at
         # 1 GiB: 16 accepted per pass at a depth cap of 16, 20 at 24) a chain as deep
         # as the tree may be pays; the cost floor stops poorer chains sooner anyway.
@@ -182,6 +187,15 @@ class Engine:
             costs["drafter head"] = self._draft_head_bytes(head)
             costs["drafter kv cache"] = kv_cache_bytes(dc, self.n_ctx, self.kv_type)
         return costs
+
+    def _drafter_ranges(self) -> list[tuple[int, int]]:
+        """(offset, length) of the drafter's bytes read through its map: every tensor
+        but the embedding table, and of the head only the draft vocabulary's rows."""
+        head = self.draft_gguf.tensor(head_name(self.draft.config))
+        ranges = [(t.offset, t.n_bytes) for n, t in self.draft_gguf.tensors.items()
+                  if n not in ("token_embd.weight", head.name)]
+        n_rows = head.shape[1] if self.draft_vocab is None else min(self.draft_vocab, head.shape[1])
+        return ranges + [(head.offset, n_rows * (head.n_bytes // head.shape[1]))]
 
     def _draft_head_bytes(self, head) -> int:
         """The drafter's head as it will be read: the draft vocabulary's rows only

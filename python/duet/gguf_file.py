@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import math
 import mmap
+import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,6 +122,32 @@ class GGUFFile:
         vocabulary) once a Tokenizer has been built from them."""
         for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type"):
             self.metadata.pop(key, None)
+
+    def limit_cache(self, used: list[tuple[int, int]]) -> None:
+        """Under a memory budget: keeps in the page cache only the byte ranges
+        (offset, length) this process will read through the map, and fetches those
+        ahead. Cached pages count against a memory cgroup, and the kernel's
+        read-around (8 MiB windows on some devices) would otherwise fill it with
+        neighbours never used (rows of a partial head, the embedding table after the
+        header). Faults on the map then read only their own page."""
+        if not (hasattr(os, "posix_fadvise") and hasattr(mmap, "MADV_RANDOM")):
+            return  # not Linux: no cgroup to charge, nothing to limit
+        self._map.madvise(mmap.MADV_RANDOM)
+        page, end = mmap.PAGESIZE, self._map.size()
+        used = sorted((offset - offset % page, offset + length) for offset, length in used if length > 0)
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            position = 0
+            for start, stop in used + [(end, end)]:
+                if start > position:  # pages of a used range stay (rounded out to them)
+                    first = -(-position // page) * page
+                    if start > first:
+                        os.posix_fadvise(fd, first, start - first, os.POSIX_FADV_DONTNEED)
+                position = max(position, stop)
+        finally:
+            os.close(fd)
+        for start, stop in used:
+            self._map.madvise(mmap.MADV_WILLNEED, start, min(stop, end) - start)
 
     def tensor(self, name: str) -> TensorInfo:
         try:

@@ -1,5 +1,6 @@
-"""TensorRowReader: the rows of the mapped tensor, clear errors, and no pages left
-in the page cache (they would be charged to a memory cgroup)."""
+"""What duet reads of a model file under a budget, and what it leaves in the page
+cache (cached pages are charged to a memory cgroup): TensorRowReader's rows and
+errors, no pages left behind by it, and GGUFFile.limit_cache."""
 from __future__ import annotations
 
 import ctypes
@@ -88,3 +89,20 @@ def test_rows_read_leave_no_pages_in_the_page_cache(embedding):
     reader(ids)
     for row in ids:
         assert not resident_pages(path, info.offset + row * reader.row_bytes, reader.row_bytes).any()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mincore and fadvise semantics of Linux")
+def test_limit_cache_keeps_only_the_ranges_read_through_the_map(tmp_path):
+    path = write_tiny_model(tmp_path / "wide.gguf", weight_type="Q8_0", n_layer=4)
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+        f.read()  # every page cached
+    gguf = GGUFFile(path)
+    by_offset = sorted(gguf.tensors.values(), key=lambda t: t.offset)
+    used, unused = by_offset[-1], by_offset[-2]  # far from the header, whose pages the parse mapped
+    assert unused.offset - gguf.data_offset > 256 * 1024, "the tiny model is too small for this test"
+    gguf.limit_cache([(used.offset, used.n_bytes)])
+    inner = unused.offset + PAGE, unused.n_bytes - 2 * PAGE  # pages wholly inside the unused tensor
+    assert not resident_pages(path, *inner).any()
+    assert resident_pages(path, used.offset, used.n_bytes).all()
+    np.testing.assert_array_equal(used.data.reshape(-1), np.fromfile(path, np.uint8, used.n_bytes, offset=used.offset))
