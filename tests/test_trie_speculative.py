@@ -13,7 +13,7 @@ from duet.ngram_store import NGramStore
 from duet.policy import FallbackPolicy
 from duet.sampling import Sampler
 from duet.speculative import SpeculativeStats, TreeDrafter, TreeVerifier, speculative_generate
-from duet.token_tree import TokenTree, Verdict
+from duet.token_tree import TokenTree, Verdict, likeliest_branch
 from duet.tokenizer import Tokenizer
 from duet.trie_drafter import MergedDrafter, TrieDrafter
 from tiny_models import write_tiny_model
@@ -173,6 +173,18 @@ def test_trie_drafter_obeys_the_policy_caps():
     drafter.start(list(range(20)) * 3 + [0])
     tree = drafter.draft(0, 100, FallbackPolicy(max_depth=3, max_nodes=5))
     assert 1 < len(tree) <= 6 and max(tree.depths) <= 3
+
+
+def test_trie_drafter_follows_a_copied_stretch_past_the_stores_depth():
+    """The store keeps continuations 4 deep; retrieved again from the end of its
+    likeliest branch, the draft follows the prompt's text as deep as the policy lets it."""
+    text = list(range(10, 40))
+    drafter = TrieDrafter(NGramStore(depth=4), max_nodes=12)
+    drafter.start(text + text[:3])
+    tree = drafter.draft(text[2], 100, FallbackPolicy(max_depth=10, max_nodes=12))
+    branch = likeliest_branch(tree)
+    assert [tree.tokens[n] for n in branch[1:]] == text[3:13]
+    assert len(tree) - 1 <= 12
 
 
 def test_trie_only_context_check_still_refuses_overflow(target):

@@ -271,14 +271,17 @@ class NGramStore:
         return [(token, node.prompt, node.output) for token, node in ranked]
 
     def draft_tree(self, root_token: int, context_tail: Sequence[int], max_nodes: int = 16,
-                   max_depth: int | None = None, tree: TokenTree | None = None) -> TokenTree:
+                   max_depth: int | None = None, tree: TokenTree | None = None, below: int = 0) -> TokenTree:
         """A tree of up to max_nodes new draft nodes below root_token, from the longest
         key that matches (context_tail's last tokens, then root_token), then shorter
         keys for what budget is left. Best-first by cumulative count share; a branch
         stops where a node's count or share of its parent falls under the store's
-        thresholds. tree: grow into this tree (shared prefixes merge) instead of a new one."""
+        thresholds. tree: grow into this tree (shared prefixes merge) instead of a new
+        one, below its node `below` (whose token is root_token). max_depth counts from
+        the tree's root."""
         tree = TokenTree(int(root_token)) if tree is None else tree
-        max_depth = self.depth if max_depth is None else min(max_depth, self.depth)
+        reach = tree.depths[below] + self.depth
+        max_depth = reach if max_depth is None else min(max_depth, reach)
         budget = len(tree) + max_nodes
         context = [int(t) for t in context_tail] + [int(root_token)]
         for n in reversed(self.key_lengths):
@@ -289,10 +292,11 @@ class NGramStore:
             if entry is not None:
                 self.keys.move_to_end(key)
                 min_count = self.min_count if n == self.key_lengths[-1] else self.short_key_min_count
-                self._grow(tree, entry.root, budget, max_depth, min_count)
+                self._grow(tree, entry.root, budget, max_depth, min_count, below)
         return tree
 
-    def _grow(self, tree: TokenTree, root: TrieNode, budget: int, max_depth: int, min_count: int) -> None:
+    def _grow(self, tree: TokenTree, root: TrieNode, budget: int, max_depth: int, min_count: int,
+              below: int) -> None:
         # (-cumulative, -prompt count, -output count, tie, parent index, token, share,
         # trie node): likeliest first; among equals prompt count first, output count second.
         heap: list[tuple[float, int, int, int, int, int, float, TrieNode]] = []
@@ -309,7 +313,7 @@ class NGramStore:
                     heapq.heappush(heap, (-tree.cumulative[parent_index] * share, -child.prompt, -child.output,
                                           tie, parent_index, token, share, child))
 
-        push_children(0, root)
+        push_children(below, root)
         while heap and len(tree) < budget:
             *_, parent, token, share, node = heapq.heappop(heap)
             index = tree.add(token, parent, share, source="trie")

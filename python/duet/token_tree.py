@@ -123,11 +123,15 @@ def verify_greedy(tree: TokenTree, target_choice: np.ndarray) -> Verdict:
 def branch_length(tree: TokenTree, node: int) -> int:
     """Draft depth of the likeliest branch through node: its depth plus the
     likeliest chain of descendants below it."""
-    while True:
-        kids = tree.children(node)
-        if not kids:
-            return tree.depths[node]
-        node = max(kids, key=lambda k: tree.cumulative[k])
+    return tree.depths[likeliest_branch(tree, node)[-1]]
+
+
+def likeliest_branch(tree: TokenTree, node: int = 0) -> list[int]:
+    """Node and its likeliest chain of descendants, down to a leaf."""
+    out = [node]
+    while kids := tree.children(out[-1]):
+        out.append(max(kids, key=lambda k: tree.cumulative[k]))
+    return out
 
 
 def verify_sampled(tree: TokenTree, target_probs: np.ndarray, rng: np.random.Generator) -> Verdict:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from duet.ngram_store import NGramStore
 from duet.policy import FallbackPolicy
 from duet.speculative import TreeDrafter
-from duet.token_tree import TokenTree, Verdict, branch_length
+from duet.token_tree import TokenTree, Verdict, branch_length, likeliest_branch
 
 
 class TrieDrafter:
@@ -43,8 +43,25 @@ class TrieDrafter:
         if tree is not None:
             budget = self.max_nodes if max_nodes is None else min(max_nodes, self.max_nodes)
             return self.store.draft_tree(root_token, self.context, max_nodes=budget, tree=tree)
-        return self.store.draft_tree(root_token, self.context, max_nodes=min(self.max_nodes, policy.max_nodes),
-                                     max_depth=policy.max_depth)
+        budget = min(self.max_nodes, policy.max_nodes)
+        tree = self.store.draft_tree(root_token, self.context, max_nodes=budget, max_depth=policy.max_depth)
+        return self.extend_likeliest(tree, budget, policy.max_depth)
+
+    def extend_likeliest(self, tree: TokenTree, max_nodes: int, max_depth: int) -> TokenTree:
+        """Retrieves again below the likeliest branch's leaf, from the tokens that lead
+        to it, while nodes and depth are left: a stored continuation stops at the
+        store's depth, a stretch copied from the prompt does not."""
+        while len(tree) - 1 < max_nodes:
+            path = likeliest_branch(tree)
+            leaf, size = path[-1], len(tree)
+            if leaf == 0 or tree.depths[leaf] >= max_depth:
+                break
+            context = self.context + [tree.root_token] + [tree.tokens[n] for n in path[1:-1]]
+            self.store.draft_tree(tree.tokens[leaf], context[-self.context_length():], max_nodes=max_nodes + 1 - size,
+                                  max_depth=max_depth, tree=tree, below=leaf)
+            if len(tree) == size:
+                break
+        return tree
 
     def skip(self, root_token: int, verdict: Verdict) -> None:
         self.commit(TokenTree(root_token), verdict)
