@@ -158,6 +158,17 @@ def test_context_too_small_is_refused(models):
                                   PROMPT, 30, FallbackPolicy(max_nodes=8), lambda t: False))
 
 
+@pytest.mark.parametrize("max_children, expected", [(1, [9]), (2, [9, 4]), (3, [9, 4, 7])])
+def test_draft_candidates_are_the_likeliest_then_those_over_the_threshold(max_children, expected):
+    """Most of a partial head's probabilities are zeros; a tie at the threshold goes to the lower id."""
+    probs = np.zeros(1000)
+    probs[[9, 4, 7, 500, 3]] = [0.32, 0.31, 0.31, 0.05, 0.01]
+    drafter = TreeDrafter(model=None, cache=None, branch_threshold=0.3, max_children=max_children)
+    assert [token for token, _ in drafter.candidates(probs)] == expected
+    drafter.branch_threshold = 0.9  # the likeliest token is a candidate whatever its probability
+    assert drafter.candidates(probs) == [(9, 0.32)]
+
+
 def tree_of(paths: list[list[int]]) -> TokenTree:
     tree = TokenTree(root_token=1)
     for path in paths:
