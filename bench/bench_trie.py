@@ -8,7 +8,8 @@ duet.Engine under that budget, each mode in a fresh process.
     python bench/bench_trie.py [--prompts 5] [--tokens 96] [--threads 2] [--budget 1GiB] [--tasks edit plain]
 
 Prints a table and writes bench/out/trie.json. Each mode keeps one n-gram store
-for the whole task set (a session: output counts carry over, prompt counts do not).
+and one fallback policy for the whole task set, as duet.Engine does (a session:
+output counts and measured costs carry over, prompt counts do not).
 Both caches hold prompt[:-1] before the clock starts, so every mode is timed from
 the last prompt token on."""
 from __future__ import annotations
@@ -42,7 +43,7 @@ def task_prompts(tokenizer: Tokenizer, n: int) -> dict[str, list[list[int]]]:
 
 
 class Runner:
-    """The resident pair and one n-gram store per mode (a session)."""
+    """The resident pair, and one n-gram store and one policy per mode (a session)."""
 
     def __init__(self, threads: int, max_tokens: int, max_nodes: int, trie_nodes: int):
         pool = _core.ThreadPool(threads)
@@ -53,7 +54,12 @@ class Runner:
         self.max_tokens = max_tokens
         self.max_nodes = max_nodes
         self.trie_nodes = trie_nodes
+        self.new_sessions()
+
+    def new_sessions(self) -> None:
         self.stores = {mode: NGramStore() for mode in MODES if "trie" in mode}
+        self.policies = {mode: FallbackPolicy(max_nodes=self.max_nodes, max_depth=self.max_nodes, solo_fallback=True)
+                         for mode in MODES if mode != "target"}
 
     def is_stop(self, token: int) -> bool:
         return self.tokenizer.is_end_of_generation(token)
@@ -72,10 +78,9 @@ class Runner:
             return {"tokens": tokens, "seconds": time.perf_counter() - start, "stats": None}
         drafter = self.make_drafter(mode, prompt)
         stats = SpeculativeStats()
-        policy = FallbackPolicy(max_nodes=self.max_nodes, max_depth=self.max_nodes, solo_fallback=True)
         start = time.perf_counter()
         tokens = [t for t, _ in speculative_generate(TreeVerifier(self.target, target_cache), drafter, prompt,
-                                                     self.max_tokens, policy, self.is_stop, stats=stats)]
+                                                     self.max_tokens, self.policies[mode], self.is_stop, stats=stats)]
         return {"tokens": tokens, "seconds": time.perf_counter() - start, "stats": stats}
 
     def make_drafter(self, mode: str, prompt: list[int]):
@@ -160,6 +165,7 @@ def main() -> None:
     load_before = os.getloadavg()
     # Warm both models once so that first-touch page faults count for no mode.
     runner.run("tree", runner.tokenizer.encode("def f(x):\n    return x\n")[:8])
+    runner.new_sessions()
     rows = []
     for task, prompts in task_prompts(runner.tokenizer, args.prompts).items():
         if task not in args.tasks:
