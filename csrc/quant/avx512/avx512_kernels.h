@@ -19,12 +19,4 @@ DUET_DECLARE_VEC_DOT(q5_k)
 DUET_DECLARE_VEC_DOT(q6_k)
 #undef DUET_DECLARE_VEC_DOT
 
-#define DUET_DECLARE_GEMV(fmt) \
-  void gemv_##fmt(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const void* act, float* out);
-
-DUET_DECLARE_GEMV(q4_k)
-DUET_DECLARE_GEMV(q5_k)
-DUET_DECLARE_GEMV(q6_k)
-#undef DUET_DECLARE_GEMV
-
 }  // namespace duet::avx512
