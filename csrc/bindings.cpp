@@ -16,6 +16,7 @@
 #include "quant/formats.h"
 #include "quant/kernels.h"
 #include "ops/attention.h"
+#include "ops/exp_ggml.h"
 #include "runtime/cpu_features.h"
 #include "ops/transformer_layer.h"
 #include "runtime/file_reader.h"
@@ -241,9 +242,18 @@ py::array_t<uint8_t, py::array::c_style | py::array::forcecast> prompt_flags(con
   return flags;
 }
 
+// 0: the ISA's own llama.cpp build width (ops/exp_ggml.h), else 8 or 16.
+int width_arg(int width, Isa isa) {
+  if (width == 0) return ggml_width(isa);
+  if (width != kGgmlWidth8 && width != kGgmlWidth16) {
+    throw py::value_error("width must be 0 (the ISA's own), 8 or 16, got " + std::to_string(width));
+  }
+  return width;
+}
+
 py::array attention_binding(const py::array& q, const py::array& k, const py::array& v, int64_t n_kv,
                             const py::array& mask, float scale, ThreadPool& pool, const std::string& isa,
-                            const py::object& out, const py::object& prompt) {
+                            const py::object& out, const py::object& prompt, int width) {
   check_array(q, "q", "float32", {kAnyExtent, kAnyExtent, kAnyExtent});
   const bool f16 = k.dtype().equal(py::dtype("float16"));
   const char* kv_dtype = f16 ? "float16" : "float32";
@@ -265,11 +275,12 @@ py::array attention_binding(const py::array& q, const py::array& k, const py::ar
   const AttentionShape shape{n_query, n_kv, static_cast<int>(q.shape(1)), static_cast<int>(k.shape(1)),
                              static_cast<int>(q.shape(2))};
   const Isa path = isa_arg(isa);
+  const int summation_width = width_arg(width, path);
   float* out_data = static_cast<float*>(result.mutable_data());
   {
     py::gil_scoped_release release;
     attention(shape, static_cast<const float*>(q.data()), k.data(), v.data(), f16 ? KvType::F16 : KvType::F32,
-              static_cast<const uint8_t*>(mask.data()), prompt_ptr, scale, out_data, pool, path);
+              static_cast<const uint8_t*>(mask.data()), prompt_ptr, scale, out_data, pool, path, summation_width);
   }
   return result;
 }
@@ -300,13 +311,14 @@ void rope_binding(py::array& x, const py::array& pos, int n_rot, float freq_base
        static_cast<int>(x.shape(2)), n_rot, freq_base, static_cast<RopeMode>(mode));
 }
 
-void swiglu_binding(py::array& gate, const py::array& up, const std::string& isa) {
+void swiglu_binding(py::array& gate, const py::array& up, const std::string& isa, int width) {
   check_array(gate, "gate", "float32", shape_of(gate), true);
   check_array(up, "up", "float32", shape_of(gate));
   float* g = static_cast<float*>(gate.mutable_data());
   const Isa path = isa_arg(isa);
+  const int exp_width = width_arg(width, path);
   py::gil_scoped_release release;
-  swiglu(g, static_cast<const float*>(up.data()), static_cast<int64_t>(gate.size()), path);
+  swiglu(g, static_cast<const float*>(up.data()), static_cast<int64_t>(gate.size()), path, exp_width);
 }
 
 void add_bias_binding(py::array& x, const py::array& b) {
@@ -328,17 +340,20 @@ void add_inplace_binding(py::array& x, const py::array& y) {
 void bind_ops(py::module_& m) {
   m.def("attention", &attention_binding, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("n_kv"), py::arg("mask"),
         py::arg("scale"), py::arg("pool"), py::arg("isa") = "", py::arg("out") = py::none(),
-        py::arg("prompt") = py::none(),
+        py::arg("prompt") = py::none(), py::arg("width") = 0,
         "Grouped-query attention of q [T, n_head, hd] over cache rows 0..n_kv-1 of k, v [n_cap, n_head_kv, hd]\n"
         "(float32 or float16) with mask uint8 [T, n_kv] (nonzero = visible). Returns f32 [T, n_head, hd];\n"
         "a query that sees nothing gets zeros. prompt: None or uint8 [T]; nonzero rows sum in llama.cpp's\n"
-        "prompt-batch order, the others in its one-token order.");
+        "prompt-batch order, the others in its one-token order; width: that of llama.cpp's build whose sums\n"
+        "are followed (8: AVX2, 16: AVX-512; 0: the ISA's own).");
+  m.def("ggml_width", [](const std::string& isa) { return ggml_width(isa_arg(isa)); }, py::arg("isa") = "",
+        "The vector width (8 or 16) of the llama.cpp build whose rounding the ISA path reproduces.");
   m.def("rms_norm", &rms_norm_binding, py::arg("x"), py::arg("w"), py::arg("eps"), py::arg("out") = py::none(),
         "x [R, n] / sqrt(mean(x^2) + eps) * w [n], per row.");
   m.def("rope", &rope_binding, py::arg("x"), py::arg("pos"), py::arg("n_rot"), py::arg("freq_base"), py::arg("mode"),
         "Rotates x [R, n_heads, hd] in place at positions pos int32 [R]; mode 0 normal, 2 neox.");
-  m.def("swiglu", &swiglu_binding, py::arg("gate"), py::arg("up"), py::arg("isa") = "",
-        "gate <- silu(gate) * up, in place (silu with ggml's exp).");
+  m.def("swiglu", &swiglu_binding, py::arg("gate"), py::arg("up"), py::arg("isa") = "", py::arg("width") = 0,
+        "gate <- silu(gate) * up, in place (silu with ggml's exp in the form of its build of that width).");
   m.def("add_bias", &add_bias_binding, py::arg("x"), py::arg("b"), "x [R, n] += b [n], in place.");
   m.def("add_inplace", &add_inplace_binding, py::arg("x"), py::arg("y"), "x += y (same shape), in place.");
 }

@@ -5,6 +5,9 @@ import pytest
 from duet import _core
 
 ISAS = _core.isa_runnable()
+# The vector widths of llama.cpp's builds whose rounding a path can follow (AVX2: 8,
+# AVX-512: 16); every path computes both.
+WIDTHS = [8, 16]
 
 
 @pytest.fixture(scope="module")
@@ -208,10 +211,11 @@ def test_attention_decode_long_cache(pool, isa, dtype, scale):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("width", WIDTHS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 @pytest.mark.parametrize("head_dim", [64, 128, 13])
 @pytest.mark.parametrize("n_head,n_head_kv", [(14, 2), (7, 1)])
-def test_attention_batch_invariance(isa, dtype, head_dim, n_head, n_head_kv):
+def test_attention_batch_invariance(isa, width, dtype, head_dim, n_head, n_head_kv):
     """A query's output is bit-identical alone, inside its block, or inside another
     block of other queries with other masks and summation orders (prompt flags), on
     any number of threads (which also changes how the heads of a kv group are split
@@ -224,45 +228,58 @@ def test_attention_batch_invariance(isa, dtype, head_dim, n_head, n_head_kv):
     k, v = make_cache(rng, n_kv + 5, n_head_kv, head_dim, dtype, n_kv)
     prompt = rng.integers(0, 2, n_query).astype(np.uint8)
     pools = [_core.ThreadPool(1), _core.ThreadPool(2), _core.ThreadPool(3)]
-    block = _core.attention(q, k, v, n_kv, mask, 0.1, pools[1], isa=isa, prompt=prompt)
+    block = _core.attention(q, k, v, n_kv, mask, 0.1, pools[1], isa=isa, prompt=prompt, width=width)
     for t in range(n_query):
         for p in pools:
             alone = _core.attention(q[t : t + 1].copy(), k, v, n_kv, mask[t : t + 1].copy(), 0.1, p, isa=isa,
-                                    prompt=prompt[t : t + 1].copy())
+                                    prompt=prompt[t : t + 1].copy(), width=width)
             np.testing.assert_array_equal(alone[0], block[t])
         others = rng.standard_normal((4, n_head, head_dim)).astype(np.float32)
         other_masks = rng.integers(0, 2, (4, n_kv)).astype(np.uint8)
         mixed_q = np.concatenate([others[:2], q[t : t + 1], others[2:]])
         mixed_mask = np.concatenate([other_masks[:2], mask[t : t + 1], other_masks[2:]])
         mixed_prompt = np.array([1 - prompt[t], prompt[t], prompt[t], 1 - prompt[t], 1], np.uint8)
-        mixed = _core.attention(mixed_q, k, v, n_kv, mixed_mask, 0.1, pools[1], isa=isa, prompt=mixed_prompt)
+        mixed = _core.attention(mixed_q, k, v, n_kv, mixed_mask, 0.1, pools[1], isa=isa, prompt=mixed_prompt,
+                                width=width)
         np.testing.assert_array_equal(mixed[2], block[t])
 
 
 @pytest.mark.parametrize("isa", ISAS)
-def test_attention_prompt_order_is_another_summation(pool, isa):
-    """The prompt order (8 lanes) and the decode order (32 lanes) sum the same
-    products: close, and not bit-identical everywhere on random data."""
+def test_attention_orders_are_other_summations(pool, isa):
+    """The prompt order (one vector: 8 or 16 lanes) and the decode order (four: 32 or
+    64), in either build's width, sum the same products: close to each other, and
+    not bit-identical everywhere on random data."""
     rng = np.random.default_rng(11)
     q = rng.standard_normal((3, 12, 128)).astype(np.float32)
     k, v = make_cache(rng, 90, 2, 128, np.float32, 90)
     mask = np.ones((3, 90), np.uint8)
-    decode = _core.attention(q, k, v, 90, mask, 0.09, pool, isa=isa)
-    prompt = _core.attention(q, k, v, 90, mask, 0.09, pool, isa=isa, prompt=np.ones(3, np.uint8))
-    check_close(prompt, decode)
-    assert not np.array_equal(prompt, decode)
+    outs = [_core.attention(q, k, v, 90, mask, 0.09, pool, isa=isa, prompt=np.full(3, flag, np.uint8), width=width)
+            for flag in (0, 1) for width in WIDTHS]
+    for i, out in enumerate(outs):
+        check_close(out, outs[0])
+        for other in outs[:i]:
+            assert not np.array_equal(out, other)
     with pytest.raises(ValueError, match="prompt"):
         _core.attention(q, k, v, 90, mask, 0.09, pool, isa=isa, prompt=np.ones(2, np.uint8))
+    with pytest.raises(ValueError, match="width"):
+        _core.attention(q, k, v, 90, mask, 0.09, pool, isa=isa, width=4)
+
+
+def test_attention_width_follows_the_isa():
+    assert {isa: _core.ggml_width(isa) for isa in ISAS} == {isa: 16 if isa == "avx512" else 8 for isa in ISAS}
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
-def test_attention_isa_paths_agree(pool, dtype):
+@pytest.mark.parametrize("width", WIDTHS)
+def test_attention_isa_paths_agree(pool, dtype, width):
+    """Long enough for two tiles and a softmax over whole and partial groups, with
+    scores far enough apart that exp's 2^n leaves the normal range."""
     rng = np.random.default_rng(8)
-    q = rng.standard_normal((4, 12, 128)).astype(np.float32)
-    k, v = make_cache(rng, 100, 2, 128, dtype, 100)
-    mask = causal_mask(96, 4)
+    q = (rng.standard_normal((4, 12, 128)) * 3).astype(np.float32)
+    k, v = make_cache(rng, 150, 2, 128, dtype, 150)
+    mask = causal_mask(146, 4)
     prompt = np.array([1, 0, 1, 0], np.uint8)
-    outs = [_core.attention(q, k, v, 100, mask, 0.09, pool, isa=isa, prompt=prompt) for isa in ISAS]
+    outs = [_core.attention(q, k, v, 150, mask, 0.5, pool, isa=isa, prompt=prompt, width=width) for isa in ISAS]
     for out in outs[1:]:
         np.testing.assert_array_equal(out, outs[0])
 
@@ -400,24 +417,40 @@ def swiglu_inputs():
 
 
 @pytest.mark.parametrize("isa", ISAS)
-def test_swiglu(isa):
+@pytest.mark.parametrize("width", WIDTHS)
+def test_swiglu(isa, width):
     gate, up = swiglu_inputs()
     g = gate.astype(np.float64)
     with np.errstate(over="ignore"):
         expected = g / (1 + np.exp(-g)) * up
-    _core.swiglu(gate, up, isa=isa)
+    _core.swiglu(gate, up, isa=isa, width=width)
     np.testing.assert_allclose(gate, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_swiglu_isa_paths_agree_bit_for_bit():
-    """Every path evaluates ggml's exp with the same operations."""
+@pytest.mark.parametrize("width", WIDTHS)
+def test_swiglu_isa_paths_agree_bit_for_bit(width):
+    """Every path evaluates ggml's exp of a build's width with the same operations."""
     outs = []
     for isa in ISAS:
         gate, up = swiglu_inputs()
-        _core.swiglu(gate, up, isa=isa)
+        _core.swiglu(gate, up, isa=isa, width=width)
         outs.append(gate)
     for out in outs[1:]:
         np.testing.assert_array_equal(out, outs[0])
+
+
+def test_swiglu_widths_round_differently():
+    """AVX-512 ggml's exp (1 inside the polynomial, 2^n by scalef) is another rounding
+    of the same function: some gates differ in the last bit, none by more."""
+    outs = []
+    for width in WIDTHS:
+        gate, up = swiglu_inputs()
+        _core.swiglu(gate, up, width=width)
+        outs.append(gate)
+    assert not np.array_equal(outs[0], outs[1])
+    np.testing.assert_allclose(outs[1], outs[0], rtol=3e-7, atol=1e-30)
+    with pytest.raises(ValueError, match="width"):
+        _core.swiglu(*swiglu_inputs(), width=12)
 
 
 def test_swiglu_rejects_bad_input():

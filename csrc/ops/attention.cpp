@@ -34,7 +34,8 @@ struct AttentionItem {
   const uint8_t* mask;     // [n_kv] the query's mask row
   float* out;              // [n_heads, head_dim]
   int n_heads;
-  int n_lanes;             // kDecodeLanes or kPromptLanes: the query's summation order
+  int n_lanes;             // decode_lanes or prompt_lanes of width: the query's summation order
+  int width;               // the vector width of the llama.cpp build whose rounding we follow
 };
 
 // Per-thread buffers, sized once per call.
@@ -83,11 +84,11 @@ void attend_item(const AttentionKernels& kernels, const AttentionShape& s, KvTyp
   // V. Keeping them in f32 put our attention 2.5e-4 (relative) away from its.
   for (int h = 0; h < item.n_heads; ++h) {
     float* head_weights = weights + h * n_visible;
-    const double sum = kernels.softmax_numerators(head_weights, n_visible);
+    const double sum = kernels.softmax_numerators(head_weights, n_visible, item.width);
     kernels.scale_weights(head_weights, n_visible, static_cast<float>(1.0 / sum), kv_type == KvType::F16);
   }
   float* lanes = scratch.lanes.data();
-  for (int h = 0; h < item.n_heads; ++h) {  // only the lanes this order uses (8 of 32 for a prompt token)
+  for (int h = 0; h < item.n_heads; ++h) {  // only the lanes this order uses (a quarter for a prompt token)
     float* head_lanes = lanes + static_cast<int64_t>(h) * kMaxLanes * hd;
     std::fill(head_lanes, head_lanes + static_cast<int64_t>(item.n_lanes) * hd, 0.0f);
   }
@@ -126,7 +127,8 @@ HeadSplit split_heads(const AttentionShape& s, int n_threads) {
 
 // Work item `index`, ordered by query, then kv head, then chunk.
 AttentionItem item_at(const AttentionShape& s, const HeadSplit& split, const float* q, const void* k, const void* v,
-                      KvType kv_type, const uint8_t* mask, const uint8_t* prompt, float* out, int64_t index) {
+                      KvType kv_type, const uint8_t* mask, const uint8_t* prompt, float* out, int width,
+                      int64_t index) {
   const int64_t t = index / (s.n_head_kv * split.chunks_per_group);
   const int kv_head = static_cast<int>(index / split.chunks_per_group % s.n_head_kv);
   const int first_head = kv_head * split.group + static_cast<int>(index % split.chunks_per_group) * split.chunk_heads;
@@ -135,14 +137,16 @@ AttentionItem item_at(const AttentionShape& s, const HeadSplit& split, const flo
   const int64_t qo_offset = (t * s.n_head + first_head) * s.head_dim;  // q and out: [T, n_head, hd]
   return {q + qo_offset, static_cast<const char*>(k) + kv_offset, static_cast<const char*>(v) + kv_offset,
           mask + t * s.n_kv, out + qo_offset, last_head - first_head,
-          prompt != nullptr && prompt[t] ? kPromptLanes : kDecodeLanes};
+          prompt != nullptr && prompt[t] ? prompt_lanes(width) : decode_lanes(width), width};
 }
 
 }  // namespace
 
 void attention(const AttentionShape& s, const float* q, const void* k, const void* v, KvType kv_type,
-               const uint8_t* mask, const uint8_t* prompt, float scale, float* out, ThreadPool& pool, Isa isa) {
+               const uint8_t* mask, const uint8_t* prompt, float scale, float* out, ThreadPool& pool, Isa isa,
+               int width) {
   check_shape(s);
+  if (width != kGgmlWidth8 && width != kGgmlWidth16) throw std::invalid_argument("attention: width must be 8 or 16");
   const AttentionKernels& kernels = attention_kernels(isa);
   const HeadSplit split = split_heads(s, pool.size());
   std::vector<AttentionScratch> scratch(pool.size());
@@ -156,10 +160,15 @@ void attention(const AttentionShape& s, const float* q, const void* k, const voi
   const int64_t n_items = s.n_query * s.n_head_kv * split.chunks_per_group;
   pool.parallel_for(n_items, 1, [&](int64_t begin, int64_t end, int thread) {
     for (int64_t index = begin; index < end; ++index) {
-      attend_item(kernels, s, kv_type, scale, item_at(s, split, q, k, v, kv_type, mask, prompt, out, index),
+      attend_item(kernels, s, kv_type, scale, item_at(s, split, q, k, v, kv_type, mask, prompt, out, width, index),
                   scratch[thread]);
     }
   });
+}
+
+void attention(const AttentionShape& s, const float* q, const void* k, const void* v, KvType kv_type,
+               const uint8_t* mask, const uint8_t* prompt, float scale, float* out, ThreadPool& pool, Isa isa) {
+  attention(s, q, k, v, kv_type, mask, prompt, scale, out, pool, isa, ggml_width(isa));
 }
 
 void attention(const AttentionShape& s, const float* q, const void* k, const void* v, KvType kv_type,

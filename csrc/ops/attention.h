@@ -28,9 +28,13 @@ struct AttentionShape {
 // q, of the mask and of prompt, never on the other queries (batch invariance).
 void attention(const AttentionShape& s, const float* q, const void* k, const void* v, KvType kv_type,
                const uint8_t* mask, const uint8_t* prompt, float scale, float* out, ThreadPool& pool);
-// The same on a chosen runnable ISA path (the one above uses isa_default()); every path
-// gives the same bits.
+// The same on a chosen runnable ISA path (the one above uses isa_default()), summed as
+// llama.cpp's build of the given vector width sums (ops/exp_ggml.h: 8 or 16; by
+// default the ISA's own). Every path gives the same bits for a given width.
 void attention(const AttentionShape& s, const float* q, const void* k, const void* v, KvType kv_type,
                const uint8_t* mask, const uint8_t* prompt, float scale, float* out, ThreadPool& pool, Isa isa);
+void attention(const AttentionShape& s, const float* q, const void* k, const void* v, KvType kv_type,
+               const uint8_t* mask, const uint8_t* prompt, float scale, float* out, ThreadPool& pool, Isa isa,
+               int width);
 
 }  // namespace duet

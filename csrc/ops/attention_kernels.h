@@ -12,32 +12,41 @@ namespace duet {
 
 // Every dot product of attention is summed as llama.cpp sums it, in lanes: element i
 // goes to lane i % n_lanes, each lane sums its elements in order, and lanes_reduce
-// folds the lanes. llama.cpp has two orders: decoding one token (ggml's f16 vec_dot,
-// 32 lanes) and a prompt batch (tinyBLAS, 8 lanes). Matching them, and ggml's exp,
+// folds the lanes. llama.cpp has two orders, each in the vector width w of its build
+// (ops/exp_ggml.h): decoding one token (ggml's f16 vec_dot, four vectors: 4w lanes)
+// and a prompt batch (tinyBLAS, one vector: w lanes). Matching them, and ggml's exp,
 // makes our steps bit-identical to llama.cpp's.
-constexpr int kDecodeLanes = 32;
-constexpr int kPromptLanes = 8;
-constexpr int kMaxLanes = kDecodeLanes;
+inline int prompt_lanes(int width) { return width; }
+inline int decode_lanes(int width) { return 4 * width; }
+constexpr int kMaxLanes = 4 * kGgmlWidth16;
 
-// Most cache rows in one tile: 32 rows of head_dim 128 in f32 are 16 KiB, half of L1.
+// Most cache rows in one tile: 64 rows of head_dim 128 in f32 are 32 KiB, an L1.
 // A tile starts every row's lane afresh at lane 0.
-constexpr int kTileRows = 32;
-static_assert(kTileRows % kDecodeLanes == 0 && kTileRows % kPromptLanes == 0, "tiles must start at lane 0");
+constexpr int kTileRows = 64;
+static_assert(kTileRows % kMaxLanes == 0, "tiles must start at lane 0");
 
-// The n_lanes (8 or 32) values lane[l * stride] summed in llama.cpp's order. With 32,
-// lanes 16 apart and 8 apart are paired first (ggml's four accumulators); then the
-// eight sums fold as an 8-wide vector: halves added, then 32 lanes end in two
-// horizontal adds ((0+1)+(2+3)), 8 lanes in a shuffle and an add ((0+2)+(1+3)).
+// The n_lanes (8, 16, 32 or 64) values lane[l * stride] summed in llama.cpp's order.
+// Four vectors (32 or 64 lanes) are paired first, vectors 0+2 and 1+3, then added
+// (ggml's four accumulators). A 16-wide vector folds its halves into 8 lanes, which
+// fold as an 8-wide vector: halves added, then 4 lanes in a shuffle and an add
+// ((0+2)+(1+3)), except that AVX2's four-vector reduce ends in two horizontal adds
+// ((0+1)+(2+3)).
 inline float lanes_reduce(const float* lane, int64_t stride, int n_lanes) {
-  float folded[8];
-  for (int l = 0; l < 8; ++l) {
-    folded[l] = n_lanes == kPromptLanes ? lane[l * stride]
-                                        : (lane[l * stride] + lane[(16 + l) * stride]) +
-                                              (lane[(8 + l) * stride] + lane[(24 + l) * stride]);
+  const bool four_vectors = n_lanes > kGgmlWidth16;
+  const int width = four_vectors ? n_lanes / 4 : n_lanes;
+  float vec[kGgmlWidth16];
+  for (int l = 0; l < width; ++l) {
+    vec[l] = four_vectors ? (lane[l * stride] + lane[(2 * width + l) * stride]) +
+                                (lane[(width + l) * stride] + lane[(3 * width + l) * stride])
+                          : lane[l * stride];
+  }
+  if (width == kGgmlWidth16) {
+    for (int l = 0; l < 8; ++l) vec[l] = vec[l] + vec[l + 8];
   }
   float quad[4];
-  for (int m = 0; m < 4; ++m) quad[m] = folded[m] + folded[m + 4];
-  return n_lanes == kPromptLanes ? (quad[0] + quad[2]) + (quad[1] + quad[3]) : (quad[0] + quad[1]) + (quad[2] + quad[3]);
+  for (int m = 0; m < 4; ++m) quad[m] = vec[m] + vec[m + 4];
+  const bool horizontal_adds = n_lanes == decode_lanes(kGgmlWidth8);
+  return horizontal_adds ? (quad[0] + quad[1]) + (quad[2] + quad[3]) : (quad[0] + quad[2]) + (quad[1] + quad[3]);
 }
 
 struct AttentionKernels {
@@ -51,9 +60,10 @@ struct AttentionKernels {
   // operations whatever n and n_heads are and wherever the row and the head sit.
   void (*score_tile)(const float* q, int n_heads, const float* tile, int n, int head_dim, float scale, float* scores,
                      int64_t score_stride, int n_lanes);
-  // weights[i] <- exp(weights[i] - max) for i < n (n >= 1), exp computed as ggml's; returns
-  // their sum as ggml's softmax takes it: groups of 8 summed in float, groups in double.
-  double (*softmax_numerators)(float* weights, int n);
+  // weights[i] <- exp(weights[i] - max) for i < n (n >= 1), exp computed as ggml's build
+  // of the given width; returns their sum as ggml's softmax takes it: groups of `width`
+  // summed in float (lanes_reduce's order for one vector), groups in double.
+  double (*softmax_numerators)(float* weights, int n, int width);
   // weights[i] <- weights[i] * scale for i < n, rounded to the nearest f16 value
   // when to_half (the probabilities then carry what an f16 operand would).
   void (*scale_weights)(float* weights, int n, float scale, bool to_half);

@@ -43,15 +43,17 @@ void score_tile_scalar(const float* q, int n_heads, const float* tile, int n, in
   }
 }
 
-double softmax_numerators_scalar(float* weights, int n) {
+double softmax_numerators_scalar(float* weights, int n, int width) {
   float max_weight = weights[0];
   for (int i = 1; i < n; ++i) max_weight = weights[i] > max_weight ? weights[i] : max_weight;
   double sum = 0.0;
-  for (int i = 0; i < n; i += 8) {
-    float group[8];
-    for (int l = 0; l < 8; ++l) group[l] = i + l < n ? exp_ggml_scalar(weights[i + l] - max_weight) : 0.0f;
-    for (int l = 0; i + l < n && l < 8; ++l) weights[i + l] = group[l];
-    sum += lanes_reduce(group, 1, kPromptLanes);  // an 8-wide horizontal add's order
+  for (int i = 0; i < n; i += width) {
+    float group[kGgmlWidth16];
+    for (int l = 0; l < width; ++l) {
+      group[l] = i + l < n ? exp_ggml_scalar(weights[i + l] - max_weight, width) : 0.0f;
+    }
+    for (int l = 0; i + l < n && l < width; ++l) weights[i + l] = group[l];
+    sum += lanes_reduce(group, 1, prompt_lanes(width));  // one vector's horizontal add
   }
   return sum;
 }

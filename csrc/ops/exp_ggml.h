@@ -3,8 +3,20 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
+
+#include "runtime/cpu_features.h"
 
 namespace duet {
+
+// The width in floats of the vectors of the llama.cpp build whose rounding a path
+// reproduces. ggml's exp, softmax sums and attention lanes follow its vectors: an
+// AVX2 build (and the NEON code, whose exp has the AVX2 form) works in 8 floats, an
+// AVX-512 build in 16, with another exp. Each ISA path rounds as llama.cpp built for
+// that ISA, so that duet's logits equal those of llama.cpp built for the same machine.
+constexpr int kGgmlWidth8 = 8;
+constexpr int kGgmlWidth16 = 16;
+inline int ggml_width(Isa isa) { return isa == Isa::Avx512 ? kGgmlWidth16 : kGgmlWidth8; }
 
 // exp(x) by the method of ARM's optimized-routines that ggml's softmax uses: x = n ln2 + b
 // with n rounded through a shift constant, ln2 in two parts, exp(b) - 1 by a degree-5
@@ -56,6 +68,35 @@ inline float exp_ggml_scalar(float x) {
   const float s2 = exp_ggml_bits_to_float(e - g);
   if (std::fabs(n) > kOverflowLimit) return s1 * s1;
   return std::fma(s2, j, s2) * s1;
+}
+
+// ggml's AVX-512 form: the polynomial includes the 1 (j = 1 + b + ...), and 2^n is
+// applied by scalef, one correctly rounded product (subnormal results included).
+// Below |n| = 126 that product is j times the float 2^n; beyond it, a double holds
+// j * 2^n exactly and rounds once to float.
+inline float exp_ggml_scalef_poly(float b) {
+  using namespace exp_ggml;
+  const float u = b * b;
+  return std::fma(std::fma(std::fma(kC4, b, kC3), u, std::fma(kC2, b, kC1)), u, std::fma(kC0, b, 1.0f));
+}
+
+inline float exp_ggml_scalef_apply(float j, float n) {
+  using namespace exp_ggml;
+  if (std::fabs(n) > kOverflowLimit) return n <= 0.0f ? 0.0f : std::numeric_limits<float>::infinity();
+  return static_cast<float>(std::ldexp(static_cast<double>(j), static_cast<int>(n)));
+}
+
+inline float exp_ggml_scalef_scalar(float x) {
+  using namespace exp_ggml;
+  const float z = std::fma(x, kInvLn2, kShift);
+  const float n = z - kShift;
+  const float b = std::fma(-n, kLn2Lo, std::fma(-n, kLn2Hi, x));
+  return exp_ggml_scalef_apply(exp_ggml_scalef_poly(b), n);
+}
+
+// exp in the form of the llama.cpp build of the given width.
+inline float exp_ggml_scalar(float x, int width) {
+  return width == kGgmlWidth16 ? exp_ggml_scalef_scalar(x) : exp_ggml_scalar(x);
 }
 
 }  // namespace duet

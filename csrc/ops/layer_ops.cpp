@@ -84,19 +84,22 @@ void rope(float* x, const int32_t* pos, int64_t n_rows, int n_heads, int head_di
   }
 }
 
-void swiglu_scalar(float* gate, const float* up, int64_t n) {
+void swiglu_scalar(float* gate, const float* up, int64_t n, int width) {
   for (int64_t i = 0; i < n; ++i) {
     const float g = gate[i];
-    gate[i] = g / (1.0f + exp_ggml_scalar(0.0f - g)) * up[i];
+    gate[i] = g / (1.0f + exp_ggml_scalar(0.0f - g, width)) * up[i];
   }
 }
 
-void swiglu(float* gate, const float* up, int64_t n, Isa isa) {
+void swiglu(float* gate, const float* up, int64_t n, Isa isa, int width) {
+  if (width != kGgmlWidth8 && width != kGgmlWidth16) throw std::invalid_argument("swiglu: width must be 8 or 16");
 #if defined(DUET_X86)
-  if (isa == Isa::Avx2 || isa == Isa::Avx512) return swiglu_avx2(gate, up, n);
+  if (isa == Isa::Avx2 || isa == Isa::Avx512) return swiglu_avx2(gate, up, n, width);
 #endif
-  swiglu_scalar(gate, up, n);
+  swiglu_scalar(gate, up, n, width);
 }
+
+void swiglu(float* gate, const float* up, int64_t n, Isa isa) { swiglu(gate, up, n, isa, ggml_width(isa)); }
 
 void add_bias(float* x, const float* b, int64_t n_rows, int64_t n) {
   for (int64_t r = 0; r < n_rows; ++r) add_inplace(x + r * n, b, n);

@@ -20,11 +20,13 @@ void rope(float* x, const int32_t* pos, int64_t n_rows, int n_heads, int head_di
           RopeMode mode);
 
 // gate[i] = silu(gate[i]) * up[i] over n elements, silu(x) = x / (1 + exp(-x)) with
-// ggml's exp (ops/exp_ggml.h), on the given ISA path (all paths agree bit for bit).
+// ggml's exp in the form of its build of the given width (ops/exp_ggml.h; by default
+// the ISA's own), on the given ISA path (all paths agree bit for bit).
 void swiglu(float* gate, const float* up, int64_t n, Isa isa);
-void swiglu_scalar(float* gate, const float* up, int64_t n);
+void swiglu(float* gate, const float* up, int64_t n, Isa isa, int width);
+void swiglu_scalar(float* gate, const float* up, int64_t n, int width);
 #if defined(DUET_X86)
-void swiglu_avx2(float* gate, const float* up, int64_t n);
+void swiglu_avx2(float* gate, const float* up, int64_t n, int width);
 #endif
 // x[r * n + i] += b[i]
 void add_bias(float* x, const float* b, int64_t n_rows, int64_t n);

@@ -4,6 +4,7 @@
 // heads), so a query's result does not depend on the other queries.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "ops/attention_kernels.h"
@@ -34,14 +35,25 @@ inline float horizontal_sum(__m256 v) {
 }
 
 // The kAcc 8-lane accumulators of a dot in lanes (lane l of accumulator j is lane
-// 8j + l) reduced in lanes_reduce's order.
+// 8j + l) reduced in lanes_reduce's order: kAcc 1 or 2 is one vector of the prompt
+// order (AVX2, AVX-512), 4 or 8 the four vectors of the decode order.
 template <int kAcc>
 inline float lanes_reduce_avx2(const __m256 acc[kAcc]) {
-  if constexpr (kAcc == 1) return horizontal_sum(acc[0]);
-  const __m256 folded = _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]));
-  const __m128 quad = _mm_add_ps(_mm256_castps256_ps128(folded), _mm256_extractf128_ps(folded, 1));
-  const __m128 pairs = _mm_hadd_ps(quad, quad);
-  return _mm_cvtss_f32(_mm_hadd_ps(pairs, pairs));
+  if constexpr (kAcc == 1) {
+    return horizontal_sum(acc[0]);
+  } else if constexpr (kAcc == 2) {
+    return horizontal_sum(_mm256_add_ps(acc[0], acc[1]));
+  } else if constexpr (kAcc == 4) {
+    const __m256 folded = _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]));
+    const __m128 quad = _mm_add_ps(_mm256_castps256_ps128(folded), _mm256_extractf128_ps(folded, 1));
+    const __m128 pairs = _mm_hadd_ps(quad, quad);
+    return _mm_cvtss_f32(_mm_hadd_ps(pairs, pairs));
+  } else {
+    static_assert(kAcc == 8, "1, 2, 4 or 8 accumulators");
+    const __m256 lo = _mm256_add_ps(_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[2], acc[6]));
+    const __m256 hi = _mm256_add_ps(_mm256_add_ps(acc[1], acc[5]), _mm256_add_ps(acc[3], acc[7]));
+    return horizontal_sum(_mm256_add_ps(lo, hi));
+  }
 }
 
 // Scores of one head against kRows consecutive tile rows, summed in 8 * kAcc lanes:
@@ -79,16 +91,12 @@ void score_head(const float* q, const float* tile, int n, int head_dim, float sc
 
 void score_tile_avx2(const float* q, int n_heads, const float* tile, int n, int head_dim, float scale, float* scores,
                      int64_t score_stride, int n_lanes) {
-  for (int h = 0; h < n_heads; ++h) {
-    if (n_lanes == kPromptLanes) {
-      score_head<1>(q + h * head_dim, tile, n, head_dim, scale, scores + h * score_stride);
-    } else {
-      score_head<4>(q + h * head_dim, tile, n, head_dim, scale, scores + h * score_stride);
-    }
-  }
+  const auto score = n_lanes == 8 ? score_head<1> : n_lanes == 16 ? score_head<2> : n_lanes == 32 ? score_head<4>
+                                                                                    : score_head<8>;
+  for (int h = 0; h < n_heads; ++h) score(q + h * head_dim, tile, n, head_dim, scale, scores + h * score_stride);
 }
 
-double softmax_numerators_avx2(float* weights, int n) {
+double softmax_numerators_avx2(float* weights, int n, int width) {
   __m256 max8 = _mm256_set1_ps(weights[0]);
   int i = 0;
   for (; i + 8 <= n; i += 8) max8 = _mm256_max_ps(max8, _mm256_loadu_ps(weights + i));
@@ -100,19 +108,18 @@ double softmax_numerators_avx2(float* weights, int n) {
 
   const __m256 max_all = _mm256_set1_ps(max_weight);
   double sum = 0.0;
-  i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m256 e = exp_ggml_avx2(_mm256_sub_ps(_mm256_loadu_ps(weights + i), max_all));
-    _mm256_storeu_ps(weights + i, e);
-    sum += horizontal_sum(e);
-  }
-  if (i < n) {  // the tail as a group whose missing lanes hold 0, like masked rows in ggml
-    alignas(32) float tail[8];
-    for (int t = 0; t < 8; ++t) tail[t] = i + t < n ? weights[i + t] : max_weight;
-    _mm256_store_ps(tail, exp_ggml_avx2(_mm256_sub_ps(_mm256_load_ps(tail), max_all)));
-    for (int t = n - i; t < 8; ++t) tail[t] = 0.0f;
-    for (int t = 0; i + t < n; ++t) weights[i + t] = tail[t];
-    sum += horizontal_sum(_mm256_load_ps(tail));
+  for (i = 0; i < n; i += width) {
+    // A short last group's missing lanes hold 0, like masked rows in ggml.
+    const int m = std::min(width, n - i);
+    alignas(32) float group[kGgmlWidth16];
+    for (int t = 0; t < width; ++t) group[t] = t < m ? weights[i + t] : max_weight;
+    for (int t = 0; t < width; t += 8) {
+      _mm256_store_ps(group + t, exp_ggml_avx2(_mm256_sub_ps(_mm256_load_ps(group + t), max_all), width));
+    }
+    for (int t = m; t < width; ++t) group[t] = 0.0f;
+    for (int t = 0; t < m; ++t) weights[i + t] = group[t];
+    const __m256 lo = _mm256_load_ps(group);
+    sum += horizontal_sum(width == kGgmlWidth16 ? _mm256_add_ps(lo, _mm256_load_ps(group + 8)) : lo);
   }
   return sum;
 }
@@ -131,20 +138,22 @@ void scale_weights_avx2(float* weights, int n, float scale, bool to_half) {
   }
 }
 
-// The prompt order's 8 lanes of one head for eight consecutive d stay in registers
-// over the whole tile (row i feeds lane i % 8); the decode order's 32 would not fit.
+// The prompt order's kLanes (8 or 16) lanes of one head for eight consecutive d stay
+// in registers over the whole tile (row i feeds lane i % kLanes); the decode order's
+// would not fit.
+template <int kLanes>
 void accumulate_prompt_lanes(const float* weights, const float* tile, int n, int head_dim, int d, float* lanes) {
-  __m256 acc[kPromptLanes];
-  for (int l = 0; l < kPromptLanes; ++l) acc[l] = _mm256_loadu_ps(lanes + l * head_dim + d);
+  __m256 acc[kLanes];
+  for (int l = 0; l < kLanes; ++l) acc[l] = _mm256_loadu_ps(lanes + l * head_dim + d);
   auto add_row = [&](int i, int l) {
     acc[l] = _mm256_fmadd_ps(_mm256_set1_ps(weights[i]), _mm256_loadu_ps(tile + i * head_dim + d), acc[l]);
   };
   int i = 0;
-  for (; i + kPromptLanes <= n; i += kPromptLanes) {  // lane indices known at compile time: registers
-    for (int l = 0; l < kPromptLanes; ++l) add_row(i + l, l);
+  for (; i + kLanes <= n; i += kLanes) {  // lane indices known at compile time: registers
+    for (int l = 0; l < kLanes; ++l) add_row(i + l, l);
   }
   for (int l = 0; i + l < n; ++l) add_row(i + l, l);
-  for (int l = 0; l < kPromptLanes; ++l) _mm256_storeu_ps(lanes + l * head_dim + d, acc[l]);
+  for (int l = 0; l < kLanes; ++l) _mm256_storeu_ps(lanes + l * head_dim + d, acc[l]);
 }
 
 void accumulate_tile_avx2(const float* weights, int64_t weight_stride, int n_heads, const float* tile, int n,
@@ -153,10 +162,9 @@ void accumulate_tile_avx2(const float* weights, int64_t weight_stride, int n_hea
     float* head_lanes = lanes + static_cast<int64_t>(h) * kMaxLanes * head_dim;
     const float* head_weights = weights + h * weight_stride;
     int d_vector = 0;  // d below it are done in registers
-    if (n_lanes == kPromptLanes) {
-      for (; d_vector + 8 <= head_dim; d_vector += 8) {
-        accumulate_prompt_lanes(head_weights, tile, n, head_dim, d_vector, head_lanes);
-      }
+    if (n_lanes <= kGgmlWidth16) {
+      const auto accumulate = n_lanes == 8 ? accumulate_prompt_lanes<8> : accumulate_prompt_lanes<16>;
+      for (; d_vector + 8 <= head_dim; d_vector += 8) accumulate(head_weights, tile, n, head_dim, d_vector, head_lanes);
     }
     for (int i = 0; i < n; ++i) {
       const float* row = tile + i * head_dim;
@@ -175,18 +183,23 @@ void accumulate_tile_avx2(const float* weights, int64_t weight_stride, int n_hea
 // lanes_reduce for eight consecutive d at once.
 inline __m256 lanes_reduce8(const float* lane, int64_t stride, int n_lanes) {
   auto at = [&](int l) { return _mm256_loadu_ps(lane + l * stride); };
-  __m256 folded[8];
-  for (int l = 0; l < 8; ++l) {
-    folded[l] = n_lanes == kPromptLanes
-                    ? at(l)
-                    : _mm256_add_ps(_mm256_add_ps(at(l), at(16 + l)), _mm256_add_ps(at(8 + l), at(24 + l)));
+  const bool four_vectors = n_lanes > kGgmlWidth16;
+  const int width = four_vectors ? n_lanes / 4 : n_lanes;
+  __m256 vec[kGgmlWidth16];
+  for (int l = 0; l < width; ++l) {
+    vec[l] = four_vectors ? _mm256_add_ps(_mm256_add_ps(at(l), at(2 * width + l)),
+                                          _mm256_add_ps(at(width + l), at(3 * width + l)))
+                          : at(l);
+  }
+  if (width == kGgmlWidth16) {
+    for (int l = 0; l < 8; ++l) vec[l] = _mm256_add_ps(vec[l], vec[l + 8]);
   }
   __m256 quad[4];
-  for (int m = 0; m < 4; ++m) quad[m] = _mm256_add_ps(folded[m], folded[m + 4]);
-  if (n_lanes == kPromptLanes) {
-    return _mm256_add_ps(_mm256_add_ps(quad[0], quad[2]), _mm256_add_ps(quad[1], quad[3]));
+  for (int m = 0; m < 4; ++m) quad[m] = _mm256_add_ps(vec[m], vec[m + 4]);
+  if (n_lanes == decode_lanes(kGgmlWidth8)) {
+    return _mm256_add_ps(_mm256_add_ps(quad[0], quad[1]), _mm256_add_ps(quad[2], quad[3]));
   }
-  return _mm256_add_ps(_mm256_add_ps(quad[0], quad[1]), _mm256_add_ps(quad[2], quad[3]));
+  return _mm256_add_ps(_mm256_add_ps(quad[0], quad[2]), _mm256_add_ps(quad[1], quad[3]));
 }
 
 void reduce_lanes_avx2(const float* lanes, int n_heads, int head_dim, int n_lanes, float* out) {

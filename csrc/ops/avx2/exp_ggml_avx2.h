@@ -1,4 +1,5 @@
-// exp_ggml_scalar (ops/exp_ggml.h) eight lanes at a time, with the same operations.
+// exp_ggml_scalar and exp_ggml_scalef_scalar (ops/exp_ggml.h) eight lanes at a time,
+// with the same operations.
 #pragma once
 #include <immintrin.h>
 
@@ -33,6 +34,35 @@ inline __m256 exp_ggml_avx2(__m256 x) {
   const __m256 out_of_range = _mm256_cmp_ps(abs_n, _mm256_set1_ps(kOverflowLimit), _CMP_GT_OQ);
   const __m256 in_range = _mm256_blendv_ps(plain, two_factors, scaled_twice);
   return _mm256_blendv_ps(in_range, _mm256_mul_ps(s1, s1), out_of_range);
+}
+
+// AVX-512's scalef is j times the float 2^n while |n| <= 126; lanes beyond (softmax
+// gaps past 87) are rare and take the scalar form.
+inline __m256 exp_ggml_scalef_avx2(__m256 x) {
+  using namespace exp_ggml;
+  const __m256 shift = _mm256_set1_ps(kShift);
+  const __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(kInvLn2), shift);
+  const __m256 n = _mm256_sub_ps(z, shift);
+  const __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Lo), _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Hi), x));
+  const __m256 u = _mm256_mul_ps(b, b);
+  const __m256 j = _mm256_fmadd_ps(
+      _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_set1_ps(kC4), b, _mm256_set1_ps(kC3)), u,
+                      _mm256_fmadd_ps(_mm256_set1_ps(kC2), b, _mm256_set1_ps(kC1))),
+      u, _mm256_fmadd_ps(_mm256_set1_ps(kC0), b, _mm256_set1_ps(1.0f)));
+  const __m256 abs_n = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), n);
+  if (!_mm256_movemask_ps(_mm256_cmp_ps(abs_n, _mm256_set1_ps(kNoScaleLimit), _CMP_GT_OQ))) {
+    const __m256i e = _mm256_slli_epi32(_mm256_castps_si256(z), 23);
+    return _mm256_mul_ps(j, _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_set1_epi32(static_cast<int>(kOneBits)))));
+  }
+  alignas(32) float js[8], ns[8];
+  _mm256_store_ps(js, j);
+  _mm256_store_ps(ns, n);
+  for (int l = 0; l < 8; ++l) js[l] = exp_ggml_scalef_apply(js[l], ns[l]);
+  return _mm256_load_ps(js);
+}
+
+inline __m256 exp_ggml_avx2(__m256 x, int width) {
+  return width == kGgmlWidth16 ? exp_ggml_scalef_avx2(x) : exp_ggml_avx2(x);
 }
 
 }  // namespace
