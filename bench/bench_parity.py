@@ -17,11 +17,12 @@ import numpy as np
 from common import humaneval_prompts, print_table, write_json
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
-from test_model_real import MODELS, duet_greedy, llama_greedy, llama_model  # noqa: E402
+from test_model_real import MODELS, duet_greedy, llama_greedy  # noqa: E402
 
 from duet import _core  # noqa: E402
 from duet.gguf_file import GGUFFile  # noqa: E402
 from duet.incremental_tokenizer import common_prefix_length  # noqa: E402
+from duet.llama_baseline import cpu_has_amx, open_llama  # noqa: E402
 from duet.model import Model  # noqa: E402
 from duet.models import resolve_model  # noqa: E402
 from duet.tokenizer import Tokenizer  # noqa: E402
@@ -35,8 +36,8 @@ def parity_rows(name: str, prompts: list[str], n_tokens: int) -> list[dict]:
     encoded = [tokenizer.encode(text) for text in prompts]
     ours = [duet_greedy(model, prompt, n_tokens)[0] for prompt in encoded]
     rows = []
-    for repack in (False, True):
-        llm = llama_model(path, repack=repack, n_ctx=2048)
+    for repack in (False,) if cpu_has_amx() else (False, True):  # with AMX, llama.cpp's default is plain
+        llm = open_llama(path, plain=not repack, n_ctx=2048, n_batch=512, n_threads=2, logits_all=True)
         prefixes = [common_prefix_length(a, llama_greedy(llm, prompt, n_tokens)[0]) for a, prompt in zip(ours, encoded)]
         del llm
         rows.append({"model": name, "llama.cpp": "default (repacked)" if repack else "plain",

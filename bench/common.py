@@ -20,13 +20,14 @@ def humaneval_prompts(path: Path | None = None) -> list[str]:
 
 def llama_cpp_model(path, threads: int, n_ctx: int = 2048, n_batch: int = 512):
     """llama.cpp over the same GGUF, the baseline; None when llama-cpp-python is absent."""
+    from duet.llama_baseline import open_llama
+
     try:
-        from llama_cpp import Llama
-    except ImportError:
-        print("llama-cpp-python not installed: no baseline", file=sys.stderr)
+        return open_llama(path, n_threads=threads, n_threads_batch=threads, n_ctx=n_ctx, n_batch=n_batch,
+                          n_ubatch=n_batch)
+    except ImportError as e:
+        print(f"no llama.cpp baseline: {e}", file=sys.stderr)
         return None
-    return Llama(model_path=str(path), n_threads=threads, n_threads_batch=threads, n_ctx=n_ctx,
-                 n_batch=n_batch, n_ubatch=n_batch, verbose=False)
 
 
 def llama_last_logits(llm):

@@ -39,14 +39,13 @@ def duet_worker(target: str, draft: str | None, budget: str | None, prompts: lis
 
 
 def llama_worker(target: str, prompts: list[int], tokens: int, threads: int, n_ctx: int) -> dict:
-    from llama_cpp import Llama
-
+    from duet.llama_baseline import open_llama
     from duet.memory import memory_usage
     from duet.models import resolve_model
 
     texts = humaneval_prompts()
     start = time.perf_counter()
-    llm = Llama(model_path=str(resolve_model(target)), n_ctx=n_ctx, n_threads=threads, n_batch=256, verbose=False)
+    llm = open_llama(resolve_model(target), n_ctx=n_ctx, n_threads=threads, n_batch=256)
     load_seconds = time.perf_counter() - start
     runs = []
     for index in prompts:

@@ -9,6 +9,7 @@ from gguf import GGMLQuantizationType
 from gguf.quants import dequantize
 
 import tiny_models
+from llama_reference import plain_llama
 from duet import _core
 from duet.config import ModelConfig
 from duet.gguf_file import SUPPORTED_TYPES, GGUFError, GGUFFile
@@ -177,8 +178,7 @@ def test_tiny_writer_leaves_no_temp_file(tiny_dir):
 
 
 def test_llama_cpp_reads_the_tiny_model(tiny_q8):
-    llama_cpp = pytest.importorskip("llama_cpp")
-    model = llama_cpp.Llama(str(tiny_q8), n_ctx=64, verbose=False, logits_all=True)
+    model = plain_llama(tiny_q8, n_ctx=64)
     text = b"def below_zero(operations): return the balance"
     tokens = model.tokenize(text, add_bos=False)
     assert model.detokenize(tokens) == text
@@ -189,8 +189,7 @@ def test_llama_cpp_reads_the_tiny_model(tiny_q8):
 
 def llama_cpp_logits(path: Path) -> np.ndarray:
     """[n_tokens, n_vocab] logits llama.cpp computes for a fixed prompt."""
-    llama_cpp = pytest.importorskip("llama_cpp")
-    model = llama_cpp.Llama(str(path), n_ctx=64, verbose=False, logits_all=True)
+    model = plain_llama(path, n_ctx=64)
     tokens = model.tokenize(b"def below_zero(operations): return the balance", add_bos=False)
     model.eval(tokens)
     return np.asarray(model.scores[: len(tokens)])

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from duet.incremental_tokenizer import common_prefix_length
+from llama_reference import plain_llama
 
 pytestmark = pytest.mark.real
 
@@ -40,7 +41,7 @@ def pair(request):
     except ModelNotFoundError as e:
         pytest.skip(str(e))
     gguf = GGUFFile(path)
-    llm = llama_model(path, repack=False)
+    llm = plain_llama(path)
     return Model(gguf, _core.ThreadPool(2)), Tokenizer.from_metadata(gguf.metadata), llm
 
 
@@ -89,30 +90,6 @@ def test_greedy_tokens_match_llama_cpp(pair, record_property):
     assert exact >= N_PROMPTS - 1
 
 
-def llama_model(path, repack: bool, n_ctx: int = 1024):
-    """llama.cpp over path, 2 threads, logits kept at every position. repack=False is
-    its plain CPU path, weights used in the file's layout as duet uses them; by
-    default it repacks Q4_K rows eight at a time for other kernels, which round their
-    sums otherwise (its logits then move by up to ~0.7)."""
-    llama_cpp = pytest.importorskip("llama_cpp")
-    field_names = [name for name, _ in llama_cpp.llama_model_params._fields_]
-    if not repack and "use_extra_bufts" not in field_names:
-        pytest.skip("this llama-cpp-python cannot turn weight repacking off")
-    default_params = llama_cpp.llama_cpp.llama_model_default_params
-
-    def model_params():
-        params = default_params()
-        if not repack:
-            params.use_extra_bufts = False
-        return params
-    llama_cpp.llama.llama_cpp.llama_model_default_params = model_params
-    try:
-        return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=512, n_threads=2, logits_all=True,
-                               verbose=False)
-    finally:
-        llama_cpp.llama.llama_cpp.llama_model_default_params = default_params
-
-
 @pytest.mark.parametrize("name", MODELS)
 def test_prompt_and_decode_steps_bit_identical_to_llama_cpp(name):
     """A 24-token prompt in one batch, then 16 greedy steps: every logit, at every
@@ -129,7 +106,7 @@ def test_prompt_and_decode_steps_bit_identical_to_llama_cpp(name):
         path = resolve_model(name)
     except ModelNotFoundError as e:
         pytest.skip(str(e))
-    llm = llama_model(path, repack=False, n_ctx=256)
+    llm = plain_llama(path, n_ctx=256)
     model = Model(GGUFFile(path), _core.ThreadPool(2))
     prompt = llm.tokenize(b"def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n", add_bos=False)
     assert len(prompt) >= 8

@@ -255,8 +255,8 @@ def measure_llama(config: dict) -> dict:
     if config.get("cgroup"):
         MemoryCgroup.join(config["cgroup"])  # before anything large is allocated or mapped
     import numpy as np
-    from llama_cpp import Llama
 
+    from duet.llama_baseline import open_llama
     from duet.memory import memory_usage
     from duet.models import default_pair, resolve_model
 
@@ -264,7 +264,7 @@ def measure_llama(config: dict) -> dict:
     _drop_cached_pages([path])
     threads = config["threads"] or os.cpu_count() or 1
     start = time.perf_counter()
-    llm = Llama(model_path=str(path), n_threads=threads, n_threads_batch=threads, n_ctx=config["n_ctx"], verbose=False)
+    llm = open_llama(path, n_threads=threads, n_threads_batch=threads, n_ctx=config["n_ctx"])
     load_seconds = time.perf_counter() - start
     totals = dict.fromkeys(SUMMED_STATS, 0)
     for prompt in config["prompts"]:
