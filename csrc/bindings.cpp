@@ -242,14 +242,8 @@ py::array_t<uint8_t, py::array::c_style | py::array::forcecast> prompt_flags(con
   return flags;
 }
 
-// 0: the ISA's own llama.cpp build width (ops/exp_ggml.h), else 8 or 16.
-int width_arg(int width, Isa isa) {
-  if (width == 0) return ggml_width(isa);
-  if (width != kGgmlWidth8 && width != kGgmlWidth16) {
-    throw py::value_error("width must be 0 (the ISA's own), 8 or 16, got " + std::to_string(width));
-  }
-  return width;
-}
+// 0: the ISA's own llama.cpp build width (ops/exp_ggml.h); the ops check the others.
+int width_arg(int width, Isa isa) { return width == 0 ? ggml_width(isa) : width; }
 
 py::array attention_binding(const py::array& q, const py::array& k, const py::array& v, int64_t n_kv,
                             const py::array& mask, float scale, ThreadPool& pool, const std::string& isa,

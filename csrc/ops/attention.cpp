@@ -146,7 +146,7 @@ void attention(const AttentionShape& s, const float* q, const void* k, const voi
                const uint8_t* mask, const uint8_t* prompt, float scale, float* out, ThreadPool& pool, Isa isa,
                int width) {
   check_shape(s);
-  if (width != kGgmlWidth8 && width != kGgmlWidth16) throw std::invalid_argument("attention: width must be 8 or 16");
+  ggml_width_check(width, "attention");
   const AttentionKernels& kernels = attention_kernels(isa);
   const HeadSplit split = split_heads(s, pool.size());
   std::vector<AttentionScratch> scratch(pool.size());

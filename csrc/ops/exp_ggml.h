@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <stdexcept>
+#include <string>
 
 #include "runtime/cpu_features.h"
 
@@ -17,6 +19,13 @@ namespace duet {
 constexpr int kGgmlWidth8 = 8;
 constexpr int kGgmlWidth16 = 16;
 inline int ggml_width(Isa isa) { return isa == Isa::Avx512 ? kGgmlWidth16 : kGgmlWidth8; }
+
+// Throws std::invalid_argument, naming op, unless width is 8 or 16.
+inline void ggml_width_check(int width, const char* op) {
+  if (width != kGgmlWidth8 && width != kGgmlWidth16) {
+    throw std::invalid_argument(std::string(op) + ": width must be 8 or 16, got " + std::to_string(width));
+  }
+}
 
 // exp(x) by the method of ARM's optimized-routines that ggml's softmax uses: x = n ln2 + b
 // with n rounded through a shift constant, ln2 in two parts, exp(b) - 1 by a degree-5
@@ -51,17 +60,37 @@ inline uint32_t exp_ggml_float_to_bits(float f) {
   return bits;
 }
 
-// The scalar form. std::fma is one instruction on AArch64 and on x86 with FMA; a
-// library call on baseline x86, where the AVX2 form is used instead.
-inline float exp_ggml_scalar(float x) {
+// x = n ln2 + b, the step both forms share; e: n in the exponent bits, so that
+// e + the bits of 1.0 are the float 2^n while |n| <= 126.
+struct ExpSplit {
+  float n;
+  float b;
+  uint32_t e;
+};
+
+// std::fma is one instruction on AArch64 and on x86 with FMA; a library call on
+// baseline x86, where the AVX2 forms are used instead.
+inline ExpSplit exp_ggml_split(float x) {
   using namespace exp_ggml;
   const float z = std::fma(x, kInvLn2, kShift);
   const float n = z - kShift;
-  const float b = std::fma(-n, kLn2Lo, std::fma(-n, kLn2Hi, x));
-  const uint32_t e = exp_ggml_float_to_bits(z) << 23;
-  const float k = exp_ggml_bits_to_float(e + kOneBits);
+  return {n, std::fma(-n, kLn2Lo, std::fma(-n, kLn2Hi, x)), exp_ggml_float_to_bits(z) << 23};
+}
+
+// The polynomial in b evaluated as two halves in b^2; `low` is its low term, which
+// the two forms round differently (kC0 b, or kC0 b + 1 in one fma).
+inline float exp_ggml_poly(float b, float low) {
+  using namespace exp_ggml;
   const float u = b * b;
-  const float j = std::fma(std::fma(std::fma(kC4, b, kC3), u, std::fma(kC2, b, kC1)), u, kC0 * b);
+  return std::fma(std::fma(std::fma(kC4, b, kC3), u, std::fma(kC2, b, kC1)), u, low);
+}
+
+// The scalar form.
+inline float exp_ggml_scalar(float x) {
+  using namespace exp_ggml;
+  const auto [n, b, e] = exp_ggml_split(x);
+  const float k = exp_ggml_bits_to_float(e + kOneBits);
+  const float j = exp_ggml_poly(b, kC0 * b);
   if (std::fabs(n) <= kNoScaleLimit) return std::fma(j, k, k);
   const uint32_t g = n <= 0.0f ? kNegativeBias : 0u;
   const float s1 = exp_ggml_bits_to_float(g + kHalfScaleBits);
@@ -74,12 +103,6 @@ inline float exp_ggml_scalar(float x) {
 // applied by scalef, one correctly rounded product (subnormal results included).
 // Below |n| = 126 that product is j times the float 2^n; beyond it, a double holds
 // j * 2^n exactly and rounds once to float.
-inline float exp_ggml_scalef_poly(float b) {
-  using namespace exp_ggml;
-  const float u = b * b;
-  return std::fma(std::fma(std::fma(kC4, b, kC3), u, std::fma(kC2, b, kC1)), u, std::fma(kC0, b, 1.0f));
-}
-
 inline float exp_ggml_scalef_apply(float j, float n) {
   using namespace exp_ggml;
   if (std::fabs(n) > kOverflowLimit) return n <= 0.0f ? 0.0f : std::numeric_limits<float>::infinity();
@@ -87,11 +110,8 @@ inline float exp_ggml_scalef_apply(float j, float n) {
 }
 
 inline float exp_ggml_scalef_scalar(float x) {
-  using namespace exp_ggml;
-  const float z = std::fma(x, kInvLn2, kShift);
-  const float n = z - kShift;
-  const float b = std::fma(-n, kLn2Lo, std::fma(-n, kLn2Hi, x));
-  return exp_ggml_scalef_apply(exp_ggml_scalef_poly(b), n);
+  const ExpSplit split = exp_ggml_split(x);
+  return exp_ggml_scalef_apply(exp_ggml_poly(split.b, std::fma(exp_ggml::kC0, split.b, 1.0f)), split.n);
 }
 
 // exp in the form of the llama.cpp build of the given width.

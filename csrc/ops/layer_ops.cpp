@@ -92,7 +92,7 @@ void swiglu_scalar(float* gate, const float* up, int64_t n, int width) {
 }
 
 void swiglu(float* gate, const float* up, int64_t n, Isa isa, int width) {
-  if (width != kGgmlWidth8 && width != kGgmlWidth16) throw std::invalid_argument("swiglu: width must be 8 or 16");
+  ggml_width_check(width, "swiglu");
 #if defined(DUET_X86)
   if (isa == Isa::Avx2 || isa == Isa::Avx512) return swiglu_avx2(gate, up, n, width);
 #endif

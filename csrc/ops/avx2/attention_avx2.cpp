@@ -4,8 +4,8 @@
 // heads), so a query's result does not depend on the other queries.
 #include <immintrin.h>
 
-#include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "ops/attention_kernels.h"
 #include "ops/avx2/exp_ggml_avx2.h"
@@ -107,19 +107,21 @@ double softmax_numerators_avx2(float* weights, int n, int width) {
   for (; i < n; ++i) max_weight = weights[i] > max_weight ? weights[i] : max_weight;
 
   const __m256 max_all = _mm256_set1_ps(max_weight);
-  double sum = 0.0;
-  for (i = 0; i < n; i += width) {
-    // A short last group's missing lanes hold 0, like masked rows in ggml.
-    const int m = std::min(width, n - i);
-    alignas(32) float group[kGgmlWidth16];
-    for (int t = 0; t < width; ++t) group[t] = t < m ? weights[i + t] : max_weight;
+  // exp of one group of `width` weights in place; their sum in one vector's order.
+  auto group_exp_sum = [&](float* group) {
     for (int t = 0; t < width; t += 8) {
-      _mm256_store_ps(group + t, exp_ggml_avx2(_mm256_sub_ps(_mm256_load_ps(group + t), max_all), width));
+      _mm256_storeu_ps(group + t, exp_ggml_avx2(_mm256_sub_ps(_mm256_loadu_ps(group + t), max_all), width));
     }
-    for (int t = m; t < width; ++t) group[t] = 0.0f;
-    for (int t = 0; t < m; ++t) weights[i + t] = group[t];
-    const __m256 lo = _mm256_load_ps(group);
-    sum += horizontal_sum(width == kGgmlWidth16 ? _mm256_add_ps(lo, _mm256_load_ps(group + 8)) : lo);
+    const __m256 lo = _mm256_loadu_ps(group);
+    return horizontal_sum(width == kGgmlWidth16 ? _mm256_add_ps(lo, _mm256_loadu_ps(group + 8)) : lo);
+  };
+  double sum = 0.0;
+  for (i = 0; i + width <= n; i += width) sum += group_exp_sum(weights + i);
+  if (i < n) {  // the tail as a group whose missing lanes are masked (-inf), as in ggml: exp gives 0
+    float tail[kGgmlWidth16];
+    for (int t = 0; t < width; ++t) tail[t] = i + t < n ? weights[i + t] : -std::numeric_limits<float>::infinity();
+    sum += group_exp_sum(tail);
+    for (int t = 0; i + t < n; ++t) weights[i + t] = tail[t];
   }
   return sum;
 }
