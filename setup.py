@@ -1,5 +1,6 @@
 """Builds duet._core with CMake; metadata lives in pyproject.toml."""
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,11 @@ class CMakeBuild(build_ext):
             f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
             f"-DDUET_NATIVE={'ON' if native else 'OFF'}",
         ]
+        ninja = shutil.which("ninja")
+        if ninja:
+            # pip builds in a throwaway environment: a cache left by an earlier
+            # `pip install .` names a ninja that no longer exists.
+            config.append(f"-DCMAKE_MAKE_PROGRAM={ninja}")
         subprocess.run(config, cwd=build_dir, check=True)
         jobs = os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 1))
         subprocess.run(["cmake", "--build", ".", "--target", "_core", "-j", jobs], cwd=build_dir, check=True)
