@@ -60,7 +60,10 @@ int64_t rows_per_chunk(const TypeKernels& k, int64_t rows, size_t row_bytes, int
   int64_t grain = rows / (n_threads * kChunksPerThread);
   const bool passes_per_group = n_rows_x > kMaxActRows || (n_rows_x > 1 && decode_rows_by_gemv(k, n_rows_x));
   if (passes_per_group) grain = std::min<int64_t>(grain, kChunkBytesInL2 / row_bytes);
-  return std::max(grain, kMinRowsPerChunk);
+  grain = std::max(grain, kMinRowsPerChunk);
+  // Whole prompt tiles per chunk, so that only the matrix's last rows go one by one.
+  if (k.prompt_tile != nullptr || k.tile != nullptr) grain = (grain + k.tile_rows - 1) / k.tile_rows * k.tile_rows;
+  return grain;
 }
 
 // Consecutive activation rows [begin, end) that share one kernel.
@@ -85,15 +88,30 @@ const std::vector<ActRun>& act_runs(const TypeKernels& k, const uint8_t* prompt,
   return runs;
 }
 
+// Fewest activation rows worth a tile: its gathers and unpacking are paid per
+// weight block, however few rows share them.
+constexpr int64_t kMinTileAct = 4;
+
+// The tile a run takes, if any: one that has the run's kernel's bits.
+TypeKernels::Tile run_tile(const TypeKernels& k, const ActRun& run) {
+  if (run.end - run.begin < kMinTileAct) return nullptr;
+  if (run.vec_dot == k.vec_dot_prompt) return k.prompt_tile;
+  return run.vec_dot == k.vec_dot ? k.tile : nullptr;
+}
+
 // y[m * ldy + r] for weight rows r in [begin, end). A run of up to kMaxGemvRows
 // decoded rows of a type with a GEMV takes it once per activation row over the
 // chunk (its weights stay in L2 after the first): the one-row kernel sums each
 // chunk of a block as it unpacks it, which beats unpacking a block once into L1
 // for two or three rows (K-quants, 2 threads: 2 rows cost 1.3-1.8x less this way;
 // from 4 rows on the unpacked block wins), and it has vec_dot's one-row bits by
-// contract. Other runs take their kernel row by row over kMaxActRows activation
-// rows at a time, activation groups outermost: one group's rows stay in L1 while
-// the chunk's weight rows (from L2 after the first group) pass under them.
+// contract. A run of a type with a tile for its kernel takes it over the chunk's
+// whole tiles, kMaxTileAct activation rows at a time (from L2, as the
+// chunk's weights after the first group); the tile multiplies a weight block by
+// all of them once unpacked, which a row-by-row kernel cannot. Other runs, and the
+// rows after the last whole tile, take their kernel row by row over kMaxActRows
+// activation rows at a time, activation groups outermost: one group's rows stay
+// in L1 while the chunk's weight rows (from L2 after the first group) pass under them.
 void matmul_rows(const TypeKernels& k, const std::vector<ActRun>& runs, const WeightView& w, size_t w_row_bytes,
                  const uint8_t* act, size_t act_stride, float* y, int64_t ldy, int64_t begin, int64_t end) {
   const uint8_t* weights = static_cast<const uint8_t*>(w.data);
@@ -106,9 +124,20 @@ void matmul_rows(const TypeKernels& k, const std::vector<ActRun>& runs, const We
       }
       continue;
     }
+    int64_t tiled_end = begin;
+    if (const TypeKernels::Tile tile = run_tile(k, run)) {
+      tiled_end = begin + (end - begin) / k.tile_rows * k.tile_rows;
+      for (int64_t m0 = run.begin; m0 < run.end; m0 += kMaxTileAct) {
+        const int n_act = static_cast<int>(std::min<int64_t>(kMaxTileAct, run.end - m0));
+        for (int64_t r = begin; r < tiled_end; r += k.tile_rows) {
+          tile(w.cols, weights + static_cast<size_t>(r) * w_row_bytes, w_row_bytes, act + m0 * act_stride, act_stride,
+               n_act, y + m0 * ldy + r, ldy);
+        }
+      }
+    }
     for (int64_t m0 = run.begin; m0 < run.end; m0 += kMaxActRows) {
       const int n_act = static_cast<int>(std::min<int64_t>(kMaxActRows, run.end - m0));
-      for (int64_t r = begin; r < end; ++r) {
+      for (int64_t r = tiled_end; r < end; ++r) {
         run.vec_dot(w.cols, weights + static_cast<size_t>(r) * w_row_bytes, act + m0 * act_stride, act_stride, n_act,
                     results);
         for (int i = 0; i < n_act; ++i) y[(m0 + i) * ldy + r] = results[i];

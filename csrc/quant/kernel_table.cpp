@@ -32,6 +32,12 @@ void set_vec_dot_prompt(KernelTable& t, GgmlType type, decltype(TypeKernels::vec
   t.types[type_index(type)].vec_dot_prompt = vec_dot_prompt;
 }
 
+void set_tiles(KernelTable& t, GgmlType type, TypeKernels::Tile prompt_tile, TypeKernels::Tile tile, int rows) {
+  t.types[type_index(type)].prompt_tile = prompt_tile;
+  t.types[type_index(type)].tile = tile;
+  t.types[type_index(type)].tile_rows = rows;
+}
+
 KernelTable scalar_table() {
   KernelTable t{};
   t.isa = Isa::Scalar;
@@ -71,6 +77,8 @@ KernelTable avx2_table() {
   set_vec_dot_prompt(t, GgmlType::Q4_K, avx2::vec_dot_prompt_q4_k);
   set_vec_dot_prompt(t, GgmlType::Q5_K, avx2::vec_dot_prompt_q5_k);
   set_vec_dot_prompt(t, GgmlType::Q6_K, avx2::vec_dot_prompt_q6_k);
+  set_tiles(t, GgmlType::Q4_K, avx2::prompt_tile_q4_k, nullptr, 8);
+  set_tiles(t, GgmlType::Q6_K, avx2::prompt_tile_q6_k, nullptr, 8);
   t.quantize_q8_32 = avx2::quantize_q8_32;
   t.quantize_q8_256 = avx2::quantize_q8_256;
   return t;
@@ -88,6 +96,11 @@ KernelTable avx512_table() {
   set_vec_dot(t, GgmlType::Q4_K, avx512::vec_dot_q4_k);
   set_vec_dot(t, GgmlType::Q5_K, avx512::vec_dot_q5_k);
   set_vec_dot(t, GgmlType::Q6_K, avx512::vec_dot_q6_k);
+  set_tiles(t, GgmlType::Q4_K, avx512::prompt_tile_q4_k, nullptr, 16);
+  set_tiles(t, GgmlType::Q6_K, avx512::prompt_tile_q6_k, nullptr, 16);
+  set_tiles(t, GgmlType::Q4_0, nullptr, avx512::tile_q4_0, 16);
+  set_tiles(t, GgmlType::Q5_0, nullptr, avx512::tile_q5_0, 16);
+  set_tiles(t, GgmlType::Q8_0, nullptr, avx512::tile_q8_0, 16);
   // The GEMVs stay AVX2's: the integer sums are exact and the float steps the
   // same, so they give these vec_dots' bits, and one row's fused unpack-and-sum
   // runs 2.7x faster than unpacking the block for the wide multiplies (Q4_K, Zen 4).

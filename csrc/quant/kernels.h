@@ -33,7 +33,20 @@ struct TypeKernels {
   // prompt and a whole one agree; only prompts under 8 tokens then differ from
   // llama.cpp, in the last bits. Same contract as vec_dot.
   void (*vec_dot_prompt)(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out);
+  // Optional (null: the rows take their kernel one weight row at a time). Tiles:
+  // a kernel over tile_rows consecutive weight rows at once, y[i * ldy + r] =
+  // dot(weight row r at w + r * w_stride, activation row i at act + i * act_stride)
+  // for r < tile_rows and i < n_act <= kMaxTileAct. prompt_tile gives each result
+  // vec_dot_prompt's bits (prompt rows), tile vec_dot's (any rows).
+  using Tile = void (*)(int64_t n, const void* w, size_t w_stride, const void* act, size_t act_stride, int n_act,
+                        float* y, int64_t ldy);
+  Tile prompt_tile;
+  Tile tile;
+  int tile_rows;
 };
+
+// Most activation rows one tile call takes.
+constexpr int kMaxTileAct = 64;
 
 struct KernelTable {
   Isa isa;

@@ -3,10 +3,12 @@
 // batch invariance of vec_dot and matmul (prompt and decoded rows mixed), on fixed-seed random blocks. Prints "isa NAME: N checks" per
 // path it ran (so a run shows which paths the CPU had), then "N passed, N failed".
 #include <cmath>
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ops/matmul.h"
@@ -195,6 +197,61 @@ void test_vec_dot_prompt(Isa isa, GgmlType type) {
   check(equal, label + " vec_dot_prompt has the scalar bits");
 }
 
+// The bytes of K-quant weights with every weight at its largest (Q4_K 15, Q6_K 63
+// before its -32), the scales left as they are: with activations of -128 the 16-bit
+// sums of a prompt tile come nearest to overflowing.
+void weights_saturate(GgmlType type, std::vector<uint8_t>& w) {
+  const TypeTraits& t = type_traits(type);
+  for (size_t b = 0; b < w.size() / t.block_bytes; ++b) {
+    uint8_t* block = w.data() + b * t.block_bytes;
+    if (type == GgmlType::Q4_K) std::memset(block + offsetof(BlockQ4_K, qs), 0xff, sizeof(BlockQ4_K::qs));
+    if (type == GgmlType::Q6_K) std::memset(block, 0xff, offsetof(BlockQ6_K, scales));
+  }
+}
+
+// A path's tiles against its row-by-row kernels (prompt_tile: vec_dot_prompt;
+// tile: vec_dot): equal bits for each weight row of the tile and each activation
+// row, for batches from 1 to the most a call takes, with weight rows padded apart;
+// also at the integer extremes.
+void test_tiles(Isa isa, GgmlType type) {
+  const TypeKernels& k = kernels_for(kernel_table(isa), type);
+  const std::pair<TypeKernels::Tile, decltype(k.vec_dot)> pairs[] = {{k.prompt_tile, k.vec_dot_prompt},
+                                                                     {k.tile, k.vec_dot}};
+  const std::string label = std::string(isa_name(isa)) + " " + type_traits(type).name;
+  std::mt19937 rng(2468 + static_cast<int>(type));
+  const int64_t n = cols_for(type), rows = k.tile_rows;
+  const size_t packed_bytes = row_bytes(type, n), stride = packed_bytes + 64;
+  for (const auto& [tile, row_kernel] : pairs) {
+    if (tile == nullptr) continue;
+    const std::string name = tile == k.tile ? " tile" : " prompt tile";
+    for (bool extreme : {false, true}) {
+      std::vector<uint8_t> packed = random_rows(type, rows, n, rng);
+      if (extreme) weights_saturate(type, packed);
+      std::vector<uint8_t> w(rows * stride);
+      for (int64_t r = 0; r < rows; ++r) {
+        std::memcpy(w.data() + r * stride, packed.data() + r * packed_bytes, packed_bytes);
+      }
+      std::normal_distribution<float> normal(0.0f, 2.0f);
+      std::vector<float> x(kMaxTileAct * n);
+      for (float& v : x) v = extreme ? -1.0f : normal(rng);  // all -1: every value quantizes to -128 (Q8_K)
+      const Activations a = activations_quantize(kernel_table(isa), type, x, kMaxTileAct, n);
+      std::vector<float> want(kMaxTileAct * rows);  // [act row][weight row]
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int m = 0; m < kMaxTileAct; ++m) {
+          row_kernel(n, w.data() + r * stride, a.bytes.data() + m * a.stride, a.stride, 1, &want[m * rows + r]);
+        }
+      }
+      bool equal = true;
+      for (int n_act : {1, 2, 3, 4, 5, 7, 17, 33, kMaxTileAct - 1, kMaxTileAct}) {
+        std::vector<float> got(n_act * rows);
+        tile(n, w.data(), stride, a.bytes.data(), a.stride, n_act, got.data(), rows);
+        equal = equal && bits_equal(got.data(), want.data(), n_act * rows);
+      }
+      check(equal, label + name + (extreme ? " at the extremes" : "") + " has its row kernel's bits");
+    }
+  }
+}
+
 // Row m's result with flag prompt[m] equals that row alone with its flag, for any
 // batch size, with prompt and decoded rows mixed (a tree whose root is a prompt token).
 void test_matmul_batch_invariance(Isa isa, GgmlType type, ThreadPool& pool) {
@@ -261,6 +318,7 @@ int main() {
       if (isa != Isa::Scalar) test_isa_against_scalar(isa, type);
       test_gemv(isa, type);
       test_vec_dot_prompt(isa, type);
+      test_tiles(isa, type);
       test_matmul_batch_invariance(isa, type, pool);
     }
     std::printf("isa %s: %d checks\n", isa_name(isa), g_passed + g_failed - checks_before);

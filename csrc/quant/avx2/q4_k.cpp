@@ -1,5 +1,6 @@
 #include "quant/avx2/avx2_kernels.h"
 #include "quant/avx2/kquant_dot.h"
+#include "quant/avx2/kquant_tile.h"
 #include "quant/avx2/kquant_unpack.h"
 
 namespace duet::avx2 {
@@ -14,6 +15,11 @@ void gemv_q4_k(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const 
 
 void vec_dot_prompt_q4_k(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
   kquant_mins_vec_dot<Q4KChunks, KBlockDotAvx2, KQuantPromptRows>(n, w, act, act_stride, n_act, out);
+}
+
+void prompt_tile_q4_k(int64_t n, const void* w, size_t w_stride, const void* act, size_t act_stride, int n_act,
+                      float* y, int64_t ldy) {
+  prompt_tile<Q4KTile<Lanes8>, Lanes8>(n, w, w_stride, act, act_stride, n_act, y, ldy);
 }
 
 }  // namespace duet::avx2

@@ -9,4 +9,9 @@ void vec_dot_q4_k(int64_t n, const void* w, const void* act, size_t act_stride, 
   avx2::kquant_mins_vec_dot<avx2::Q4KChunks, KBlockDot512>(n, w, act, act_stride, n_act, out);
 }
 
+void prompt_tile_q4_k(int64_t n, const void* w, size_t w_stride, const void* act, size_t act_stride, int n_act,
+                      float* y, int64_t ldy) {
+  avx2::prompt_tile<avx2::Q4KTile<Lanes16>, Lanes16>(n, w, w_stride, act, act_stride, n_act, y, ldy);
+}
+
 }  // namespace duet::avx512

@@ -9,4 +9,9 @@ void vec_dot_q6_k(int64_t n, const void* w, const void* act, size_t act_stride, 
   avx2::q6_k_vec_dot_with<avx2::Q6KChunks, KBlockDot512>(n, w, act, act_stride, n_act, out);
 }
 
+void prompt_tile_q6_k(int64_t n, const void* w, size_t w_stride, const void* act, size_t act_stride, int n_act,
+                      float* y, int64_t ldy) {
+  avx2::prompt_tile<avx2::Q6KTile<Lanes16>, Lanes16>(n, w, w_stride, act, act_stride, n_act, y, ldy);
+}
+
 }  // namespace duet::avx512

@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include "quant/avx2/kquant_dot.h"
+#include "quant/avx2/kquant_tile.h"
 
 // Everything here has internal linkage: this header is compiled into files built
 // with different ISA flags, and the linker must not pick one file's copy for all.
@@ -42,6 +43,41 @@ struct KBlockDot512 {
   static void rows(const KBlockUnpacked& u, const int8_t* const a[R], __m256i sums[R]) {
     kblock_dot_rows512<R>(u, a, sums);
   }
+};
+
+// avx2::Lanes8's operations on 16 lanes, for the prompt tile (kquant_tile.h).
+struct Lanes16 {
+  static constexpr int kLanes = 16;
+  using I = __m512i;
+  using F = __m512;
+  static I zero() { return _mm512_setzero_si512(); }
+  static F zero_ps() { return _mm512_setzero_ps(); }
+  static I set1(int32_t v) { return _mm512_set1_epi32(v); }
+  static F set1_ps(float v) { return _mm512_set1_ps(v); }
+  static I offsets(size_t stride) {
+    return _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                              _mm512_set1_epi32(static_cast<int>(stride)));
+  }
+  static I gather(I offsets, const uint8_t* base) { return _mm512_i32gather_epi32(offsets, base, 1); }
+  static I and_(I a, I b) { return _mm512_and_si512(a, b); }
+  static I or_(I a, I b) { return _mm512_or_si512(a, b); }
+  static I srli(I a, int n) { return _mm512_srli_epi32(a, n); }
+  static I slli(I a, int n) { return _mm512_slli_epi32(a, n); }
+  static I shuffle(I a, I control) { return _mm512_shuffle_epi8(a, control); }
+  static I control(const int8_t dword_bytes[4]) {
+    return _mm512_broadcast_i32x4(_mm256_castsi256_si128(avx2::Lanes8::control(dword_bytes)));
+  }
+  static I maddubs(I u, I s) { return _mm512_maddubs_epi16(u, s); }
+  static I add16(I a, I b) { return _mm512_add_epi16(a, b); }
+  static I sub32(I a, I b) { return _mm512_sub_epi32(a, b); }
+  static I srai16(I a, int n) { return _mm512_srai_epi16(a, n); }
+  static I dot16(I acc, I a, I b) { return _mm512_dpwssd_epi32(acc, a, b); }
+  static F cvt(I a) { return _mm512_cvtepi32_ps(a); }
+  static F f16_half(I a, bool high) { return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(high ? _mm512_srli_epi32(a, 16) : a)); }
+  static F mul(F a, F b) { return _mm512_mul_ps(a, b); }
+  static F fmadd(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
+  static F fnmadd(F a, F b, F c) { return _mm512_fnmadd_ps(a, b, c); }
+  static void store(float* y, F v) { _mm512_storeu_ps(y, v); }
 };
 
 }  // namespace

@@ -1,0 +1,257 @@
+// Prompt rows of a Q4_K or Q6_K matmul, a tile of weight rows at a time (8 with AVX2, 16
+// with AVX-512): one 32-bit lane per weight row. A tile's super-block is unpacked
+// once with the weights of each weight row in its own lane (four elements to a
+// lane), then each activation row broadcasts four of its bytes at a time against
+// all of them. The products of a sub-block stay in 16-bit lanes until its scale
+// is applied, so a multiply costs no widening add, and the integer totals come
+// out per weight row with no horizontal sums. Those totals are exact, and the
+// float steps on them are KQuantPromptRows's, lane by lane: every result has
+// vec_dot_prompt's bits.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "quant/avx2/kquant_dot.h"
+
+// Everything here has internal linkage: this header is compiled into files built
+// with different ISA flags, and the linker must not pick one file's copy for all.
+namespace duet::avx2 {
+namespace {
+
+// The vector operations the tile takes, for 8 lanes (AVX2). A wider set
+// (avx512/vnni_dot.h) has the same members.
+struct Lanes8 {
+  static constexpr int kLanes = 8;
+  using I = __m256i;
+  using F = __m256;
+  static I zero() { return _mm256_setzero_si256(); }
+  static F zero_ps() { return _mm256_setzero_ps(); }
+  static I set1(int32_t v) { return _mm256_set1_epi32(v); }
+  static F set1_ps(float v) { return _mm256_set1_ps(v); }
+  static I offsets(size_t stride) {
+    const int s = static_cast<int>(stride);
+    return _mm256_setr_epi32(0, s, 2 * s, 3 * s, 4 * s, 5 * s, 6 * s, 7 * s);
+  }
+  static I gather(I offsets, const uint8_t* base) {
+    return _mm256_i32gather_epi32(reinterpret_cast<const int*>(base), offsets, 1);
+  }
+  static I and_(I a, I b) { return _mm256_and_si256(a, b); }
+  static I or_(I a, I b) { return _mm256_or_si256(a, b); }
+  static I srli(I a, int n) { return _mm256_srli_epi32(a, n); }
+  static I slli(I a, int n) { return _mm256_slli_epi32(a, n); }
+  static I shuffle(I a, I control) { return _mm256_shuffle_epi8(a, control); }
+  static I control(const int8_t dword_bytes[4]) {
+    const int8_t* c = dword_bytes;
+    auto at = [&](int lane, int k) { return static_cast<char>(c[k] < 0 ? -128 : 4 * lane + c[k]); };
+    return _mm256_setr_epi8(at(0, 0), at(0, 1), at(0, 2), at(0, 3), at(1, 0), at(1, 1), at(1, 2), at(1, 3),
+                            at(2, 0), at(2, 1), at(2, 2), at(2, 3), at(3, 0), at(3, 1), at(3, 2), at(3, 3),
+                            at(0, 0), at(0, 1), at(0, 2), at(0, 3), at(1, 0), at(1, 1), at(1, 2), at(1, 3),
+                            at(2, 0), at(2, 1), at(2, 2), at(2, 3), at(3, 0), at(3, 1), at(3, 2), at(3, 3));
+  }
+  static I maddubs(I u, I s) { return _mm256_maddubs_epi16(u, s); }
+  static I add16(I a, I b) { return _mm256_add_epi16(a, b); }
+  static I sub32(I a, I b) { return _mm256_sub_epi32(a, b); }
+  static I srai16(I a, int n) { return _mm256_srai_epi16(a, n); }
+  // acc + the 16-bit lanes of a times b summed in pairs.
+  static I dot16(I acc, I a, I b) { return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)); }
+  static F cvt(I a) { return _mm256_cvtepi32_ps(a); }
+  // The f16 in the low (high = false) or high half of each lane.
+  static F f16_half(I a, bool high) {
+    const I halves = _mm256_shuffle_epi8(a, high ? _mm256_setr_epi8(2, 3, 6, 7, 10, 11, 14, 15, -1, -1, -1, -1, -1,
+                                                                      -1, -1, -1, 2, 3, 6, 7, 10, 11, 14, 15, -1, -1,
+                                                                      -1, -1, -1, -1, -1, -1)
+                                                 : _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1,
+                                                                    -1, -1, 0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1,
+                                                                    -1, -1, -1, -1));
+    return _mm256_cvtph_ps(_mm256_castsi256_si128(_mm256_permute4x64_epi64(halves, 0b1000)));
+  }
+  static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
+  static F fmadd(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
+  static F fnmadd(F a, F b, F c) { return _mm256_fnmadd_ps(a, b, c); }
+  static void store(float* y, F v) { _mm256_storeu_ps(y, v); }
+};
+
+inline int32_t load_i32(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// The 16-bit lanes of each 32-bit lane from bytes (lo, hi) of that lane,
+// zero-extended, or sign-extended when is_signed.
+template <typename L>
+typename L::I bytes_to_16_pair(typename L::I v, int lo, int hi, bool is_signed = false) {
+  if (!is_signed) {
+    const int8_t c[4] = {static_cast<int8_t>(lo), -1, static_cast<int8_t>(hi), -1};
+    return L::shuffle(v, L::control(c));
+  }
+  const int8_t c[4] = {-1, static_cast<int8_t>(lo), -1, static_cast<int8_t>(hi)};
+  return L::srai16(L::shuffle(v, L::control(c)), 8);
+}
+
+// One super-block of a Q4_K tile, unpacked: lane w is weight row w.
+template <typename L>
+struct Q4KTile {
+  using Block = BlockQ4_K;
+  using I = typename L::I;
+  using F = typename L::F;
+  I q[8][8];   // [sub-block][group g]: elements 4g..4g+3 of the sub-block, unsigned
+  I scale[8];  // [sub-block]: the 6-bit scale in both 16-bit halves
+  I mins[4];   // [sub-block pair p]: min 2p in the low 16 bits, min 2p+1 in the high
+  F d, dmin;
+
+  // block0: row 0's block; lane w's is at block0 + offsets[w]. The scales are
+  // kquant_scales_unpack's words, computed in every lane.
+  void unpack(const uint8_t* block0, I offsets) {
+    auto word = [&](size_t byte) { return L::gather(offsets, block0 + byte); };
+    const I factors = word(0);
+    d = L::f16_half(factors, false);
+    dmin = L::f16_half(factors, true);
+    const I w0 = word(4), w1 = word(8), w2 = word(12);
+    const I low6 = L::set1(0x3f3f3f3f), low4 = L::set1(0x0f0f0f0f), low2 = L::set1(0x03030303);
+    const I scales_lo = L::and_(w0, low6);
+    const I scales_hi = L::or_(L::and_(w2, low4), L::slli(L::and_(L::srli(w0, 6), low2), 4));
+    const I mins_lo = L::and_(w1, low6);
+    const I mins_hi = L::or_(L::and_(L::srli(w2, 4), low4), L::slli(L::and_(L::srli(w1, 6), low2), 4));
+    for (int k = 0; k < 4; ++k) {
+      scale[k] = bytes_to_16_pair<L>(scales_lo, k, k);
+      scale[4 + k] = bytes_to_16_pair<L>(scales_hi, k, k);
+    }
+    for (int p = 0; p < 2; ++p) {
+      mins[p] = bytes_to_16_pair<L>(mins_lo, 2 * p, 2 * p + 1);
+      mins[2 + p] = bytes_to_16_pair<L>(mins_hi, 2 * p, 2 * p + 1);
+    }
+    // 32-byte chunk c holds sub-block 2c in its low nibbles and 2c+1 in its high.
+    for (int c = 0; c < 4; ++c) {
+      for (int g = 0; g < 8; ++g) {
+        const I bytes = word(offsetof(BlockQ4_K, qs) + 32 * c + 4 * g);
+        q[2 * c][g] = L::and_(bytes, low4);
+        q[2 * c + 1][g] = L::and_(L::srli(bytes, 4), low4);
+      }
+    }
+  }
+
+  // acc[r] += this block's contribution for R activation rows: the integer totals
+  // S1 = sum_j scale_j * q_j . a_j and S2 = sum_j min_j * bsum_j, then
+  // d * S1 - dmin * S2 in one rounding and one FMA with the row's scale. A
+  // sub-block's products stay in 16 bits: eight maddubs of at most 2 * 15 * 128
+  // sum to 30720, below 2^15.
+  template <int R>
+  void rows(const ActQ8_256* const a[R], F acc[R]) const {
+    I s1[R], s2[R];
+    for (int r = 0; r < R; ++r) s1[r] = L::zero(), s2[r] = L::zero();
+#pragma GCC unroll 1
+    for (int j = 0; j < 8; ++j) {
+      I p[R];
+      for (int r = 0; r < R; ++r) p[r] = L::zero();
+      for (int g = 0; g < 8; ++g) {
+        for (int r = 0; r < R; ++r) {
+          p[r] = L::add16(p[r], L::maddubs(q[j][g], L::set1(load_i32(a[r]->qs + 32 * j + 4 * g))));
+        }
+      }
+      for (int r = 0; r < R; ++r) s1[r] = L::dot16(s1[r], p[r], scale[j]);
+    }
+    for (int r = 0; r < R; ++r) {
+      alignas(16) int16_t pair_sums[8];
+      _mm_store_si128(reinterpret_cast<__m128i*>(pair_sums), act_pair_sums(*a[r]));
+      for (int p = 0; p < 4; ++p) s2[r] = L::dot16(s2[r], mins[p], L::set1(load_i32(pair_sums + 2 * p)));
+      const F block = L::fnmadd(dmin, L::cvt(s2[r]), L::mul(d, L::cvt(s1[r])));
+      acc[r] = L::fmadd(block, L::set1_ps(a[r]->d), acc[r]);
+    }
+  }
+};
+
+// One super-block of a Q6_K tile, unpacked: lane w is weight row w.
+template <typename L>
+struct Q6KTile {
+  using Block = BlockQ6_K;
+  using I = typename L::I;
+  using F = typename L::F;
+  I q[16][4];    // [sub-block][group g]: elements 4g..4g+3 of the 16, unsigned 6-bit (q + 32)
+  I scale[16];   // [sub-block]: the signed scale in both 16-bit halves
+  I scales2[8];  // [sub-block pair p]: scale 2p in the low 16 bits, 2p+1 in the high
+  F d;
+
+  void unpack(const uint8_t* block0, I offsets) {
+    auto word = [&](size_t byte) { return L::gather(offsets, block0 + byte); };
+    // d is the block's last two bytes: read with the two scales before them, so
+    // that the last row's last block is not read past its end.
+    d = L::f16_half(word(offsetof(BlockQ6_K, d) - 2), true);
+    for (int k = 0; k < 4; ++k) {
+      const I four = word(offsetof(BlockQ6_K, scales) + 4 * k);
+      for (int i = 0; i < 4; ++i) scale[4 * k + i] = bytes_to_16_pair<L>(four, i, i, true);
+      for (int i = 0; i < 2; ++i) scales2[2 * k + i] = bytes_to_16_pair<L>(four, 2 * i, 2 * i + 1, true);
+    }
+    // Half h (128 elements) takes ql[64h..64h+63] and qh[32h..32h+31]; its chunk k
+    // (32 elements) is the low (k < 2) or high nibbles of ql[64h + 32(k % 2) + l]
+    // with bits 2k, 2k+1 of qh[32h + l] on top (ggml's Q6_K layout).
+    const I low4 = L::set1(0x0f0f0f0f), low2 = L::set1(0x03030303);
+    for (int h = 0; h < 2; ++h) {
+      for (int g = 0; g < 8; ++g) {
+        const I high = word(offsetof(BlockQ6_K, qh) + 32 * h + 4 * g);
+        for (int k = 0; k < 4; ++k) {
+          const I low = word(offsetof(BlockQ6_K, ql) + 64 * h + 32 * (k % 2) + 4 * g);
+          const I nibble = L::and_(k < 2 ? low : L::srli(low, 4), low4);
+          const I top = L::slli(L::and_(L::srli(high, 2 * k), low2), 4);
+          q[8 * h + 2 * k + g / 4][g % 4] = L::or_(nibble, top);
+        }
+      }
+    }
+  }
+
+  // acc[r] += d * S * ad for R activation rows, S = sum_j scale_j * (q_j - 32) . a_j
+  // exactly: the unsigned products less 32 * sum_j scale_j * bsum_j. Two maddubs of
+  // at most 2 * 63 * 128 sum to 32256, below 2^15.
+  template <int R>
+  void rows(const ActQ8_256* const a[R], F acc[R]) const {
+    I s[R];
+    for (int r = 0; r < R; ++r) s[r] = L::zero();
+#pragma GCC unroll 1
+    for (int j = 0; j < 16; ++j) {
+      for (int half = 0; half < 2; ++half) {
+        for (int r = 0; r < R; ++r) {
+          const int8_t* x = a[r]->qs + 16 * j + 8 * half;
+          const I p = L::add16(L::maddubs(q[j][2 * half], L::set1(load_i32(x))),
+                               L::maddubs(q[j][2 * half + 1], L::set1(load_i32(x + 4))));
+          s[r] = L::dot16(s[r], p, scale[j]);
+        }
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      I offset = L::zero();
+      for (int p = 0; p < 8; ++p) offset = L::dot16(offset, scales2[p], L::set1(load_i32(a[r]->bsums + 2 * p)));
+      const I total = L::sub32(s[r], L::slli(offset, 5));
+      acc[r] = L::fmadd(L::mul(d, L::cvt(total)), L::set1_ps(a[r]->d), acc[r]);
+    }
+  }
+};
+
+// y[i * ldy + w] = vec_dot_prompt of weight row w (at w_rows + w * w_stride) and
+// activation row i, for w < L::kLanes and i < n_act <= kMaxTileAct. Blocks
+// outermost: the tile's unpacked block stays in L1 while the activation rows'
+// blocks pass under it.
+template <typename Tile, typename L>
+void prompt_tile(int64_t n, const void* w_rows, size_t w_stride, const void* act, size_t act_stride, int n_act,
+                 float* y, int64_t ldy) {
+  using F = typename L::F;
+  const uint8_t* w = static_cast<const uint8_t*>(w_rows);
+  const uint8_t* rows = static_cast<const uint8_t*>(act);
+  const typename L::I offsets = L::offsets(w_stride);
+  F acc[kMaxTileAct];
+  for (int i = 0; i < n_act; ++i) acc[i] = L::zero_ps();
+  Tile t;
+  const int64_t n_blocks = n / QK_K;
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    t.unpack(w + b * sizeof(typename Tile::Block), offsets);
+    const ActQ8_256* a[kMaxTileAct];
+    for (int i = 0; i < n_act; ++i) a[i] = reinterpret_cast<const ActQ8_256*>(rows + i * act_stride) + b;
+    row_groups_each(n_act, [&](auto group, int first) {
+      t.template rows<decltype(group)::value>(a + first, acc + first);
+    });
+  }
+  for (int i = 0; i < n_act; ++i) L::store(y + i * ldy, acc[i]);
+}
+
+}  // namespace
+}  // namespace duet::avx2

@@ -1,0 +1,119 @@
+// Many activation rows against the 32-element formats (Q4_0, Q5_0, Q8_0), sixteen
+// weight rows at a time with one 32-bit lane per weight row, as the K-quant prompt
+// tile (avx2/kquant_tile.h). These formats have one order for every row: vec_dot's,
+// whose float lane g holds each block's products of elements 4g..4g+3. The tile
+// keeps those eight lanes as eight accumulators per weight row and sums them at the
+// end as hsum_f32x8 does, so every result has vec_dot's bits.
+#pragma once
+#include <immintrin.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "quant/avx2/kquant_tile.h"
+#include "quant/avx512/vnni_dot.h"
+
+// Everything here has internal linkage: this header is compiled into files built
+// with different ISA flags, and the linker must not pick one file's copy for all.
+namespace duet::avx512 {
+namespace {
+
+// A format's weights of block b, for 16 rows: q[g] = elements 4g..4g+3 as signed
+// bytes, lane w = row w (block0: row 0's block; row w's at block0 + offsets[w]).
+struct Q8_0Lanes {
+  using Block = BlockQ8_0;
+  static void unpack(const uint8_t* block0, __m512i offsets, __m512i q[8]) {
+    for (int g = 0; g < 8; ++g) q[g] = Lanes16::gather(offsets, block0 + offsetof(BlockQ8_0, qs) + 4 * g);
+  }
+};
+
+// Elements 0-15 are the low nibbles of qs, 16-31 the high ones.
+inline __m512i nibbles_group(const uint8_t* qs0, __m512i offsets, int g) {
+  const __m512i bytes = Lanes16::gather(offsets, qs0 + 4 * (g % 4));
+  return _mm512_and_si512(g < 4 ? bytes : _mm512_srli_epi32(bytes, 4), _mm512_set1_epi8(0x0f));
+}
+
+struct Q4_0Lanes {
+  using Block = BlockQ4_0;
+  static void unpack(const uint8_t* block0, __m512i offsets, __m512i q[8]) {
+    for (int g = 0; g < 8; ++g) {
+      q[g] = _mm512_sub_epi8(nibbles_group(block0 + offsetof(BlockQ4_0, qs), offsets, g), _mm512_set1_epi8(8));
+    }
+  }
+};
+
+// Bit j of qh is element j's fifth bit.
+struct Q5_0Lanes {
+  using Block = BlockQ5_0;
+  static void unpack(const uint8_t* block0, __m512i offsets, __m512i q[8]) {
+    const __m512i qh = Lanes16::gather(offsets, block0 + offsetof(BlockQ5_0, qh));
+    for (int g = 0; g < 8; ++g) {
+      // Byte g / 2 of qh in all four bytes of the lane; byte k then tests bit 4g + k.
+      const int8_t spread[4] = {static_cast<int8_t>(g / 2), static_cast<int8_t>(g / 2), static_cast<int8_t>(g / 2),
+                                static_cast<int8_t>(g / 2)};
+      const __m512i bits = _mm512_set1_epi32(g % 2 == 0 ? 0x08040201 : static_cast<int>(0x80402010));
+      const __mmask64 fifth = _mm512_test_epi8_mask(Lanes16::shuffle(qh, Lanes16::control(spread)), bits);
+      const __m512i nibble = nibbles_group(block0 + offsetof(BlockQ5_0, qs), offsets, g);
+      q[g] = _mm512_sub_epi8(_mm512_mask_add_epi8(nibble, fifth, nibble, _mm512_set1_epi8(16)), _mm512_set1_epi8(16));
+    }
+  }
+};
+
+// Activation rows one pass of the tile takes: their 8 accumulators each stay in L1.
+constexpr int kBlock32TileAct = 32;
+
+// vpdpbusd multiplies unsigned by signed bytes: the activations go in offset by 128
+// (a ^ 0x80 as a byte is a + 128), and each group's sum starts from -128 * sum(q),
+// so that the int32 result is the signed dot product, exactly.
+template <typename Format>
+void block32_tile_pass(int64_t n, const uint8_t* w, __m512i offsets, const uint8_t* act, size_t act_stride,
+                       int n_act, float* y, int64_t ldy) {
+  using Block = typename Format::Block;
+  __m512 acc[kBlock32TileAct][8];
+  for (int i = 0; i < n_act; ++i) {
+    for (int g = 0; g < 8; ++g) acc[i][g] = _mm512_setzero_ps();
+  }
+  const __m512i offset128 = _mm512_set1_epi8(static_cast<char>(0x80));
+  const int64_t n_blocks = n / QK32;
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    const uint8_t* block0 = w + b * sizeof(Block);
+    __m512i q[8], start[8];
+    Format::unpack(block0, offsets, q);
+    for (int g = 0; g < 8; ++g) {
+      start[g] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset128, q[g]));
+    }
+    const __m512 d = Lanes16::f16_half(Lanes16::gather(offsets, block0), false);
+    for (int i = 0; i < n_act; ++i) {
+      const ActQ8_32& a = reinterpret_cast<const ActQ8_32*>(act + i * act_stride)[b];
+      const __m512 scale = _mm512_mul_ps(d, _mm512_set1_ps(a.d));
+      for (int g = 0; g < 8; ++g) {
+        const __m512i shifted = _mm512_set1_epi32(avx2::load_i32(a.qs + 4 * g) ^ static_cast<int32_t>(0x80808080));
+        const __m512 sum = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(start[g], shifted, q[g]));
+        acc[i][g] = _mm512_fmadd_ps(scale, sum, acc[i][g]);
+      }
+    }
+  }
+  // hsum_f32x8's order: ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)).
+  for (int i = 0; i < n_act; ++i) {
+    const __m512* l = acc[i];
+    const __m512 even = _mm512_add_ps(_mm512_add_ps(l[0], l[4]), _mm512_add_ps(l[2], l[6]));
+    const __m512 odd = _mm512_add_ps(_mm512_add_ps(l[1], l[5]), _mm512_add_ps(l[3], l[7]));
+    _mm512_storeu_ps(y + i * ldy, _mm512_add_ps(even, odd));
+  }
+}
+
+// TypeKernels::tile for a 32-element format: vec_dot's results for 16 weight rows.
+template <typename Format>
+void block32_tile(int64_t n, const void* w, size_t w_stride, const void* act, size_t act_stride, int n_act, float* y,
+                  int64_t ldy) {
+  const uint8_t* rows = static_cast<const uint8_t*>(act);
+  const __m512i offsets = Lanes16::offsets(w_stride);
+  for (int first = 0; first < n_act; first += kBlock32TileAct) {
+    const int count = n_act - first < kBlock32TileAct ? n_act - first : kBlock32TileAct;
+    block32_tile_pass<Format>(n, static_cast<const uint8_t*>(w), offsets, rows + first * act_stride, act_stride,
+                              count, y + first * ldy, ldy);
+  }
+}
+
+}  // namespace
+}  // namespace duet::avx512
