@@ -49,7 +49,9 @@ def gemv_bandwidth(pool, isa, target_bytes, repeats):
 
 
 def batch_scaling(pool, isa, repeats):
-    """(b) time for M activation rows relative to M = 1 on two model-shaped matrices."""
+    """(b) time for M activation rows relative to M = 1 on two model-shaped matrices,
+    as decoded rows (a tree: vec_dot's order) and as prompt rows (llama.cpp's
+    prompt-batch order, which K-quants compute in tiles)."""
     rng = np.random.default_rng(1)
     results = []
     for type_id, rows, cols in [(Q4_K, 1536, 8960), (Q6_K, 151936, 1536)]:
@@ -59,9 +61,12 @@ def batch_scaling(pool, isa, repeats):
             x = rng.standard_normal((m, cols)).astype(np.float32)
             out = np.empty((m, rows), np.float32)
             t = best_time(lambda: _core.matmul(type_id, w, rows, cols, x, pool, isa, out), repeats)
+            flags = np.ones(m, np.uint8)
+            t_prompt = best_time(lambda: _core.matmul(type_id, w, rows, cols, x, pool, isa, out, flags), repeats)
             base = base or t
             results.append({"type": TYPE_NAMES[type_id], "rows": rows, "cols": cols, "M": m,
-                            "ms": t * 1e3, "ratio_to_m1": t / base})
+                            "ms": t * 1e3, "ratio_to_m1": t / base,
+                            "prompt_ms": t_prompt * 1e3, "prompt_ratio_to_m1": t_prompt / base})
     return results
 
 
@@ -111,9 +116,10 @@ def main():
 
     report["batch"] = batch_scaling(pool, isa, args.repeats)
     print("\n(b) batch scaling")
-    print(f"{'type':6} {'shape':>12} {'M':>3} {'ms':>9} {'xM=1':>6}")
+    print(f"{'type':6} {'shape':>12} {'M':>3} {'ms':>9} {'xM=1':>6} {'prompt ms':>10} {'xM=1':>6}")
     for r in report["batch"]:
-        print(f"{r['type']:6} {r['rows']:>6}x{r['cols']:<5} {r['M']:3d} {r['ms']:9.3f} {r['ratio_to_m1']:6.2f}")
+        print(f"{r['type']:6} {r['rows']:>6}x{r['cols']:<5} {r['M']:3d} {r['ms']:9.3f} {r['ratio_to_m1']:6.2f} "
+              f"{r['prompt_ms']:10.3f} {r['prompt_ratio_to_m1']:6.2f}")
 
     if not args.skip_model and MODEL.exists():
         report["model"] = model_pass(pool, isa, args.repeats)

@@ -77,8 +77,8 @@ KernelTable avx2_table() {
   set_vec_dot_prompt(t, GgmlType::Q4_K, avx2::vec_dot_prompt_q4_k);
   set_vec_dot_prompt(t, GgmlType::Q5_K, avx2::vec_dot_prompt_q5_k);
   set_vec_dot_prompt(t, GgmlType::Q6_K, avx2::vec_dot_prompt_q6_k);
-  set_tiles(t, GgmlType::Q4_K, avx2::prompt_tile_q4_k, nullptr, 8);
-  set_tiles(t, GgmlType::Q6_K, avx2::prompt_tile_q6_k, nullptr, 8);
+  set_tiles(t, GgmlType::Q4_K, avx2::prompt_tile_q4_k, avx2::tile_q4_k, 8);
+  set_tiles(t, GgmlType::Q6_K, avx2::prompt_tile_q6_k, avx2::tile_q6_k, 8);
   t.quantize_q8_32 = avx2::quantize_q8_32;
   t.quantize_q8_256 = avx2::quantize_q8_256;
   return t;
@@ -96,8 +96,8 @@ KernelTable avx512_table() {
   set_vec_dot(t, GgmlType::Q4_K, avx512::vec_dot_q4_k);
   set_vec_dot(t, GgmlType::Q5_K, avx512::vec_dot_q5_k);
   set_vec_dot(t, GgmlType::Q6_K, avx512::vec_dot_q6_k);
-  set_tiles(t, GgmlType::Q4_K, avx512::prompt_tile_q4_k, nullptr, 16);
-  set_tiles(t, GgmlType::Q6_K, avx512::prompt_tile_q6_k, nullptr, 16);
+  set_tiles(t, GgmlType::Q4_K, avx512::prompt_tile_q4_k, avx512::tile_q4_k, 16);
+  set_tiles(t, GgmlType::Q6_K, avx512::prompt_tile_q6_k, avx512::tile_q6_k, 16);
   set_tiles(t, GgmlType::Q4_0, nullptr, avx512::tile_q4_0, 16);
   set_tiles(t, GgmlType::Q5_0, nullptr, avx512::tile_q5_0, 16);
   set_tiles(t, GgmlType::Q8_0, nullptr, avx512::tile_q8_0, 16);

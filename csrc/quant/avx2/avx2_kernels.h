@@ -39,6 +39,8 @@ void quantize_q8_256(const float* x, void* dst, int64_t n);
 
 DUET_DECLARE_TILE(prompt_tile_q4_k)
 DUET_DECLARE_TILE(prompt_tile_q6_k)
+DUET_DECLARE_TILE(tile_q4_k)
+DUET_DECLARE_TILE(tile_q6_k)
 #undef DUET_DECLARE_TILE
 
 }  // namespace duet::avx2

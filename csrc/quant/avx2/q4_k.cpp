@@ -22,4 +22,9 @@ void prompt_tile_q4_k(int64_t n, const void* w, size_t w_stride, const void* act
   prompt_tile<Q4KTile<Lanes8>, Lanes8>(n, w, w_stride, act, act_stride, n_act, y, ldy);
 }
 
+void tile_q4_k(int64_t n, const void* w, size_t w_stride, const void* act, size_t act_stride, int n_act, float* y,
+               int64_t ldy) {
+  decode_tile<Q4KTile<Lanes8>, Q4KDecodeState<Lanes8>, Lanes8>(n, w, w_stride, act, act_stride, n_act, y, ldy);
+}
+
 }  // namespace duet::avx2

@@ -93,13 +93,7 @@ void block32_tile_pass(int64_t n, const uint8_t* w, __m512i offsets, const uint8
       }
     }
   }
-  // hsum_f32x8's order: ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)).
-  for (int i = 0; i < n_act; ++i) {
-    const __m512* l = acc[i];
-    const __m512 even = _mm512_add_ps(_mm512_add_ps(l[0], l[4]), _mm512_add_ps(l[2], l[6]));
-    const __m512 odd = _mm512_add_ps(_mm512_add_ps(l[1], l[5]), _mm512_add_ps(l[3], l[7]));
-    _mm512_storeu_ps(y + i * ldy, _mm512_add_ps(even, odd));
-  }
+  for (int i = 0; i < n_act; ++i) _mm512_storeu_ps(y + i * ldy, avx2::lanes_hsum8<Lanes16>(acc[i]));
 }
 
 // TypeKernels::tile for a 32-element format: vec_dot's results for 16 weight rows.

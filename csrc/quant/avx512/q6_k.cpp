@@ -14,4 +14,9 @@ void prompt_tile_q6_k(int64_t n, const void* w, size_t w_stride, const void* act
   avx2::prompt_tile<avx2::Q6KTile<Lanes16>, Lanes16>(n, w, w_stride, act, act_stride, n_act, y, ldy);
 }
 
+void tile_q6_k(int64_t n, const void* w, size_t w_stride, const void* act, size_t act_stride, int n_act, float* y,
+               int64_t ldy) {
+  avx2::decode_tile<avx2::Q6KTile<Lanes16>, avx2::Q6KDecodeState<Lanes16>, Lanes16>(n, w, w_stride, act, act_stride, n_act, y, ldy);
+}
+
 }  // namespace duet::avx512

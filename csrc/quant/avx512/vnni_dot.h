@@ -75,6 +75,7 @@ struct Lanes16 {
   static F cvt(I a) { return _mm512_cvtepi32_ps(a); }
   static F f16_half(I a, bool high) { return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(high ? _mm512_srli_epi32(a, 16) : a)); }
   static F mul(F a, F b) { return _mm512_mul_ps(a, b); }
+  static F add(F a, F b) { return _mm512_add_ps(a, b); }
   static F fmadd(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
   static F fnmadd(F a, F b, F c) { return _mm512_fnmadd_ps(a, b, c); }
   static void store(float* y, F v) { _mm512_storeu_ps(y, v); }
