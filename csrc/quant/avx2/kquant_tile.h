@@ -1,12 +1,15 @@
-// Prompt rows of a Q4_K or Q6_K matmul, a tile of weight rows at a time (8 with AVX2, 16
-// with AVX-512): one 32-bit lane per weight row. A tile's super-block is unpacked
-// once with the weights of each weight row in its own lane (four elements to a
-// lane), then each activation row broadcasts four of its bytes at a time against
-// all of them. The products of a sub-block stay in 16-bit lanes until its scale
-// is applied, so a multiply costs no widening add, and the integer totals come
-// out per weight row with no horizontal sums. Those totals are exact, and the
-// float steps on them are KQuantPromptRows's, lane by lane: every result has
-// vec_dot_prompt's bits.
+// Many activation rows against Q4_K or Q6_K weights, a tile of weight rows at a
+// time (8 with AVX2, 16 with AVX-512): one 32-bit lane per weight row. A tile's
+// super-block is unpacked once with the weights of each weight row in its own lane
+// (four elements to a lane, gathered across the rows), then each activation row
+// broadcasts four of its bytes at a time against all of them. The integer sums come
+// out per weight row with no horizontal sums, and are exact, so either of llama.cpp's
+// float orders can follow lane by lane:
+// - prompt rows (prompt_tile): a sub-block's products stay in 16-bit lanes until its
+//   scale is applied, then KQuantPromptRows's steps: vec_dot_prompt's bits;
+// - decoded rows (decode_tile): each of vec_dot's eight int32 lanes (elements 4i..4i+3
+//   of every chunk) is its own accumulator, then KQuantDecodeRows's / Q6KDecodeRows's
+//   steps and their final sums: vec_dot's bits.
 #pragma once
 #include <cstddef>
 #include <cstdint>
