@@ -56,13 +56,18 @@ constexpr int64_t kMaxGemvRows = 3;
 
 bool decode_rows_by_gemv(const TypeKernels& k, int64_t n_rows) { return k.gemv != nullptr && n_rows <= kMaxGemvRows; }
 
+// Fewest activation rows worth a tile: its gathers and unpacking are paid per
+// weight block, however few rows share them.
+constexpr int64_t kMinTileAct = 4;
+
 int64_t rows_per_chunk(const TypeKernels& k, int64_t rows, size_t row_bytes, int64_t n_rows_x, int n_threads) {
   int64_t grain = rows / (n_threads * kChunksPerThread);
   const bool passes_per_group = n_rows_x > kMaxActRows || (n_rows_x > 1 && decode_rows_by_gemv(k, n_rows_x));
   if (passes_per_group) grain = std::min<int64_t>(grain, kChunkBytesInL2 / row_bytes);
   grain = std::max(grain, kMinRowsPerChunk);
-  // Whole prompt tiles per chunk, so that only the matrix's last rows go one by one.
-  if (k.prompt_tile != nullptr || k.tile != nullptr) grain = (grain + k.tile_rows - 1) / k.tile_rows * k.tile_rows;
+  // Whole tiles per chunk, so that only the matrix's last rows go one by one.
+  const bool tiled = (k.prompt_tile != nullptr || k.tile != nullptr) && n_rows_x >= kMinTileAct;
+  if (tiled) grain = (grain + k.tile_rows - 1) / k.tile_rows * k.tile_rows;
   return grain;
 }
 
@@ -88,12 +93,8 @@ const std::vector<ActRun>& act_runs(const TypeKernels& k, const uint8_t* prompt,
   return runs;
 }
 
-// Fewest activation rows worth a tile: its gathers and unpacking are paid per
-// weight block, however few rows share them.
-constexpr int64_t kMinTileAct = 4;
-
 // The tile a run takes, if any: one that has the run's kernel's bits.
-TypeKernels::Tile run_tile(const TypeKernels& k, const ActRun& run) {
+TileKernel* run_tile(const TypeKernels& k, const ActRun& run) {
   if (run.end - run.begin < kMinTileAct) return nullptr;
   if (run.vec_dot == k.vec_dot_prompt) return k.prompt_tile;
   return run.vec_dot == k.vec_dot ? k.tile : nullptr;
@@ -125,7 +126,7 @@ void matmul_rows(const TypeKernels& k, const std::vector<ActRun>& runs, const We
       continue;
     }
     int64_t tiled_end = begin;
-    if (const TypeKernels::Tile tile = run_tile(k, run)) {
+    if (TileKernel* const tile = run_tile(k, run)) {
       tiled_end = begin + (end - begin) / k.tile_rows * k.tile_rows;
       for (int64_t m0 = run.begin; m0 < run.end; m0 += kMaxTileAct) {
         const int n_act = static_cast<int>(std::min<int64_t>(kMaxTileAct, run.end - m0));

@@ -32,7 +32,7 @@ void set_vec_dot_prompt(KernelTable& t, GgmlType type, decltype(TypeKernels::vec
   t.types[type_index(type)].vec_dot_prompt = vec_dot_prompt;
 }
 
-void set_tiles(KernelTable& t, GgmlType type, TypeKernels::Tile prompt_tile, TypeKernels::Tile tile, int rows) {
+void set_tiles(KernelTable& t, GgmlType type, TileKernel* prompt_tile, TileKernel* tile, int rows) {
   t.types[type_index(type)].prompt_tile = prompt_tile;
   t.types[type_index(type)].tile = tile;
   t.types[type_index(type)].tile_rows = rows;

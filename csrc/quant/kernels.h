@@ -12,6 +12,10 @@ namespace duet {
 // Most activation rows one vec_dot call takes; the matmul loops over groups.
 constexpr int kMaxActRows = 8;
 
+// See TypeKernels::tile. A function type, so that each path declares its tiles with it.
+using TileKernel = void(int64_t n, const void* w, size_t w_stride, const void* act, size_t act_stride, int n_act,
+                        float* y, int64_t ldy);
+
 struct TypeKernels {
   // y[0..n) = the n elements of one weight row w.
   void (*dequantize_row)(const void* w, float* y, int64_t n);
@@ -38,10 +42,8 @@ struct TypeKernels {
   // dot(weight row r at w + r * w_stride, activation row i at act + i * act_stride)
   // for r < tile_rows and i < n_act <= kMaxTileAct. prompt_tile gives each result
   // vec_dot_prompt's bits (prompt rows), tile vec_dot's (any rows).
-  using Tile = void (*)(int64_t n, const void* w, size_t w_stride, const void* act, size_t act_stride, int n_act,
-                        float* y, int64_t ldy);
-  Tile prompt_tile;
-  Tile tile;
+  TileKernel* prompt_tile;
+  TileKernel* tile;
   int tile_rows;
 };
 

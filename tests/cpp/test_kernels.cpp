@@ -215,7 +215,7 @@ void weights_saturate(GgmlType type, std::vector<uint8_t>& w) {
 // also at the integer extremes.
 void test_tiles(Isa isa, GgmlType type) {
   const TypeKernels& k = kernels_for(kernel_table(isa), type);
-  const std::pair<TypeKernels::Tile, decltype(k.vec_dot)> pairs[] = {{k.prompt_tile, k.vec_dot_prompt},
+  const std::pair<TileKernel*, decltype(k.vec_dot)> pairs[] = {{k.prompt_tile, k.vec_dot_prompt},
                                                                      {k.tile, k.vec_dot}};
   const std::string label = std::string(isa_name(isa)) + " " + type_traits(type).name;
   std::mt19937 rng(2468 + static_cast<int>(type));

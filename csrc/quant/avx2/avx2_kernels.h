@@ -3,6 +3,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "quant/kernels.h"
+
 namespace duet::avx2 {
 
 #define DUET_DECLARE_VEC_DOT(fmt) \
@@ -33,14 +35,6 @@ DUET_DECLARE_GEMV(q6_k)
 void quantize_q8_32(const float* x, void* dst, int64_t n);
 void quantize_q8_256(const float* x, void* dst, int64_t n);
 
-#define DUET_DECLARE_TILE(name)                                                                              \
-  void name(int64_t n, const void* w, size_t w_stride, const void* act, size_t act_stride, int n_act, float* y, \
-            int64_t ldy);
-
-DUET_DECLARE_TILE(prompt_tile_q4_k)
-DUET_DECLARE_TILE(prompt_tile_q6_k)
-DUET_DECLARE_TILE(tile_q4_k)
-DUET_DECLARE_TILE(tile_q6_k)
-#undef DUET_DECLARE_TILE
+TileKernel prompt_tile_q4_k, prompt_tile_q6_k, tile_q4_k, tile_q6_k;
 
 }  // namespace duet::avx2

@@ -5,9 +5,9 @@
 // broadcasts four of its bytes at a time against all of them. The integer sums come
 // out per weight row with no horizontal sums, and are exact, so either of llama.cpp's
 // float orders can follow lane by lane:
-// - prompt rows (prompt_tile): a sub-block's products stay in 16-bit lanes until its
+// - prompt rows (TypeKernels::prompt_tile): a sub-block's products stay in 16-bit lanes until its
 //   scale is applied, then KQuantPromptRows's steps: vec_dot_prompt's bits;
-// - decoded rows (decode_tile): each of vec_dot's eight int32 lanes (elements 4i..4i+3
+// - decoded rows (TypeKernels::tile): each of vec_dot's eight int32 lanes (elements 4i..4i+3
 //   of every chunk) is its own accumulator, then KQuantDecodeRows's / Q6KDecodeRows's
 //   steps and their final sums: vec_dot's bits.
 #pragma once
@@ -94,10 +94,61 @@ typename L::I bytes_to_16_pair(typename L::I v, int lo, int hi, bool is_signed =
   return L::srai16(L::shuffle(v, L::control(c)), 8);
 }
 
+// The float state of a row in a tile, one vector over the tile's weight rows per
+// float lane of the row kernel's order; kPassAct: the rows one pass of tile_run
+// takes, so that their states stay in L1.
+//
+// Prompt order (KQuantPromptRows, Q6KPromptRows): one float per row.
+template <typename L>
+struct PromptState {
+  static constexpr int kPassAct = kMaxTileAct;
+  typename L::F acc;
+  void clear() { acc = L::zero_ps(); }
+  typename L::F total() const { return acc; }
+};
+
+// hsum_f32x8 of eight float lanes held as eight vectors, lane by lane: ((l0 + l4) +
+// (l2 + l6)) + ((l1 + l5) + (l3 + l7)).
+template <typename L>
+typename L::F lanes_hsum8(const typename L::F l[8]) {
+  return L::add(L::add(L::add(l[0], l[4]), L::add(l[2], l[6])), L::add(L::add(l[1], l[5]), L::add(l[3], l[7])));
+}
+
+// vec_dot's order with eight float lanes summed at the end (Q6KDecodeRows, and the
+// 32-element formats' block32_dot_rows).
+template <typename L>
+struct EightLaneState {
+  static constexpr int kPassAct = 16;
+  typename L::F acc[8];
+  void clear() {
+    for (auto& v : acc) v = L::zero_ps();
+  }
+  typename L::F total() const { return lanes_hsum8<L>(acc); }
+};
+
+// vec_dot's order for Q4_K (KQuantDecodeRows): eight float lanes of scale sums and
+// four of mins sums.
+template <typename L>
+struct Q4KDecodeState {
+  static constexpr int kPassAct = 16;
+  typename L::F scaled[8], mins[4];
+  void clear() {
+    for (auto& v : scaled) v = L::zero_ps();
+    for (auto& v : mins) v = L::zero_ps();
+  }
+  // hsum_f32x8(scaled) + hsum_f32x4(mins), lane by lane.
+  typename L::F total() const {
+    return L::add(lanes_hsum8<L>(scaled), L::add(L::add(mins[0], mins[2]), L::add(mins[1], mins[3])));
+  }
+};
+
 // One super-block of a Q4_K tile, unpacked: lane w is weight row w.
 template <typename L>
 struct Q4KTile {
+  using Lanes = L;
   using Block = BlockQ4_K;
+  using Act = ActQ8_256;
+  static constexpr int kBlockElems = QK_K;
   using I = typename L::I;
   using F = typename L::F;
   I q[8][8];   // [sub-block][group g]: elements 4g..4g+3 of the sub-block, unsigned
@@ -136,13 +187,13 @@ struct Q4KTile {
     }
   }
 
-  // acc[r] += this block's contribution for R activation rows: the integer totals
-  // S1 = sum_j scale_j * q_j . a_j and S2 = sum_j min_j * bsum_j, then
-  // d * S1 - dmin * S2 in one rounding and one FMA with the row's scale. A
+  // Prompt order: st[r] += this block's contribution for R activation rows: the
+  // integer totals S1 = sum_j scale_j * q_j . a_j and S2 = sum_j min_j * bsum_j,
+  // then d * S1 - dmin * S2 in one rounding and one FMA with the row's scale. A
   // sub-block's products stay in 16 bits: eight maddubs of at most 2 * 15 * 128
   // sum to 30720, below 2^15.
   template <int R>
-  void rows(const ActQ8_256* const a[R], F acc[R]) const {
+  void rows(const ActQ8_256* const a[R], PromptState<L> st[R]) const {
     I s1[R], s2[R];
     for (int r = 0; r < R; ++r) s1[r] = L::zero(), s2[r] = L::zero();
 #pragma GCC unroll 1
@@ -161,63 +212,43 @@ struct Q4KTile {
       _mm_store_si128(reinterpret_cast<__m128i*>(pair_sums), act_pair_sums(*a[r]));
       for (int p = 0; p < 4; ++p) s2[r] = L::dot16(s2[r], mins[p], L::set1(load_i32(pair_sums + 2 * p)));
       const F block = L::fnmadd(dmin, L::cvt(s2[r]), L::mul(d, L::cvt(s1[r])));
-      acc[r] = L::fmadd(block, L::set1_ps(a[r]->d), acc[r]);
+      st[r].acc = L::fmadd(block, L::set1_ps(a[r]->d), st[r].acc);
     }
   }
-};
 
-// hsum_f32x8 of eight float lanes held as eight vectors, lane by lane: ((l0 + l4) +
-// (l2 + l6)) + ((l1 + l5) + (l3 + l7)).
-template <typename L>
-typename L::F lanes_hsum8(const typename L::F l[8]) {
-  return L::add(L::add(L::add(l[0], l[4]), L::add(l[2], l[6])), L::add(L::add(l[1], l[5]), L::add(l[3], l[7])));
-}
-
-// The float state of a decoded row in a Q4_K tile, in vec_dot's order
-// (KQuantDecodeRows) lane by lane: its eight float lanes of scale sums and four of
-// mins sums, each here a vector over the tile's weight rows.
-template <typename L>
-struct Q4KDecodeState {
-  typename L::F scaled[8], mins[4];
-  void clear() {
-    for (auto& v : scaled) v = L::zero_ps();
-    for (auto& v : mins) v = L::zero_ps();
-  }
-  // hsum_f32x8(scaled) + hsum_f32x4(mins), lane by lane.
-  typename L::F total() const {
-    return L::add(lanes_hsum8<L>(scaled), L::add(L::add(mins[0], mins[2]), L::add(mins[1], mins[3])));
-  }
-};
-
-template <typename L, int R>
-inline void tile_decode_rows(const Q4KTile<L>& t, const ActQ8_256* const a[R], Q4KDecodeState<L> st[R]) {
-  using I = typename L::I;
-  using F = typename L::F;
-  for (int r = 0; r < R; ++r) {
-    I sums[8];
-    for (int g = 0; g < 8; ++g) sums[g] = L::zero();
+  // Decode order: vec_dot's int32 lane g (elements 4g..4g+3 of every sub-block) is
+  // an accumulator of its own.
+  template <int R>
+  void rows(const ActQ8_256* const a[R], Q4KDecodeState<L> st[R]) const {
+    for (int r = 0; r < R; ++r) {
+      I sums[8];
+      for (int g = 0; g < 8; ++g) sums[g] = L::zero();
 #pragma GCC unroll 1
-    for (int j = 0; j < 8; ++j) {
-      for (int g = 0; g < 8; ++g) {
-        sums[g] = L::dot16(sums[g], L::maddubs(t.q[j][g], L::set1(load_i32(a[r]->qs + 32 * j + 4 * g))), t.scale[j]);
+      for (int j = 0; j < 8; ++j) {
+        for (int g = 0; g < 8; ++g) {
+          sums[g] = L::dot16(sums[g], L::maddubs(q[j][g], L::set1(load_i32(a[r]->qs + 32 * j + 4 * g))), scale[j]);
+        }
+      }
+      const F d_ad = L::mul(d, L::set1_ps(a[r]->d));
+      const F neg_dmin_ad = L::mul(dmin, L::set1_ps(-a[r]->d));
+      for (int g = 0; g < 8; ++g) st[r].scaled[g] = L::fmadd(d_ad, L::cvt(sums[g]), st[r].scaled[g]);
+      alignas(16) int16_t pair_sums[8];
+      _mm_store_si128(reinterpret_cast<__m128i*>(pair_sums), act_pair_sums(*a[r]));
+      for (int p = 0; p < 4; ++p) {
+        const I m = L::dot16(L::zero(), mins[p], L::set1(load_i32(pair_sums + 2 * p)));
+        st[r].mins[p] = L::fmadd(neg_dmin_ad, L::cvt(m), st[r].mins[p]);
       }
     }
-    const F d_ad = L::mul(t.d, L::set1_ps(a[r]->d));
-    const F neg_dmin_ad = L::mul(t.dmin, L::set1_ps(-a[r]->d));
-    for (int g = 0; g < 8; ++g) st[r].scaled[g] = L::fmadd(d_ad, L::cvt(sums[g]), st[r].scaled[g]);
-    alignas(16) int16_t pair_sums[8];
-    _mm_store_si128(reinterpret_cast<__m128i*>(pair_sums), act_pair_sums(*a[r]));
-    for (int p = 0; p < 4; ++p) {
-      const I m = L::dot16(L::zero(), t.mins[p], L::set1(load_i32(pair_sums + 2 * p)));
-      st[r].mins[p] = L::fmadd(neg_dmin_ad, L::cvt(m), st[r].mins[p]);
-    }
   }
-}
+};
 
 // One super-block of a Q6_K tile, unpacked: lane w is weight row w.
 template <typename L>
 struct Q6KTile {
+  using Lanes = L;
   using Block = BlockQ6_K;
+  using Act = ActQ8_256;
+  static constexpr int kBlockElems = QK_K;
   using I = typename L::I;
   using F = typename L::F;
   I q[16][4];    // [sub-block][group g]: elements 4g..4g+3 of the 16, unsigned 6-bit (q + 32)
@@ -253,11 +284,11 @@ struct Q6KTile {
     }
   }
 
-  // acc[r] += d * S * ad for R activation rows, S = sum_j scale_j * (q_j - 32) . a_j
-  // exactly: the unsigned products less 32 * sum_j scale_j * bsum_j. Two maddubs of
-  // at most 2 * 63 * 128 sum to 32256, below 2^15.
+  // Prompt order: st[r] += d * S * ad for R activation rows, S = sum_j scale_j *
+  // (q_j - 32) . a_j exactly: the unsigned products less 32 * sum_j scale_j *
+  // bsum_j. Two maddubs of at most 2 * 63 * 128 sum to 32256, below 2^15.
   template <int R>
-  void rows(const ActQ8_256* const a[R], F acc[R]) const {
+  void rows(const ActQ8_256* const a[R], PromptState<L> st[R]) const {
     I s[R];
     for (int r = 0; r < R; ++r) s[r] = L::zero();
 #pragma GCC unroll 1
@@ -275,74 +306,33 @@ struct Q6KTile {
       I offset = L::zero();
       for (int p = 0; p < 8; ++p) offset = L::dot16(offset, scales2[p], L::set1(load_i32(a[r]->bsums + 2 * p)));
       const I total = L::sub32(s[r], L::slli(offset, 5));
-      acc[r] = L::fmadd(L::mul(d, L::cvt(total)), L::set1_ps(a[r]->d), acc[r]);
+      st[r].acc = L::fmadd(L::mul(d, L::cvt(total)), L::set1_ps(a[r]->d), st[r].acc);
     }
   }
-};
 
-// y[i * ldy + w] = vec_dot_prompt of weight row w (at w_rows + w * w_stride) and
-// activation row i, for w < L::kLanes and i < n_act <= kMaxTileAct. Blocks
-// outermost: the tile's unpacked block stays in L1 while the activation rows'
-// blocks pass under it.
-template <typename Tile, typename L>
-void prompt_tile(int64_t n, const void* w_rows, size_t w_stride, const void* act, size_t act_stride, int n_act,
-                 float* y, int64_t ldy) {
-  using F = typename L::F;
-  const uint8_t* w = static_cast<const uint8_t*>(w_rows);
-  const uint8_t* rows = static_cast<const uint8_t*>(act);
-  const typename L::I offsets = L::offsets(w_stride);
-  F acc[kMaxTileAct];
-  for (int i = 0; i < n_act; ++i) acc[i] = L::zero_ps();
-  Tile t;
-  const int64_t n_blocks = n / QK_K;
-  for (int64_t b = 0; b < n_blocks; ++b) {
-    t.unpack(w + b * sizeof(typename Tile::Block), offsets);
-    const ActQ8_256* a[kMaxTileAct];
-    for (int i = 0; i < n_act; ++i) a[i] = reinterpret_cast<const ActQ8_256*>(rows + i * act_stride) + b;
-    row_groups_each(n_act, [&](auto group, int first) {
-      t.template rows<decltype(group)::value>(a + first, acc + first);
-    });
-  }
-  for (int i = 0; i < n_act; ++i) L::store(y + i * ldy, acc[i]);
-}
-
-// A decoded row's state in a Q6_K tile, vec_dot's order (Q6KDecodeRows) lane by
-// lane: its eight float lanes.
-template <typename L>
-struct Q6KDecodeState {
-  typename L::F acc[8];
-  void clear() {
-    for (auto& v : acc) v = L::zero_ps();
-  }
-  typename L::F total() const { return lanes_hsum8<L>(acc); }
-};
-
-// Float lane i of vec_dot takes, from each 32-element chunk c, elements 4i..4i+3:
-// sub-block 2c + i / 4, group i % 4.
-template <typename L, int R>
-inline void tile_decode_rows(const Q6KTile<L>& t, const ActQ8_256* const a[R], Q6KDecodeState<L> st[R]) {
-  using I = typename L::I;
-  for (int r = 0; r < R; ++r) {
-    I sums[8];
-    for (int i = 0; i < 8; ++i) sums[i] = L::zero();
+  // Decode order: float lane i of vec_dot takes, from each 32-element chunk c,
+  // elements 4i..4i+3: sub-block 2c + i / 4, group i % 4.
+  template <int R>
+  void rows(const ActQ8_256* const a[R], EightLaneState<L> st[R]) const {
+    for (int r = 0; r < R; ++r) {
+      I sums[8];
+      for (int i = 0; i < 8; ++i) sums[i] = L::zero();
 #pragma GCC unroll 1
-    for (int c = 0; c < 8; ++c) {
+      for (int c = 0; c < 8; ++c) {
+        for (int i = 0; i < 8; ++i) {
+          const int sub = 2 * c + i / 4;
+          const I p = L::maddubs(q[sub][i % 4], L::set1(load_i32(a[r]->qs + 16 * sub + 4 * (i % 4))));
+          sums[i] = L::dot16(sums[i], p, scale[sub]);
+        }
+      }
+      const F d_ad = L::mul(d, L::set1_ps(a[r]->d));
       for (int i = 0; i < 8; ++i) {
-        const int sub = 2 * c + i / 4;
-        const I p = L::maddubs(t.q[sub][i % 4], L::set1(load_i32(a[r]->qs + 16 * sub + 4 * (i % 4))));
-        sums[i] = L::dot16(sums[i], p, t.scale[sub]);
+        const I offset = L::dot16(L::zero(), scales2[i], L::set1(load_i32(a[r]->bsums + 2 * i)));
+        st[r].acc[i] = L::fmadd(d_ad, L::cvt(L::sub32(sums[i], L::slli(offset, 5))), st[r].acc[i]);
       }
     }
-    const typename L::F d_ad = L::mul(t.d, L::set1_ps(a[r]->d));
-    for (int i = 0; i < 8; ++i) {
-      const I offset = L::dot16(L::zero(), t.scales2[i], L::set1(load_i32(a[r]->bsums + 2 * i)));
-      st[r].acc[i] = L::fmadd(d_ad, L::cvt(L::sub32(sums[i], L::slli(offset, 5))), st[r].acc[i]);
-    }
   }
-}
-
-// Decoded rows one pass of the decode tile takes: their states stay in L1.
-constexpr int kDecodeTileAct = 16;
+};
 
 // Requests block b + 2 of each of the tile's weight rows: the rows are read in
 // lockstep, more streams than the hardware prefetchers follow (a memory-bound LM
@@ -356,27 +346,33 @@ inline void tile_blocks_prefetch(const uint8_t* w, size_t w_stride, int64_t b, i
   }
 }
 
-// TypeKernels::tile for a K-quant: vec_dot's results (decoded rows) for
-// L::kLanes weight rows, kDecodeTileAct activation rows per pass over the blocks.
-template <typename Tile, typename State, typename L>
-void decode_tile(int64_t n, const void* w_rows, size_t w_stride, const void* act, size_t act_stride, int n_act,
-                 float* y, int64_t ldy) {
+// A TypeKernels tile: y[i * ldy + w] = the row kernel's dot product of weight row w
+// (at w_rows + w * w_stride) and activation row i, for w < Lanes::kLanes and i <
+// n_act <= kMaxTileAct, in the order State keeps. Per pass of State::kPassAct rows,
+// blocks outermost: the tile's unpacked block stays in L1 while the activation
+// rows' blocks pass under it.
+template <typename Tile, template <typename> class State>
+void tile_run(int64_t n, const void* w_rows, size_t w_stride, const void* act, size_t act_stride, int n_act,
+              float* y, int64_t ldy) {
+  using L = typename Tile::Lanes;
+  using Block = typename Tile::Block;
+  using Act = typename Tile::Act;
+  constexpr int kPass = State<L>::kPassAct;
   const uint8_t* w = static_cast<const uint8_t*>(w_rows);
   const typename L::I offsets = L::offsets(w_stride);
+  const int64_t n_blocks = n / Tile::kBlockElems;
   Tile t;
-  for (int first = 0; first < n_act; first += kDecodeTileAct) {
-    const int count = n_act - first < kDecodeTileAct ? n_act - first : kDecodeTileAct;
+  for (int first = 0; first < n_act; first += kPass) {
+    const int count = n_act - first < kPass ? n_act - first : kPass;
     const uint8_t* rows = static_cast<const uint8_t*>(act) + first * act_stride;
-    State st[kDecodeTileAct];
+    State<L> st[kPass];
     for (int i = 0; i < count; ++i) st[i].clear();
-    for (int64_t b = 0; b < n / QK_K; ++b) {
-      tile_blocks_prefetch<L, typename Tile::Block>(w, w_stride, b, n / QK_K);
-      t.unpack(w + b * sizeof(typename Tile::Block), offsets);
-      const ActQ8_256* a[kDecodeTileAct];
-      for (int i = 0; i < count; ++i) a[i] = reinterpret_cast<const ActQ8_256*>(rows + i * act_stride) + b;
-      row_groups_each(count, [&](auto group, int g0) {
-        tile_decode_rows<L, decltype(group)::value>(t, a + g0, st + g0);
-      });
+    for (int64_t b = 0; b < n_blocks; ++b) {
+      tile_blocks_prefetch<L, Block>(w, w_stride, b, n_blocks);
+      t.unpack(w + b * sizeof(Block), offsets);
+      const Act* a[kPass];
+      for (int i = 0; i < count; ++i) a[i] = reinterpret_cast<const Act*>(rows + i * act_stride) + b;
+      row_groups_each(count, [&](auto group, int g0) { t.template rows<decltype(group)::value>(a + g0, st + g0); });
     }
     for (int i = 0; i < count; ++i) L::store(y + (first + i) * ldy, st[i].total());
   }

@@ -19,12 +19,12 @@ void vec_dot_prompt_q4_k(int64_t n, const void* w, const void* act, size_t act_s
 
 void prompt_tile_q4_k(int64_t n, const void* w, size_t w_stride, const void* act, size_t act_stride, int n_act,
                       float* y, int64_t ldy) {
-  prompt_tile<Q4KTile<Lanes8>, Lanes8>(n, w, w_stride, act, act_stride, n_act, y, ldy);
+  tile_run<Q4KTile<Lanes8>, PromptState>(n, w, w_stride, act, act_stride, n_act, y, ldy);
 }
 
 void tile_q4_k(int64_t n, const void* w, size_t w_stride, const void* act, size_t act_stride, int n_act, float* y,
                int64_t ldy) {
-  decode_tile<Q4KTile<Lanes8>, Q4KDecodeState<Lanes8>, Lanes8>(n, w, w_stride, act, act_stride, n_act, y, ldy);
+  tile_run<Q4KTile<Lanes8>, Q4KDecodeState>(n, w, w_stride, act, act_stride, n_act, y, ldy);
 }
 
 }  // namespace duet::avx2

@@ -6,6 +6,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "quant/kernels.h"
+
 namespace duet::avx512 {
 
 #define DUET_DECLARE_VEC_DOT(fmt) \
@@ -19,17 +21,6 @@ DUET_DECLARE_VEC_DOT(q5_k)
 DUET_DECLARE_VEC_DOT(q6_k)
 #undef DUET_DECLARE_VEC_DOT
 
-#define DUET_DECLARE_TILE(name)                                                                              \
-  void name(int64_t n, const void* w, size_t w_stride, const void* act, size_t act_stride, int n_act, float* y, \
-            int64_t ldy);
-
-DUET_DECLARE_TILE(prompt_tile_q4_k)
-DUET_DECLARE_TILE(prompt_tile_q6_k)
-DUET_DECLARE_TILE(tile_q4_k)
-DUET_DECLARE_TILE(tile_q6_k)
-DUET_DECLARE_TILE(tile_q4_0)
-DUET_DECLARE_TILE(tile_q5_0)
-DUET_DECLARE_TILE(tile_q8_0)
-#undef DUET_DECLARE_TILE
+TileKernel prompt_tile_q4_k, prompt_tile_q6_k, tile_q4_k, tile_q6_k, tile_q4_0, tile_q5_0, tile_q8_0;
 
 }  // namespace duet::avx512

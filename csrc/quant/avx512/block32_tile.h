@@ -1,6 +1,6 @@
 // Many activation rows against the 32-element formats (Q4_0, Q5_0, Q8_0), sixteen
-// weight rows at a time with one 32-bit lane per weight row, as the K-quant prompt
-// tile (avx2/kquant_tile.h). These formats have one order for every row: vec_dot's,
+// weight rows at a time with one 32-bit lane per weight row, through the K-quant
+// tiles' loop (avx2::tile_run in avx2/kquant_tile.h). These formats have one order for every row: vec_dot's,
 // whose float lane g holds each block's products of elements 4g..4g+3. The tile
 // keeps those eight lanes as eight accumulators per weight row and sums them at the
 // end as hsum_f32x8 does, so every result has vec_dot's bits.
@@ -59,55 +59,42 @@ struct Q5_0Lanes {
   }
 };
 
-// Activation rows one pass of the tile takes: their 8 accumulators each stay in L1.
-constexpr int kBlock32TileAct = 32;
-
-// vpdpbusd multiplies unsigned by signed bytes: the activations go in offset by 128
-// (a ^ 0x80 as a byte is a + 128), and each group's sum starts from -128 * sum(q),
-// so that the int32 result is the signed dot product, exactly.
+// A block of 16 weight rows of a 32-element format, unpacked (avx2::tile_run's
+// Tile). vpdpbusd multiplies unsigned by signed bytes: the activations go in offset
+// by 128 (a ^ 0x80 as a byte is a + 128), and each group's sum starts from
+// -128 * sum(q), so that the int32 result is the signed dot product, exactly.
 template <typename Format>
-void block32_tile_pass(int64_t n, const uint8_t* w, __m512i offsets, const uint8_t* act, size_t act_stride,
-                       int n_act, float* y, int64_t ldy) {
+struct Block32Tile {
+  using Lanes = Lanes16;
   using Block = typename Format::Block;
-  __m512 acc[kBlock32TileAct][8];
-  for (int i = 0; i < n_act; ++i) {
-    for (int g = 0; g < 8; ++g) acc[i][g] = _mm512_setzero_ps();
-  }
-  const __m512i offset128 = _mm512_set1_epi8(static_cast<char>(0x80));
-  const int64_t n_blocks = n / QK32;
-  for (int64_t b = 0; b < n_blocks; ++b) {
-    const uint8_t* block0 = w + b * sizeof(Block);
-    __m512i q[8], start[8];
+  using Act = ActQ8_32;
+  static constexpr int kBlockElems = QK32;
+  __m512i q[8];      // [group g]: elements 4g..4g+3, signed
+  __m512i start[8];  // [group g]: -128 * the sum of q[g]'s four weights
+  __m512 d;
+
+  void unpack(const uint8_t* block0, __m512i offsets) {
     Format::unpack(block0, offsets, q);
+    const __m512i offset128 = _mm512_set1_epi8(static_cast<char>(0x80));
     for (int g = 0; g < 8; ++g) {
       start[g] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset128, q[g]));
     }
-    const __m512 d = Lanes16::f16_half(Lanes16::gather(offsets, block0), false);
-    for (int i = 0; i < n_act; ++i) {
-      const ActQ8_32& a = reinterpret_cast<const ActQ8_32*>(act + i * act_stride)[b];
-      const __m512 scale = _mm512_mul_ps(d, _mm512_set1_ps(a.d));
+    d = Lanes16::f16_half(Lanes16::gather(offsets, block0), false);
+  }
+
+  // vec_dot's float lane g takes each block's products of elements 4g..4g+3.
+  template <int R>
+  void rows(const ActQ8_32* const a[R], avx2::EightLaneState<Lanes16> st[R]) const {
+    for (int r = 0; r < R; ++r) {
+      const __m512 scale = _mm512_mul_ps(d, _mm512_set1_ps(a[r]->d));
       for (int g = 0; g < 8; ++g) {
-        const __m512i shifted = _mm512_set1_epi32(avx2::load_i32(a.qs + 4 * g) ^ static_cast<int32_t>(0x80808080));
+        const __m512i shifted = _mm512_set1_epi32(avx2::load_i32(a[r]->qs + 4 * g) ^ static_cast<int32_t>(0x80808080));
         const __m512 sum = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(start[g], shifted, q[g]));
-        acc[i][g] = _mm512_fmadd_ps(scale, sum, acc[i][g]);
+        st[r].acc[g] = _mm512_fmadd_ps(scale, sum, st[r].acc[g]);
       }
     }
   }
-  for (int i = 0; i < n_act; ++i) _mm512_storeu_ps(y + i * ldy, avx2::lanes_hsum8<Lanes16>(acc[i]));
-}
-
-// TypeKernels::tile for a 32-element format: vec_dot's results for 16 weight rows.
-template <typename Format>
-void block32_tile(int64_t n, const void* w, size_t w_stride, const void* act, size_t act_stride, int n_act, float* y,
-                  int64_t ldy) {
-  const uint8_t* rows = static_cast<const uint8_t*>(act);
-  const __m512i offsets = Lanes16::offsets(w_stride);
-  for (int first = 0; first < n_act; first += kBlock32TileAct) {
-    const int count = n_act - first < kBlock32TileAct ? n_act - first : kBlock32TileAct;
-    block32_tile_pass<Format>(n, static_cast<const uint8_t*>(w), offsets, rows + first * act_stride, act_stride,
-                              count, y + first * ldy, ldy);
-  }
-}
+};
 
 }  // namespace
 }  // namespace duet::avx512

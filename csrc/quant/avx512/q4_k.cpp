@@ -11,12 +11,12 @@ void vec_dot_q4_k(int64_t n, const void* w, const void* act, size_t act_stride, 
 
 void prompt_tile_q4_k(int64_t n, const void* w, size_t w_stride, const void* act, size_t act_stride, int n_act,
                       float* y, int64_t ldy) {
-  avx2::prompt_tile<avx2::Q4KTile<Lanes16>, Lanes16>(n, w, w_stride, act, act_stride, n_act, y, ldy);
+  avx2::tile_run<avx2::Q4KTile<Lanes16>, avx2::PromptState>(n, w, w_stride, act, act_stride, n_act, y, ldy);
 }
 
 void tile_q4_k(int64_t n, const void* w, size_t w_stride, const void* act, size_t act_stride, int n_act, float* y,
                int64_t ldy) {
-  avx2::decode_tile<avx2::Q4KTile<Lanes16>, avx2::Q4KDecodeState<Lanes16>, Lanes16>(n, w, w_stride, act, act_stride, n_act, y, ldy);
+  avx2::tile_run<avx2::Q4KTile<Lanes16>, avx2::Q4KDecodeState>(n, w, w_stride, act, act_stride, n_act, y, ldy);
 }
 
 }  // namespace duet::avx512

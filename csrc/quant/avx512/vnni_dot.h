@@ -45,7 +45,7 @@ struct KBlockDot512 {
   }
 };
 
-// avx2::Lanes8's operations on 16 lanes, for the prompt tile (kquant_tile.h).
+// avx2::Lanes8's operations on 16 lanes, for the tiles (avx2/kquant_tile.h, block32_tile.h).
 struct Lanes16 {
   static constexpr int kLanes = 16;
   using I = __m512i;
