@@ -234,3 +234,37 @@ def test_sampled_collaborative_decoding_follows_the_target_distribution(models):
     expected = np.append(p[top], 1 - p[top].sum()) * n
     chi2 = float(((counts - expected) ** 2 / expected).sum())
     assert chi2 < 22.5  # p = 0.001 for 6 degrees of freedom
+
+
+def test_a_round_prices_only_the_draft_steps_run_before_the_pass(monkeypatch):
+    """The policy's draft-step cost is the drafting before verification over the
+    steps run then: steps drafted provisionally during the pass cost no stall, and
+    counting them would make trees grow too deep (a fake clock, no timing)."""
+    import duet.speculative as speculative
+
+    clock = [0.0]
+    monkeypatch.setattr(speculative.time, "perf_counter", lambda: clock[0])
+
+    class Drafter:
+        steps = 0
+
+        def draft(self, root, position, policy):
+            clock[0] += 2.0
+            self.steps += 4
+            return TokenTree(root)
+
+        def commit(self, tree, verdict):
+            return 0
+
+    drafter = Drafter()
+
+    def verify(tree):
+        clock[0] += 5.0
+        drafter.steps += 10  # provisional steps while the target verifies
+        return verify_greedy(tree, np.array([7]))
+
+    seen = []
+    policy = FallbackPolicy()
+    monkeypatch.setattr(policy, "observe_round", lambda step, round_seconds, tokens: seen.append((step, round_seconds)))
+    speculative._round(TreeVerifier(None, type("Cache", (), {"n": 3})()), drafter, 1, policy, SpeculativeStats(), verify)
+    assert seen == [(0.5, 7.0)]

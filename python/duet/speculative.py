@@ -353,12 +353,13 @@ def _round(verifier, drafter, root, policy, stats, verify) -> Verdict:
     start, steps = time.perf_counter(), getattr(drafter, "steps", 0)
     tree = drafter.draft(root, verifier.cache.n, policy)
     middle = time.perf_counter()
+    # Only the steps run before the pass stall the round; those run during it are free.
+    steps = getattr(drafter, "steps", 0) - steps
     verdict = verify(tree)
     stats.reused += drafter.commit(tree, verdict) or 0
     end = time.perf_counter()
     stats.draft_seconds += middle - start
     stats.verify_seconds += end - middle
-    steps = getattr(drafter, "steps", 0) - steps
     policy.observe_round((middle - start) / steps if steps else None, end - start, len(verdict.tokens))
     _record(stats, tree, verdict, policy)
     return verdict

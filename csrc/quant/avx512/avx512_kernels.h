@@ -21,6 +21,10 @@ DUET_DECLARE_VEC_DOT(q5_k)
 DUET_DECLARE_VEC_DOT(q6_k)
 #undef DUET_DECLARE_VEC_DOT
 
+// The GEMVs of block32_gemv.h (one activation row, vec_dot's bits).
+void gemv_q4_0(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const void* act, float* out);
+void gemv_q5_0(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const void* act, float* out);
+
 TileKernel prompt_tile_q4_k, prompt_tile_q6_k, tile_q4_k, tile_q6_k, tile_q4_0, tile_q5_0, tile_q8_0;
 
 }  // namespace duet::avx512
