@@ -3,11 +3,12 @@ accelerated path emits exactly target-only greedy decoding's tokens."""
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from duet import _core
+from duet import _core, speculative
 from duet.generate import decode_tokens
 from duet.gguf_file import GGUFFile
 from duet.model import Model
@@ -240,10 +241,8 @@ def test_a_round_prices_only_the_draft_steps_run_before_the_pass(monkeypatch):
     """The policy's draft-step cost is the drafting before verification over the
     steps run then: steps drafted provisionally during the pass cost no stall, and
     counting them would make trees grow too deep (a fake clock, no timing)."""
-    import duet.speculative as speculative
-
     clock = [0.0]
-    monkeypatch.setattr(speculative.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(speculative, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
 
     class Drafter:
         steps = 0

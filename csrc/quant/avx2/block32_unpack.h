@@ -10,11 +10,13 @@
 namespace duet::avx2 {
 namespace {
 
-// The 32 nibbles of 16 bytes in element order: low nibbles then high nibbles.
+// The 32 nibbles of 16 bytes in element order: low nibbles then high nibbles,
+// unsigned. One broadcast load, one shift, one mask: shifting whole qwords is exact
+// here, since the bits that cross into a byte from its neighbour land in the high
+// nibble, which the mask clears.
 inline __m256i nibbles_unpack(const uint8_t qs[16]) {
-  const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-  const __m128i low = _mm_set1_epi8(0x0f);
-  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(bytes, 4), low), _mm_and_si128(bytes, low));
+  const __m256i bytes = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs)));
+  return _mm256_and_si256(_mm256_srlv_epi64(bytes, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(0x0f));
 }
 
 // 0xff in byte j where bit j of the 32-bit word is set.

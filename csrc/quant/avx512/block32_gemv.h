@@ -2,8 +2,8 @@
 //
 // vec_dot unpacks a block into signed bytes (q - offset) and moves their signs onto
 // the activations for vpdpbusd; spreading Q5_0's fifth bits into bytes alone took
-// five vector operations. Here the weights stay unsigned: the nibbles come out of
-// one broadcast load and a shift, the fifth bits go in with one masked add from a
+// five vector operations. Here the weights stay unsigned: the nibbles as
+// avx2::nibbles_unpack gives them, the fifth bits added with one masked add from a
 // mask register, and vpdpbusd multiplies them by the signed activations directly.
 // The offset comes off through vpdpbusd's start value, -offset * (sum of each
 // lane's four activations), computed once per call for the activation row. Each
@@ -18,24 +18,17 @@
 #include <vector>
 
 #include "quant/avx2/avx2_common.h"
+#include "quant/avx2/block32_unpack.h"
 
 // Everything here has internal linkage: this header is compiled into files built
 // with different ISA flags, and the linker must not pick one file's copy for all.
 namespace duet::avx512 {
 namespace {
 
-// The 32 nibbles of 16 bytes in element order (low nibbles, then high), unsigned.
-inline __m256i nibbles_unsigned(const uint8_t qs[16]) {
-  const __m256i bytes = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs)));
-  // Shifting whole qwords is exact here: the bits that cross into a byte from its
-  // neighbour land in the high nibble, which the mask clears.
-  return _mm256_and_si256(_mm256_srlv_epi64(bytes, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(0x0f));
-}
-
 struct Q4_0Unsigned {
   using Block = BlockQ4_0;
   static constexpr int kOffset = 8;
-  static __m256i unpack(const Block& block) { return nibbles_unsigned(block.qs); }
+  static __m256i unpack(const Block& block) { return avx2::nibbles_unpack(block.qs); }
 };
 
 struct Q5_0Unsigned {
@@ -44,7 +37,7 @@ struct Q5_0Unsigned {
   static __m256i unpack(const Block& block) {
     uint32_t qh;
     std::memcpy(&qh, block.qh, 4);
-    const __m256i low = nibbles_unsigned(block.qs);
+    const __m256i low = avx2::nibbles_unpack(block.qs);
     return _mm256_mask_add_epi8(low, _cvtu32_mask32(qh), low, _mm256_set1_epi8(16));
   }
 };
