@@ -2,7 +2,7 @@
 first --vocab token ids, as Engine(draft_vocab=...) sets it), alternating in
 rounds in one process; also the head's matmul alone.
 
-    python bench/bench_draft_head.py [--model qwen2.5-coder-0.5b] [--vocab 32768] [--threads 2]
+    python bench/bench_draft_head.py [--model qwen2.5-coder-0.5b] [--vocab 65536] [--threads 2]
 
 Prints a table and writes bench/out/draft_head.json."""
 from __future__ import annotations
@@ -46,7 +46,7 @@ def head_seconds(model: Model, repeats: int = 30) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="qwen2.5-coder-0.5b")
-    parser.add_argument("--vocab", type=int, default=32768)
+    parser.add_argument("--vocab", type=int, default=65536)
     parser.add_argument("--threads", "-t", type=int, default=2)
     args = parser.parse_args()
 

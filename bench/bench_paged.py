@@ -2,7 +2,7 @@
 (streaming layers through its own buffers) beside llama.cpp (mmap) under a memory
 cgroup of the same size. One script run; every configuration in a fresh process.
 
-    python bench/bench_paged.py [--budgets 0.6GiB,0.8GiB,1GiB] [--tokens 24]
+    python bench/bench_paged.py [--budgets 0.6GiB,0.8GiB,1GiB] [--tokens 48]
 
 Prints a table and writes bench/out/paged.json. Needs root for the cgroups;
 without them the limits are not enforced (said in the output)."""
@@ -27,7 +27,7 @@ def worker(kind: str, limit: int | None, model_path, timeout: float, **params) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budgets", default="0.6GiB,0.8GiB,1GiB")
-    parser.add_argument("--tokens", type=int, default=24)
+    parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--prompt", type=int, default=2, help="HumanEval prompt index")
     parser.add_argument("--threads", "-t", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=900)

@@ -94,7 +94,7 @@ def _add_model_options(parser: argparse.ArgumentParser, budget_required: bool = 
     parser.add_argument("--trie", action="store_true", help="also draft from an n-gram trie of prompt and output")
     parser.add_argument("--draft-vocab", type=_non_negative_int, metavar="N",
                         help="the drafter's head scores the first N token ids and the rarer ones it is fed "
-                             "(default 32768; 0: the whole vocabulary). Changes speed, never the output")
+                             "(default 65536; 0: the whole vocabulary). Changes speed, never the output")
     _add_verbose_option(parser)
 
 
