@@ -1,6 +1,7 @@
 """The drafter's decode step with its whole LM head and with a partial one (the
 first --vocab token ids, as Engine(draft_vocab=...) sets it), alternating in
-rounds in one process; also the head's matmul alone.
+rounds in one process; also the head's matmul alone, and the share of the tokens
+of HumanEval's canonical solutions that the first --vocab ids hold.
 
     python bench/bench_draft_head.py [--model qwen2.5-coder-0.5b] [--vocab 65536] [--threads 2]
 
@@ -12,7 +13,7 @@ import time
 
 import numpy as np
 
-from common import humaneval_prompts, print_table, write_json
+from common import humaneval_field, humaneval_prompts, print_table, write_json
 from duet import _core
 from duet.gguf_file import GGUFFile
 from duet.model import Model
@@ -43,6 +44,12 @@ def head_seconds(model: Model, repeats: int = 30) -> float:
     return min(times)
 
 
+def vocab_coverage(tokenizer: Tokenizer, n_prefix: int) -> float:
+    """Share of the tokens of HumanEval's canonical solutions with ids below n_prefix."""
+    ids = np.concatenate([tokenizer.encode(code) for code in humaneval_field("canonical_solution")])
+    return float(np.mean(ids < n_prefix))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="qwen2.5-coder-0.5b")
@@ -65,7 +72,9 @@ def main() -> None:
     for row in rows:
         row["step_vs_whole"] = row["step_ms_best"] / rows[0]["step_ms_best"]
     print_table(rows, ["head", "step_ms_best", "step_ms_median", "step_vs_whole", "head_matmul_ms"])
-    print(f"wrote {write_json('draft_head.json', {'args': vars(args), 'rows': rows})}")
+    coverage = vocab_coverage(tokenizer, args.vocab)
+    print(f"the first {args.vocab} ids hold {100 * coverage:.1f}% of the tokens of HumanEval's canonical solutions")
+    print(f"wrote {write_json('draft_head.json', {'args': vars(args), 'rows': rows, 'coverage': coverage})}")
 
 
 if __name__ == "__main__":

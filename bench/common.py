@@ -12,10 +12,15 @@ HUMANEVAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "Hu
 OUT_DIR = Path(__file__).resolve().parent / "out"
 
 
-def humaneval_prompts(path: Path | None = None) -> list[str]:
+def humaneval_field(field: str, path: Path | None = None) -> list[str]:
+    """One field ("prompt", "canonical_solution", ...) of every HumanEval problem."""
     path = Path(os.environ.get("DUET_HUMANEVAL", path or HUMANEVAL))
     with gzip.open(path, "rt", encoding="utf-8") as f:
-        return [json.loads(line)["prompt"] for line in f]
+        return [json.loads(line)[field] for line in f]
+
+
+def humaneval_prompts(path: Path | None = None) -> list[str]:
+    return humaneval_field("prompt", path)
 
 
 def llama_cpp_model(path, threads: int, n_ctx: int = 2048, n_batch: int = 512):

@@ -35,7 +35,8 @@ from duet.trie_drafter import MergedDrafter, TrieDrafter
 from duet.weight_store import MemoryPlan, StreamedLayers, layer_segments, plan_memory
 
 # Token ids the drafter's head scores by default (draft_head.py): Qwen2's first
-# 65536 hold 99.2% of the tokens of HumanEval's solutions (the first 32768: 96.3%).
+# 65536 hold 99.2% of the tokens of HumanEval's solutions (the first 32768: 96.3%;
+# bench/bench_draft_head.py prints it).
 # A token the head cannot score ends every draft chain that reaches it: at 1 GiB
 # the wider head took HumanEval 0-2 from 5.25 to 6.39 accepted tokens per pass
 # (bench_collab, README) for 31 MB more of the budget; resident, the same speed.
