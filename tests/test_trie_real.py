@@ -68,3 +68,46 @@ def test_trie_and_merged_match_target_only(pair):
             assert out == expected, name
             trie_accepted += stats.accepted_by_source.get("trie", 0)
     assert trie_accepted > 0
+
+
+# Runs in a fresh interpreter (a budget limits a whole process's peak): the merged
+# drafter under 1 GiB, parked for the second request and back for the third.
+PARKING_WORKER = """
+import json, sys
+from duet.engine import Engine
+prompts, n_tokens = json.loads(sys.stdin.read())
+with Engine(threads=2, n_ctx=1024, budget="1GiB", trie=True) as engine:
+    engine.parking.min_rounds = 10 ** 9  # switched here only: the rule has its own tests
+    runs = []
+    for i, prompt in enumerate(prompts):
+        if i == 1 and not engine.parking.parked:
+            engine.parking.park()
+        if i == 2 and engine.parking.parked:
+            engine.parking.unpark()
+        result = engine.generate(prompt, max_tokens=n_tokens)
+        runs.append({"tokens": result.tokens, "parked": result.stats["drafter_parked"],
+                     "by_source": result.stats["accepted_by_source"]})
+    print(json.dumps({"runs": runs, "peak": result.stats["peak_memory"], "budget": engine.budget}))
+"""
+
+
+def test_merged_under_a_budget_parks_and_comes_back_with_the_same_text(pair):
+    import subprocess
+    import sys
+
+    from duet.generate import decode_tokens
+    from duet.sampling import Sampler
+
+    target, _, tokenizer = pair
+    requests = prompts(tokenizer)
+    expected = [list(decode_tokens(target, target.new_cache(1024), p, N_TOKENS, Sampler(temperature=0),
+                                   tokenizer.is_end_of_generation)) for p in requests]
+    proc = subprocess.run([sys.executable, "-c", PARKING_WORKER], input=json.dumps([requests, N_TOKENS]),
+                          capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert [run["tokens"] for run in result["runs"]] == expected
+    assert result["runs"][1]["parked"] and not result["runs"][2]["parked"]
+    assert set(result["runs"][1]["by_source"]) <= {"trie"}
+    assert result["runs"][2]["by_source"].get("draft", 0) > 0  # the drafter back at work
+    assert result["peak"] <= result["budget"]

@@ -186,6 +186,9 @@ def format_run_summary(stats: dict, load_seconds: float) -> str:
         lines.append(f"duet_draft: passes = {stats['passes']}, drafted = {stats['drafted']}, "
                      f"accepted = {stats['accepted']} ({100 * stats['acceptance_rate']:.1f}%), "
                      f"mean accepted per pass = {stats['mean_accepted_per_pass']:.2f}")
+    if "parking_switches" in stats:
+        lines.append(f"duet_draft: drafter {'parked' if stats['drafter_parked'] else 'resident'} at the end, "
+                     f"{stats['parking_switches']} switches so far")
     budget = format_size(stats["budget"]) if stats.get("budget") else "none"
     lines.append(f"duet_memory: peak = {format_size(stats['peak_memory'])}, budget = {budget}, "
                  f"bytes read = {format_size(stats['bytes_read'])}")

@@ -17,6 +17,7 @@ import numpy as np
 from duet import _core
 from duet.config import ModelConfig
 from duet.draft_head import DraftHead
+from duet.drafter_parking import DrafterParking
 from duet.generate import DecodeStats, decode_tokens
 from duet.gguf_file import GGUFFile
 from duet.kv_cache import KVCache
@@ -98,6 +99,8 @@ class Engine:
     since only then does the target leave the cores idle while it waits for weights).
     trie: also draft from n-grams of the prompt and of earlier outputs (kept across
     requests in engine.ngrams); merged into the drafter's trees, or alone without one.
+    With a drafter and a streamed target, the drafter is parked (its memory given to
+    target layers) while the trie alone is measured to be faster (engine.parking).
     draft_vocab: the drafter's head scores the first draft_vocab token ids and the
     rarer ones it is fed (draft_head.py); None: the whole vocabulary. The output
     does not depend on it, only the drafter's speed and acceptance.
@@ -168,6 +171,8 @@ class Engine:
                                      solo_fallback=layers is None)
         self.ngrams = NGramStore() if trie else None
         self.pipeline = bool(layers is not None) if pipeline is None else pipeline
+        # With the target streamed, the trie may carry the text without the small model.
+        self.parking = self._make_parking(layers) if trie and layers is not None and self.draft else None
         self.last_stats: dict = {}
         self._chat_caches: tuple[KVCache, KVCache | None] | None = None   # (target, drafter)
         self._chat_session: StreamingSession | None = None                # the one using them
@@ -212,6 +217,13 @@ class Engine:
     def _make_plan(self) -> MemoryPlan:
         segments = layer_segments(self.target_gguf, self.target_config.n_layer)
         return plan_memory(segments, self.budget, self.fixed_costs())
+
+    def _make_parking(self, layers: StreamedLayers) -> DrafterParking:
+        """The plan with the drafter's weights parked (its cache stays) and the switch to it."""
+        fixed = {k: v for k, v in self.plan.fixed.items() if k not in ("drafter", "drafter head")}
+        segments = layer_segments(self.target_gguf, self.target_config.n_layer)
+        parked = plan_memory(segments, self.budget, fixed, n_buffers=layers.n_buffers)
+        return DrafterParking(layers, self.plan, parked, self.draft_gguf, self._drafter_ranges())
 
     def describe_plan(self) -> str:
         """The memory plan in words: fixed costs, resident and streamed layers, expected pass time."""
@@ -311,6 +323,8 @@ class Engine:
         in the background meanwhile. The engine keeps one pair of caches for chat
         sessions, so a session reuses what they hold of its prompt (the earlier turns);
         opening a session closes the one before. block: most tokens per background pass."""
+        if self.parking is not None and self.parking.parked:
+            self.parking.unpark()  # a session's background prefill runs the drafter
         previous, cached = self._chat_session, []
         if previous is not None:
             previous.close()
@@ -335,7 +349,8 @@ class Engine:
             # target waits for its weights, and a pass costs the reading time whatever
             # the tree: a trie-only round there wastes a pass the small model would have
             # filled (at 1 GiB on edit tasks: 7 accepted per pass merged, 17 tree alone).
-            return MergedDrafter(tree, trie, trie_only_depth=None if self.pipeline else 4)
+            # Parked (a streamed target, drafter_parking.py), every round is trie-only.
+            return MergedDrafter(tree, trie, trie_only_depth=None if self.pipeline else 4, parking=self.parking)
         return tree or trie
 
     def _collaborative_steps(self, drafter, tokens, max_tokens, sampler, target_cache):
@@ -368,6 +383,8 @@ class Engine:
             out.update(stats.as_dict())
         else:
             out.update({"prompt_seconds": stats.prompt_seconds, "decode_seconds": stats.decode_seconds})
+        if self.parking is not None:
+            out.update({"drafter_parked": self.parking.parked, "parking_switches": self.parking.switches})
         return out
 
     def generate(self, prompt: str | list[int], max_tokens: int = 256, **options) -> GenerationResult:

@@ -149,6 +149,23 @@ class GGUFFile:
         for start, stop in used:
             self._map.madvise(mmap.MADV_WILLNEED, start, min(stop, end) - start)
 
+    def release(self, used: list[tuple[int, int]]) -> None:
+        """Drops the byte ranges (offset, length) from this process's memory and from
+        the page cache (a parked drafter's weights); a later read through the map
+        fetches them from the file again, and limit_cache(used) fetches them ahead."""
+        if not (hasattr(os, "posix_fadvise") and hasattr(mmap, "MADV_DONTNEED")):
+            return  # not Linux: the pages stay, and no cgroup is charged for them
+        page, end = mmap.PAGESIZE, self._map.size()
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for offset, length in used:
+                start, stop = offset - offset % page, min(offset + length, end)
+                if stop > start:
+                    self._map.madvise(mmap.MADV_DONTNEED, start, stop - start)
+                    os.posix_fadvise(fd, start, stop - start, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
     def tensor(self, name: str) -> TensorInfo:
         try:
             return self.tensors[name]

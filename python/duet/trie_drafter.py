@@ -7,6 +7,9 @@ drafting is free and a rejected branch costs only verification rows). It obeys
 the policy's caps on depth and tree size, and its own count thresholds."""
 from __future__ import annotations
 
+import time
+
+from duet.drafter_parking import DrafterParking
 from duet.ngram_store import NGramStore
 from duet.policy import FallbackPolicy
 from duet.speculative import TreeDrafter
@@ -63,6 +66,21 @@ class TrieDrafter:
                 break
         return tree
 
+    def passes_to_emit(self, root_token: int, tokens: list[int], policy: FallbackPolicy) -> int:
+        """How many passes the trie alone would have taken to emit `tokens` after
+        root_token, drafting as it would have before each (called before commit):
+        each pass emits its tree's path along them plus the target's next token."""
+        saved = self.context
+        try:
+            passes, done, root = 0, 0, root_token
+            while done < len(tokens):
+                emitted = path_along(self.draft(root, 0, policy), tokens[done:]) + 1
+                self.context = (self.context + [root] + tokens[done:done + emitted - 1])[-self.context_length():]
+                root, done, passes = tokens[min(done + emitted, len(tokens)) - 1], done + emitted, passes + 1
+        finally:
+            self.context = saved
+        return passes
+
     def skip(self, root_token: int, verdict: Verdict) -> None:
         self.commit(TokenTree(root_token), verdict)
 
@@ -87,14 +105,22 @@ class MergedDrafter:
     (down to one) after a pass that did not. On text that repeats nothing the trie's
     branches are rejected rows the target still computes (measured: tree + trie
     0.89x tree alone on plain HumanEval at 1 GiB with a fixed share); where the text
-    repeats, the share stays high."""
+    repeats, the share stays high.
 
-    def __init__(self, tree_drafter: TreeDrafter, trie_drafter: TrieDrafter, trie_only_depth: int | None = 4):
+    With `parking` (a streamed target), every round is trie-only while the small
+    model is parked, and each round's rate goes to the parking, which decides
+    when to park or unpark (drafter_parking.py)."""
+
+    def __init__(self, tree_drafter: TreeDrafter, trie_drafter: TrieDrafter, trie_only_depth: int | None = 4,
+                 parking: DrafterParking | None = None):
         self.tree_drafter = tree_drafter
         self.trie_drafter = trie_drafter
         self.trie_only_depth = trie_only_depth  # None: the small model always drafts
+        self.parking = parking
         self.model_drafted = False  # whether the small model drafted this round
         self.trie_share = trie_drafter.max_nodes  # trie nodes the next merged tree may take
+        self._started = self._drafted = 0.0       # perf_counter at this round's start and at its tree's
+        self._policy: FallbackPolicy | None = None  # this round's, for the trie's replay (_observe)
 
     @property
     def cache(self):
@@ -113,26 +139,32 @@ class MergedDrafter:
         self.trie_drafter.start(prompt)
 
     def draft(self, root_token: int, root_position: int, policy: FallbackPolicy) -> TokenTree:
-        if self.trie_only_depth is not None:
+        self._started, self._policy = time.perf_counter(), policy
+        trie_tree, trie_only = None, self.parking is not None and self.parking.parked
+        if not trie_only and self.trie_only_depth is not None:
             trie_tree = self.trie_drafter.draft(root_token, root_position, policy)
-            if branch_length(trie_tree, 0) >= self.trie_only_depth:
-                self.model_drafted = False
-                self.tree_drafter.abandon()
-                return trie_tree
-        self.model_drafted = True
-        # The trie's branches go into the small model's own tree before it is
-        # frozen for verification, so node numbers agree on both sides.
-        return self.tree_drafter.draft(
-            root_token, root_position, policy,
-            extend=lambda tree: self.trie_drafter.draft(root_token, root_position, policy, tree=tree,
-                                                        max_nodes=self.trie_share))
+            trie_only = branch_length(trie_tree, 0) >= self.trie_only_depth
+        self.model_drafted = not trie_only
+        if trie_only:
+            self.tree_drafter.abandon()
+            tree = trie_tree if trie_tree is not None else self.trie_drafter.draft(root_token, root_position, policy)
+        else:
+            # The trie's branches go into the small model's own tree before it is
+            # frozen for verification, so node numbers agree on both sides.
+            tree = self.tree_drafter.draft(
+                root_token, root_position, policy,
+                extend=lambda tree: self.trie_drafter.draft(root_token, root_position, policy, tree=tree,
+                                                            max_nodes=self.trie_share))
+        self._drafted = time.perf_counter()
+        return tree
 
     def skip(self, root_token: int, verdict: Verdict) -> None:
         self.tree_drafter.skip(root_token, verdict)
         self.trie_drafter.skip(root_token, verdict)
 
     def catch_up(self) -> None:
-        self.tree_drafter.catch_up()
+        if self.parking is None or not self.parking.parked:
+            self.tree_drafter.catch_up()
 
     def draft_provisionally(self, stop, max_nodes: int) -> int:
         return self.tree_drafter.draft_provisionally(stop, max_nodes) if self.model_drafted else 0
@@ -146,8 +178,19 @@ class MergedDrafter:
             # The small model ran nothing this round: the root and the accepted
             # tokens precede the next root in its cache.
             self.tree_drafter.pending += [tree.root_token] + verdict.tokens[:-1]
+        if self.parking is not None:
+            self._observe(tree.root_token, verdict)
         self.trie_drafter.commit(tree, verdict)
         return carried
+
+    def _observe(self, root_token: int, verdict: Verdict) -> None:
+        now = time.perf_counter()
+        if self.model_drafted:
+            trie_passes = self.trie_drafter.passes_to_emit(root_token, verdict.tokens, self._policy)
+            self.parking.observe_model_round(len(verdict.tokens), now - self._started, trie_passes,
+                                             now - self._drafted)
+        else:
+            self.parking.observe_trie_round(len(verdict.tokens), now - self._started)
 
     def trie_share_adapt(self, tree: TokenTree, verdict: Verdict) -> None:
         trie_helped = any(tree.sources[node] == "trie" for node in verdict.accepted_nodes[1:])
@@ -155,3 +198,13 @@ class MergedDrafter:
             self.trie_share = min(self.trie_drafter.max_nodes, 2 * self.trie_share)
         else:
             self.trie_share = max(1, self.trie_share // 2)
+
+
+def path_along(tree: TokenTree, tokens: list[int]) -> int:
+    """How many of tokens, from the first, lie on one path down from the tree's root."""
+    node = 0
+    for matched, token in enumerate(tokens):
+        node = tree.child(node, token)
+        if node is None:
+            return matched
+    return len(tokens)

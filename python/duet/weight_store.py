@@ -7,6 +7,7 @@ buffers. Streamed layers are spread evenly between resident ones so that the IO
 thread reads the next streamed layer while resident layers compute."""
 from __future__ import annotations
 
+import mmap
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -128,8 +129,11 @@ def spread_evenly(n_total: int, n_pick: int) -> list[int]:
     return sorted({min(n_total - 1, int((j + 0.5) * n_total / n_pick)) for j in range(n_pick)})
 
 
-def plan_memory(segments: list[Segment], budget: int, fixed: dict[str, int], max_buffers: int = 4) -> MemoryPlan:
-    """Splits the layers into resident and streamed under `budget`.
+def plan_memory(segments: list[Segment], budget: int, fixed: dict[str, int], max_buffers: int = 4,
+                n_buffers: int | None = None) -> MemoryPlan:
+    """Splits the layers into resident and streamed under `budget`. n_buffers: the
+    streaming buffers a reader already holds (a plan replacing another at run
+    time), counted whether or not this plan streams; default: chosen here.
 
     Raises BudgetTooSmallError naming the minimum if the budget cannot run at all."""
     floor = minimum_budget(segments, fixed)
@@ -137,20 +141,34 @@ def plan_memory(segments: list[Segment], budget: int, fixed: dict[str, int], max
         raise BudgetTooSmallError(
             f"a budget of {format_size(budget)} is too small: this model needs at least {format_size(floor)} "
             f"({', '.join(f'{k} {format_size(v)}' for k, v in fixed.items())}, and two streaming buffers)")
-    room = budget - sum(fixed.values())
-    if sum(s.nbytes for s in segments) <= room:
-        return MemoryPlan(budget, fixed, list(segments), [], 0, 0, ["everything resident: nothing streams"])
     buffer_bytes = max(s.read_bytes for s in segments)
+    held = 0 if n_buffers is None else n_buffers * buffer_bytes
+    room = budget - sum(fixed.values())
+    if sum(s.nbytes for s in segments) <= room - held:
+        return MemoryPlan(budget, fixed, list(segments), [], n_buffers or 0, buffer_bytes if n_buffers else 0,
+                          ["everything resident: nothing streams"])
     layer_bytes = max(s.nbytes for s in segments)
     # Each resident layer frees a pass of IO; each buffer past the second only lets
     # the reader run further ahead. Fill with layers first, then extra buffers.
-    n_resident = max(0, min(len(segments) - 1, (room - 2 * buffer_bytes) // layer_bytes))
+    n_resident = max(0, min(len(segments) - 1, (room - (held or 2 * buffer_bytes)) // layer_bytes))
     streamed_idx = set(spread_evenly(len(segments), len(segments) - n_resident))
     resident = [s for i, s in enumerate(segments) if i not in streamed_idx]
     streamed = [s for i, s in enumerate(segments) if i in streamed_idx]
-    spare = room - sum(s.nbytes for s in resident) - 2 * buffer_bytes
-    n_buffers = min(max_buffers, len(streamed), 2 + max(0, spare) // buffer_bytes)
+    if n_buffers is None:
+        spare = room - sum(s.nbytes for s in resident) - 2 * buffer_bytes
+        n_buffers = min(max_buffers, len(streamed), 2 + max(0, spare) // buffer_bytes)
     return MemoryPlan(budget, fixed, resident, streamed, n_buffers, buffer_bytes)
+
+
+def returnable_copy(data: np.ndarray) -> np.ndarray:
+    """A copy of uint8 data in its own anonymous mapping, which goes back to the
+    system when the array is dropped. A layer is a few tens of MB, under glibc's
+    largest mmap threshold (32 MiB): from the heap, a layer freed by a replan
+    would stay in the process, and the next plan's layers would go over budget."""
+    region = mmap.mmap(-1, max(data.size, 1))
+    out = np.frombuffer(region, dtype=np.uint8, count=data.size)
+    out[:] = data
+    return out
 
 
 def segment_tensors(gguf: GGUFFile, segment: Segment, data: np.ndarray) -> dict:
@@ -179,37 +197,73 @@ class StreamedLayers:
         buffer_bytes = max(plan.buffer_bytes, max((s.read_bytes for s in plan.resident), default=ALIGN))
         self.reader = _core.FileReader(str(gguf.path), self.n_buffers, buffer_bytes, direct_io)
         self.resident = {s.layer: self._load_resident(s) for s in plan.resident}
-        self.streamed = {s.layer: s for s in plan.streamed}
-        self.n_layer = len(self.resident) + len(self.streamed)
+        self.n_layer = len(plan.resident) + len(plan.streamed)
+        self._reading = list(plan.streamed)  # segments read each pass, in layer order
+        self._promote: set[int] = set()     # layers to keep resident when next read (replan)
         self._pending: deque = deque()  # (segment, ticket) in flight, in the order they will be used
-        self._next_stream = 0           # index into plan.streamed of the next read to queue
+        self._next_stream = 0           # index into _reading of the next read to queue
+
+    def replan(self, plan: MemoryPlan) -> None:
+        """Moves to another plan of the same layers (more layers resident while a
+        drafter is parked, and back). Layers the new plan streams are freed at once;
+        layers it keeps resident are kept from the next pass's reads (a copy, no
+        extra reading, so memory grows as the caller freed room for it). The
+        plan must count this reader's buffers (plan_memory's n_buffers)."""
+        keep = {s.layer for s in plan.resident}
+        demoted = [layer for layer in self.resident if layer not in keep]
+        for layer in demoted:
+            del self.resident[layer]
+        if demoted:  # reads in flight skip them: start the cycle again
+            self._drain()
+        self._promote = keep - set(self.resident)
+        self.plan = plan
+        self._set_reading([s for s in plan.streamed + plan.resident if s.layer not in self.resident])
+
+    def _set_reading(self, segments: list[Segment]) -> None:
+        """A new read order; the next read queued follows the last one in flight."""
+        self._reading = sorted(segments, key=lambda s: s.layer)
+        last = self._pending[-1][0].layer if self._pending else None
+        self._next_stream = 0 if last is None else \
+            next((i for i, s in enumerate(self._reading) if s.layer > last), 0)
 
     def _load_resident(self, segment: Segment) -> "_core.TransformerLayer":
         ticket = self.reader.submit(segment.offset, segment.nbytes)
         try:
-            data = self.reader.wait(ticket)[: segment.nbytes].copy()
+            data = returnable_copy(self.reader.wait(ticket)[: segment.nbytes])
         finally:
             self.reader.release(ticket)
         return _core.TransformerLayer(self.shape, segment_tensors(self.gguf, segment, data))
 
     def _queue_reads(self) -> None:
-        while self.plan.streamed and len(self._pending) < self.n_buffers:
-            segment = self.plan.streamed[self._next_stream]
+        while self._reading and len(self._pending) < self.n_buffers:
+            segment = self._reading[self._next_stream]
             self._pending.append((segment, self.reader.submit(segment.offset, segment.nbytes)))
-            self._next_stream = (self._next_stream + 1) % len(self.plan.streamed)
+            self._next_stream = (self._next_stream + 1) % len(self._reading)
+
+    def _streamed_layer(self, segment: Segment, data: np.ndarray) -> "_core.TransformerLayer":
+        """The layer over a buffer's bytes, or over a copy kept resident (replan)."""
+        if segment.layer not in self._promote:
+            return _core.TransformerLayer(self.shape, segment_tensors(self.gguf, segment, data))
+        layer = _core.TransformerLayer(self.shape, segment_tensors(self.gguf, segment,
+                                                                   returnable_copy(data[: segment.nbytes])))
+        self.resident[segment.layer] = layer
+        self._promote.discard(segment.layer)
+        self._set_reading([s for s in self._reading if s.layer != segment.layer])
+        return layer
 
     def __iter__(self) -> Iterator["_core.TransformerLayer"]:
         self._queue_reads()
         try:
             for index in range(self.n_layer):
                 if index in self.resident:
+                    if self._pending and self._pending[0][0].layer == index:
+                        self._drop_read()  # queued before the layer became resident
                     yield self.resident[index]
                     continue
                 segment, ticket = self._pending.popleft()
                 assert segment.layer == index, "streamed reads out of order"
                 try:
-                    data = self.reader.wait(ticket)
-                    yield _core.TransformerLayer(self.shape, segment_tensors(self.gguf, segment, data))
+                    yield self._streamed_layer(segment, self.reader.wait(ticket))
                 finally:
                     self.reader.release(ticket)
                     self._queue_reads()
@@ -217,16 +271,19 @@ class StreamedLayers:
             self._drain()
             raise
 
+    def _drop_read(self) -> None:
+        _, ticket = self._pending.popleft()
+        try:
+            self.reader.wait(ticket)
+        except Exception:  # a failed pass's error is the one to report; a dropped read's is moot
+            pass
+        self.reader.release(ticket)
+
     def _drain(self) -> None:
-        """After a failed pass: let reads in flight finish, drop them, and start the
-        next pass from the first streamed layer."""
+        """After a failed pass or a replan: let reads in flight finish, drop them,
+        and start the next pass from the first streamed layer."""
         while self._pending:
-            _, ticket = self._pending.popleft()
-            try:
-                self.reader.wait(ticket)
-            except Exception:  # the pass already failed; its error is the one to report
-                pass
-            self.reader.release(ticket)
+            self._drop_read()
         self._next_stream = 0
 
     def load_tensor(self, info) -> np.ndarray:

@@ -1,0 +1,229 @@
+"""Parking the small model while the trie carries the text: the switch's rule, the
+target's plan changing between passes, and output unchanged through it all."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from duet import _core
+from duet.drafter_parking import DrafterParking
+from duet.engine import Engine
+from duet.gguf_file import GGUFFile
+from duet.memory import memory_usage
+from duet.model import Model, layer_shape
+from duet.ngram_store import NGramStore
+from duet.policy import FallbackPolicy
+from duet.speculative import SpeculativeStats, TreeDrafter, TreeVerifier, speculative_generate
+from duet.trie_drafter import MergedDrafter, TrieDrafter
+from duet.weight_store import StreamedLayers, layer_segments, plan_memory
+from tiny_models import write_tiny_model
+
+PROMPT = "def add(a, b):\n    return a + b\n\ndef add(a, b):\n    return a + b\n\ndef add(a, b):\n"
+
+
+class Recorder:
+    """Stands in for the weight store and the drafter's file: records the calls in order."""
+
+    def __init__(self):
+        self.calls = []
+
+    def replan(self, plan):
+        self.calls.append(("replan", plan.name))
+
+    def release(self, ranges):
+        self.calls.append(("release", ranges))
+
+    def limit_cache(self, ranges):
+        self.calls.append(("fetch", ranges))
+
+
+def fake_parking(**options) -> tuple[DrafterParking, Recorder]:
+    recorder = Recorder()
+    base = SimpleNamespace(name="base", bytes_read_per_pass=500)
+    parked = SimpleNamespace(name="parked", bytes_read_per_pass=200)  # a parked pass: 0.4 of the time
+    return DrafterParking(recorder, base, parked, recorder, [(0, 4096)], **options), recorder
+
+
+def test_parks_when_the_trie_would_beat_the_model_and_comes_back_when_it_does_not():
+    parking, recorder = fake_parking(margin=0.2, min_rounds=3)
+    # 20 tokens a second with the model; the trie alone would need 3 passes of
+    # 0.5 * 0.4 s for the same 20 tokens: 33 a second.
+    for _ in range(2):
+        parking.observe_model_round(tokens=20, seconds=1.0, trie_passes=3, pass_seconds=0.5)
+    assert not parking.parked and recorder.calls == []  # not before min_rounds
+    parking.observe_model_round(tokens=20, seconds=1.0, trie_passes=3, pass_seconds=0.5)
+    assert parking.parked
+    # The drafter's pages leave before the target's layers come in.
+    assert recorder.calls == [("release", [(0, 4096)]), ("replan", "parked")]
+    # Parked, the trie emits 2 tokens per 0.25 s round: 8 a second, under the model's 20.
+    for _ in range(3):
+        parking.observe_trie_round(tokens=2, seconds=0.25)
+    assert not parking.parked and parking.switches == 2
+    assert recorder.calls[2:] == [("replan", "base"), ("fetch", [(0, 4096)])]
+
+
+def test_stays_resident_when_the_trie_is_not_faster_by_the_margin():
+    parking, recorder = fake_parking(margin=0.2, min_rounds=1)
+    for _ in range(10):  # the trie alone: 20 tokens in 5 passes of 0.4 s: 10 a second
+        parking.observe_model_round(tokens=20, seconds=1.0, trie_passes=5, pass_seconds=1.0)
+    assert not parking.parked and recorder.calls == []
+
+
+def test_a_parked_trie_that_keeps_its_pace_stays_parked():
+    parking, recorder = fake_parking(margin=0.2, min_rounds=1)
+    parking.observe_model_round(tokens=20, seconds=1.0, trie_passes=1, pass_seconds=0.5)
+    assert parking.parked
+    for _ in range(10):
+        parking.observe_trie_round(tokens=8, seconds=0.25)
+    assert parking.parked and parking.switches == 1
+
+
+def test_the_trie_replay_counts_its_passes():
+    text = list(range(10, 40))
+    trie = TrieDrafter(NGramStore(depth=4), max_nodes=12)
+    trie.start(text + text[:3])
+    policy = FallbackPolicy(max_depth=10, max_nodes=12)
+    # Copying the prompt: up to 10 drafted and one of the target's per pass.
+    assert trie.passes_to_emit(text[2], text[3:25], policy) == 2
+    # Text the store never saw: one token per pass.
+    before = list(trie.context)
+    assert trie.passes_to_emit(text[2], [900, 901, 902], policy) == 3
+    assert trie.context == before  # a replay, not a commit
+
+
+# ---- the target's plan changes between passes --------------------------------------------
+
+@pytest.fixture(scope="module")
+def wide_pair(tmp_path_factory):
+    """A target of four layers of about 4.7 MB and a drafter as wide, so that parking
+    the drafter makes room for target layers."""
+    folder = tmp_path_factory.mktemp("wide")
+    target = write_tiny_model(folder / "target.gguf", n_layer=4, n_embd=512, n_ff=1024, weight_type="F16", seed=2)
+    draft = write_tiny_model(folder / "draft.gguf", n_layer=2, n_embd=512, n_ff=1024, weight_type="F16", seed=3)
+    return target, draft
+
+
+def test_replan_keeps_promoted_layers_from_the_next_pass_and_frees_demoted_ones(wide_pair):
+    gguf = GGUFFile(wide_pair[0])
+    pool = _core.ThreadPool(2)
+    resident = Model(gguf, pool)
+    segments = layer_segments(gguf, resident.config.n_layer)
+    layer = max(s.read_bytes for s in segments)
+    few = plan_memory(segments, budget=3 * layer + 10, fixed={"other": 10})
+    many = plan_memory(segments, budget=5 * layer + 10, fixed={"other": 10}, n_buffers=few.n_buffers)
+    assert len(few.resident) == 1 and len(many.resident) == 3 and many.n_buffers == few.n_buffers == 2
+    assert many.planned_peak <= many.budget
+    layers = StreamedLayers(gguf, few, layer_shape(resident.config), direct_io=False)
+    streamed = Model(gguf, pool, layers=layers)
+    tokens = np.arange(1, 20, dtype=np.int32)
+    expected = resident.forward(tokens, resident.new_cache(64), logits_rows="all")
+
+    def one_pass() -> int:
+        before = layers.io_stats()["bytes_read"]
+        assert np.array_equal(streamed.forward(tokens, streamed.new_cache(64), logits_rows="all"), expected)
+        return layers.io_stats()["bytes_read"] - before
+
+    def read_over(passes: int = 10) -> int:
+        """Bytes read over several passes (a read is counted when done, in the
+        reader's thread: a single pass's count may hold a read more or less)."""
+        return sum(one_pass() for _ in range(passes))
+
+    few_bytes = read_over()
+    layers.replan(many)
+    assert set(layers.resident) == {s.layer for s in few.resident}  # nothing read yet
+    one_pass()  # the promoting pass reads what it always read, and keeps two layers of it
+    assert set(layers.resident) == {s.layer for s in many.resident}
+    assert read_over() < few_bytes / 2  # 1 layer a pass against 3
+    rss = memory_usage().rss
+    layers.replan(few)
+    assert set(layers.resident) == {s.layer for s in few.resident}
+    # The demoted layers' memory goes back to the system, not to the heap.
+    freed = sum(s.nbytes for s in many.resident) - sum(s.nbytes for s in few.resident)
+    assert rss - memory_usage().rss >= 0.8 * freed
+    assert read_over() > 0.8 * few_bytes
+
+
+def target_only(target: str, prompt=PROMPT, n: int = 40) -> list[int]:
+    with Engine(target=target, draft=None, threads=2, n_ctx=256) as engine:
+        return engine.generate(prompt, max_tokens=n).tokens
+
+
+def test_engine_output_is_unchanged_parked_and_back(wide_pair):
+    target, draft = wide_pair
+    expected = target_only(target)
+    with Engine(target=target, draft=draft, threads=2, n_ctx=256, trie=True) as probe:
+        fixed = sum(probe.fixed_costs().values())
+    layer = max(s.read_bytes for s in layer_segments(GGUFFile(target), 4))
+    with Engine(target=target, draft=draft, threads=2, n_ctx=256, trie=True, budget=fixed + 3 * layer) as engine:
+        parking = engine.parking
+        assert parking is not None and engine.plan.streamed
+        assert len(parking.parked_plan.resident) > len(engine.plan.resident)
+        assert parking.parked_plan.planned_peak <= engine.budget
+        first = engine.generate(PROMPT, max_tokens=40)
+        parking.park()
+        parked = engine.generate(PROMPT, max_tokens=40)
+        assert parked.stats["drafter_parked"] is True
+        assert set(parked.stats["accepted_by_source"]) <= {"trie"}
+        parking.unpark()
+        back = engine.generate(PROMPT, max_tokens=40)
+    assert first.tokens == parked.tokens == back.tokens == expected
+
+
+def test_no_parking_without_a_streamed_target_or_without_the_trie(wide_pair):
+    target, draft = wide_pair
+    with Engine(target=target, draft=draft, threads=1, n_ctx=256, trie=True) as engine:
+        assert engine.parking is None
+    with Engine(target=target, draft=draft, threads=1, n_ctx=256, budget="1GiB", trie=False) as engine:
+        assert engine.parking is None
+
+
+# ---- the loop never runs a parked drafter --------------------------------------------------
+
+class CountingModel:
+    """A model whose forward passes are counted (prefill goes through forward)."""
+
+    def __init__(self, model: Model):
+        self.model = model
+        self.calls = 0
+        self.config, self.new_cache = model.config, model.new_cache
+
+    def forward(self, *args, **kwargs):
+        self.calls += 1
+        return self.model.forward(*args, **kwargs)
+
+    def prefill(self, tokens, cache, block=256):
+        self.calls += 1
+        return self.model.prefill(tokens, cache, block)
+
+
+def test_a_parked_drafter_is_not_run_and_catches_up_when_back(wide_pair):
+    target, draft = wide_pair
+    pool = _core.ThreadPool(2)
+    target_model = Model(GGUFFile(target), pool)
+    small = CountingModel(Model(GGUFFile(draft), pool))
+    parking = SimpleNamespace(parked=True, observe_trie_round=lambda *a: None, observe_model_round=lambda *a: None)
+    tree_drafter = TreeDrafter(small, small.new_cache(256))
+    drafter = MergedDrafter(tree_drafter, TrieDrafter(NGramStore(), max_nodes=8), trie_only_depth=None,
+                            parking=parking)
+    from duet.tokenizer import Tokenizer
+
+    prompt = Tokenizer.from_metadata(target_model.gguf.metadata).encode(PROMPT)
+    expected = target_only(target, prompt, 30)
+
+    def run() -> tuple[list[int], SpeculativeStats]:
+        stats = SpeculativeStats()
+        verifier = TreeVerifier(target_model, target_model.new_cache(256))
+        out = [t for t, _ in speculative_generate(verifier, drafter, prompt, 30, FallbackPolicy(),
+                                                  lambda t: False, stats=stats)]
+        return out, stats
+
+    out, stats = run()
+    assert out == expected and small.calls == 0
+    assert set(stats.accepted_by_source) <= {"trie"} and stats.passes < 30
+    parking.parked = False
+    out, stats = run()
+    assert out == expected and small.calls > 0
+    # Its cache caught up with the first request's prompt and then this one's.
+    assert tree_drafter.cache.n >= len(prompt) - 1
