@@ -21,7 +21,7 @@ from duet.drafter_parking import DrafterParking
 from duet.generate import DecodeStats, decode_tokens
 from duet.gguf_file import GGUFFile
 from duet.kv_cache import KVCache
-from duet.memory import memory_usage, parse_size, peak_memory
+from duet.memory import format_size, memory_usage, parse_size, peak_memory
 from duet.model import PREFILL_BLOCK, Model, head_name, layer_shape
 from duet.ngram_store import NGramStore
 from duet.models import default_pair, resolve_model
@@ -229,7 +229,12 @@ class Engine:
         """The memory plan in words: fixed costs, resident and streamed layers, expected pass time."""
         if self.plan is None:
             return "no budget: every weight resident (memory-mapped)"
-        return self.plan.describe(STORAGE_BYTES_PER_S, MEMORY_BYTES_PER_S)
+        text = self.plan.describe(STORAGE_BYTES_PER_S, MEMORY_BYTES_PER_S)
+        if self.parking is None:
+            return text
+        parked = self.parking.parked_plan
+        return (f"{text}\ndrafter parked    {len(parked.resident)} layers resident, "
+                f"read per pass {format_size(parked.bytes_read_per_pass)}")
 
     # ---- generation -----------------------------------------------------------------
 

@@ -134,20 +134,16 @@ class GGUFFile:
             return  # not Linux: no cgroup to charge, nothing to limit
         self._map.madvise(mmap.MADV_RANDOM)
         page, end = mmap.PAGESIZE, self._map.size()
-        used = sorted((offset - offset % page, offset + length) for offset, length in used if length > 0)
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            position = 0
-            for start, stop in used + [(end, end)]:
-                if start > position:  # pages of a used range stay (rounded out to them)
-                    first = -(-position // page) * page
-                    if start > first:
-                        os.posix_fadvise(fd, first, start - first, os.POSIX_FADV_DONTNEED)
-                position = max(position, stop)
-        finally:
-            os.close(fd)
-        for start, stop in used:
-            self._map.madvise(mmap.MADV_WILLNEED, start, min(stop, end) - start)
+        spans = self._page_spans(used)
+        gaps, position = [], 0
+        for start, stop in spans + [(end, end)]:
+            first = -(-position // page) * page  # pages of a used span stay (rounded out to them)
+            if start > first:
+                gaps.append((first, start))
+            position = max(position, stop)
+        self._uncache(gaps)
+        for start, stop in spans:
+            self._map.madvise(mmap.MADV_WILLNEED, start, stop - start)
 
     def release(self, used: list[tuple[int, int]]) -> None:
         """Drops the byte ranges (offset, length) from this process's memory and from
@@ -155,14 +151,23 @@ class GGUFFile:
         fetches them from the file again, and limit_cache(used) fetches them ahead."""
         if not (hasattr(os, "posix_fadvise") and hasattr(mmap, "MADV_DONTNEED")):
             return  # not Linux: the pages stay, and no cgroup is charged for them
+        spans = self._page_spans(used)
+        for start, stop in spans:
+            self._map.madvise(mmap.MADV_DONTNEED, start, stop - start)
+        self._uncache(spans)
+
+    def _page_spans(self, used: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """(start, stop) of each non-empty range (offset, length), its start rounded
+        down to a page (madvise's unit) and its stop cut at the file's end, sorted."""
         page, end = mmap.PAGESIZE, self._map.size()
+        return sorted((offset - offset % page, min(offset + length, end)) for offset, length in used if length > 0)
+
+    def _uncache(self, spans: list[tuple[int, int]]) -> None:
+        """Drops the (start, stop) spans of the file from the page cache."""
         fd = os.open(self.path, os.O_RDONLY)
         try:
-            for offset, length in used:
-                start, stop = offset - offset % page, min(offset + length, end)
-                if stop > start:
-                    self._map.madvise(mmap.MADV_DONTNEED, start, stop - start)
-                    os.posix_fadvise(fd, start, stop - start, os.POSIX_FADV_DONTNEED)
+            for start, stop in spans:
+                os.posix_fadvise(fd, start, stop - start, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
 
