@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from duet import _core
-from duet.drafter_parking import DrafterParking
+from duet.drafter_parking import DrafterParking, RoundRate
 from duet.engine import Engine
 from duet.gguf_file import GGUFFile
 from duet.memory import memory_usage
@@ -47,7 +47,7 @@ def fake_parking(**options) -> tuple[DrafterParking, Recorder]:
 
 
 def test_parks_when_the_trie_would_beat_the_model_and_comes_back_when_it_does_not():
-    parking, recorder = fake_parking(margin=0.2, min_rounds=3)
+    parking, recorder = fake_parking(margin=0.2, min_rounds=3, min_parked_rounds=5)
     # 20 tokens a second with the model; the trie alone would need 3 passes of
     # 0.5 * 0.4 s for the same 20 tokens: 33 a second.
     for _ in range(2):
@@ -57,11 +57,25 @@ def test_parks_when_the_trie_would_beat_the_model_and_comes_back_when_it_does_no
     assert parking.parked
     # The drafter's pages leave before the target's layers come in.
     assert recorder.calls == [("release", [(0, 4096)]), ("replan", "parked")]
-    # Parked, the trie emits 2 tokens per 0.25 s round: 8 a second, under the model's 20.
-    for _ in range(3):
+    # Parked, the trie emits 2 tokens per 0.25 s round: 8 a second, under the model's
+    # 20. The first round paid for the switch and is not counted; then the parked
+    # mean is long.
+    for _ in range(1 + 4):
         parking.observe_trie_round(tokens=2, seconds=0.25)
+    assert parking.parked and parking.trie_rate.rounds == 4
+    parking.observe_trie_round(tokens=2, seconds=0.25)
     assert not parking.parked and parking.switches == 2
     assert recorder.calls[2:] == [("replan", "base"), ("fetch", [(0, 4096)])]
+
+
+def test_a_round_rate_weighs_its_first_rounds_alike_then_forgets_slowly():
+    rate = RoundRate(smoothing=0.25)
+    rate.add(tokens=10, seconds=4.0)  # a slow first round
+    for _ in range(3):
+        rate.add(tokens=10, seconds=1.0)
+    assert rate.per_second == pytest.approx(40 / 7)  # the plain mean of four rounds
+    rate.add(tokens=10, seconds=1.0)
+    assert rate.seconds == pytest.approx(0.75 * 7 / 4 + 0.25 * 1.0)  # then exponential
 
 
 def test_stays_resident_when_the_trie_is_not_faster_by_the_margin():
@@ -69,6 +83,16 @@ def test_stays_resident_when_the_trie_is_not_faster_by_the_margin():
     for _ in range(10):  # the trie alone: 20 tokens in 5 passes of 0.4 s: 10 a second
         parking.observe_model_round(tokens=20, seconds=1.0, trie_passes=5, pass_seconds=1.0)
     assert not parking.parked and recorder.calls == []
+
+
+def test_the_round_after_a_switch_is_not_measured():
+    parking, _ = fake_parking(margin=0.2, min_rounds=1, min_parked_rounds=1)
+    parking.observe_model_round(tokens=20, seconds=1.0, trie_passes=1, pass_seconds=0.5)
+    assert parking.parked
+    parking.observe_trie_round(tokens=1, seconds=2.0)  # the pass that copied the layers
+    assert parking.parked and parking.trie_rate.rounds == 0
+    parking.observe_trie_round(tokens=8, seconds=0.25)
+    assert parking.parked and parking.trie_rate.per_second == 32
 
 
 def test_a_parked_trie_that_keeps_its_pace_stays_parked():
@@ -87,6 +111,8 @@ def test_the_trie_replay_counts_its_passes():
     policy = FallbackPolicy(max_depth=10, max_nodes=12)
     # Copying the prompt: up to 10 drafted and one of the target's per pass.
     assert trie.passes_to_emit(text[2], text[3:25], policy) == 2
+    # The round ends 6 tokens into a pass whose branch held 10 more and the target's.
+    assert trie.passes_to_emit(text[2], text[3:20], policy) == pytest.approx(1 + 6 / 11)
     # Text the store never saw: one token per pass.
     before = list(trie.context)
     assert trie.passes_to_emit(text[2], [900, 901, 902], policy) == 3

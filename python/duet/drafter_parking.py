@@ -17,17 +17,17 @@ When to switch is measured, in tokens per second of whole rounds:
     as long as this round's pass scaled by the bytes a parked pass streams;
   - parked: the trie's rounds are measured; the small model's rate is the one
     measured before parking.
-The mode in use yields to the other when the other's rate beats it by `margin`
-over at least `min_rounds` rounds since the last switch. A switch costs a
-second or so (parking: a pass that copies the layers it keeps; unparking:
-reading the drafter back and running it over the text it missed), so it must
-not flap. The drafter resident, both rates come from the same text, and a short
-mean (smoothing 0.3) decides soon. Parked, the trie's rate is compared with one
-measured on earlier text, so its mean is long (smoothing 0.1: about ten
-rounds): the first rounds of an answer, before it copies its prompt, must not
-unpark a trie that pays over the whole answer (HumanEval edit 2 at 1 GiB: 36.6
-tok/s with the trie alone, 16 when a short mean flapped), and the mean carries
-on, as slowly, after unparking.
+The mode in use yields to the other when the other's rate beats it by `margin`.
+A switch costs a second or so (parking: a pass that copies the layers it keeps;
+unparking: reading the drafter back and running it over the text it missed), so
+it must not flap, and the round that pays it is not measured. The drafter
+resident, both rates come from the same text, and a short mean (smoothing 0.3,
+`min_rounds` 3) decides soon. Parked, the trie's rate is compared with one
+measured on earlier text, and a trie's rounds swing from 1 token to 17, so its
+mean is long (smoothing 0.1, `min_parked_rounds` 10): the rounds of an answer
+that do not copy its prompt must not unpark a trie that pays over the whole
+answer (HumanEval edit 2 at 1 GiB: 36.6 tok/s with the trie alone, 16 when a
+short mean flapped), and the mean carries on, as slowly, after unparking.
 """
 from __future__ import annotations
 
@@ -36,7 +36,11 @@ from dataclasses import dataclass
 
 @dataclass
 class RoundRate:
-    """A running mean of tokens and of seconds per round; their ratio is the rate."""
+    """A running mean of tokens and of seconds per round; their ratio is the rate.
+    The first rounds weigh alike (a plain mean until 1 / smoothing rounds): started
+    at the first round, an exponential mean would give it half the weight after
+    three, and an answer's first round, before it copies anything, is the least
+    typical of it."""
 
     smoothing: float = 0.3
     tokens: float = 0.0
@@ -44,7 +48,7 @@ class RoundRate:
     rounds: int = 0
 
     def add(self, tokens: float, seconds: float) -> None:
-        w = self.smoothing if self.rounds else 1.0
+        w = max(self.smoothing, 1 / (self.rounds + 1))
         self.tokens += w * (tokens - self.tokens)
         self.seconds += w * (seconds - self.seconds)
         self.rounds += 1
@@ -60,15 +64,17 @@ class DrafterParking:
     the rates that decide it. Survives requests, as the fallback policy does."""
 
     def __init__(self, layers, base, parked, draft_gguf, draft_ranges: list[tuple[int, int]],
-                 margin: float = 0.2, min_rounds: int = 3):
+                 margin: float = 0.2, min_rounds: int = 3, min_parked_rounds: int = 10):
         self.layers = layers            # weight_store.StreamedLayers of the target
         self.base, self.parked_plan = base, parked
         self.draft_gguf = draft_gguf
         self.draft_ranges = draft_ranges  # (offset, length) of the drafter's bytes read through its map
         self.margin = margin
         self.min_rounds = min_rounds
+        self.min_parked_rounds = min_parked_rounds
         self.parked = False
         self.switches = 0
+        self.settling = False           # the next round pays for the last switch
         self.model_rate = RoundRate()   # rounds with the small model drafting
         self.trie_rate = RoundRate()    # trie-only rounds: estimated while the model drafts, measured parked
 
@@ -78,9 +84,11 @@ class DrafterParking:
         base = self.base.bytes_read_per_pass
         return self.parked_plan.bytes_read_per_pass / base if base else 1.0
 
-    def observe_model_round(self, tokens: int, seconds: float, trie_passes: int, pass_seconds: float) -> None:
+    def observe_model_round(self, tokens: int, seconds: float, trie_passes: float, pass_seconds: float) -> None:
         """A round with the small model: its tokens and wall time, its pass's time,
         and how many passes the trie alone would have taken for the same tokens."""
+        if self._pays_for_switch():
+            return
         self.model_rate.add(tokens, seconds)
         self.trie_rate.add(tokens, trie_passes * pass_seconds * self.pass_ratio)
         if self.model_rate.rounds >= self.min_rounds and \
@@ -89,8 +97,10 @@ class DrafterParking:
 
     def observe_trie_round(self, tokens: int, seconds: float) -> None:
         """A trie-only round while parked."""
+        if self._pays_for_switch():
+            return
         self.trie_rate.add(tokens, seconds)
-        if self.trie_rate.rounds >= self.min_rounds and \
+        if self.trie_rate.rounds >= self.min_parked_rounds and \
                 self.model_rate.per_second > (1 + self.margin) * self.trie_rate.per_second:
             self.unpark()
 
@@ -105,10 +115,16 @@ class DrafterParking:
         self.draft_gguf.limit_cache(self.draft_ranges)  # the drafter's pages read back ahead
         self._switched(parked=False)
 
+    def _pays_for_switch(self) -> bool:
+        """Whether this round paid for a switch (and is not measured)."""
+        settling, self.settling = self.settling, False
+        return settling
+
     def _switched(self, parked: bool) -> None:
         """The mode now in use starts a fresh measure; the other's is kept to compare."""
         self.parked = parked
         self.switches += 1
+        self.settling = True
         if parked:
             self.trie_rate = RoundRate(smoothing=0.1)
         else:

@@ -66,17 +66,23 @@ class TrieDrafter:
                 break
         return tree
 
-    def passes_to_emit(self, root_token: int, tokens: list[int], policy: FallbackPolicy) -> int:
+    def passes_to_emit(self, root_token: int, tokens: list[int], policy: FallbackPolicy) -> float:
         """How many passes the trie alone would have taken to emit `tokens` after
         root_token, drafting as it would have before each (called before commit):
-        each pass emits its tree's path along them plus the target's next token."""
+        each pass emits its tree's path along them plus the target's next token.
+        A last pass whose path runs past the end of `tokens` counts for the share
+        it emits of what its branch would have: counted whole, a round of 25 tokens
+        that the trie copies in about 4 passes came out a quarter dearer."""
         saved = self.context
         try:
-            passes, done, root = 0, 0, root_token
+            passes, done, root = 0.0, 0, root_token
             while done < len(tokens):
-                emitted = path_along(self.draft(root, 0, policy), tokens[done:]) + 1
-                self.context = (self.context + [root] + tokens[done:done + emitted - 1])[-self.context_length():]
-                root, done, passes = tokens[min(done + emitted, len(tokens)) - 1], done + emitted, passes + 1
+                tree, left = self.draft(root, 0, policy), tokens[done:]
+                matched, node = path_along(tree, left)
+                if matched == len(left):
+                    return passes + matched / (branch_length(tree, node) + 1)
+                self.context = (self.context + [root] + left[:matched])[-self.context_length():]
+                root, done, passes = left[matched], done + matched + 1, passes + 1
         finally:
             self.context = saved
         return passes
@@ -200,11 +206,13 @@ class MergedDrafter:
             self.trie_share = max(1, self.trie_share // 2)
 
 
-def path_along(tree: TokenTree, tokens: list[int]) -> int:
-    """How many of tokens, from the first, lie on one path down from the tree's root."""
+def path_along(tree: TokenTree, tokens: list[int]) -> tuple[int, int]:
+    """How many of tokens, from the first, lie on one path down from the tree's
+    root, and the node that path reaches."""
     node = 0
     for matched, token in enumerate(tokens):
-        node = tree.child(node, token)
-        if node is None:
-            return matched
-    return len(tokens)
+        below = tree.child(node, token)
+        if below is None:
+            return matched, node
+        node = below
+    return len(tokens), node
