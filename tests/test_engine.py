@@ -11,7 +11,7 @@ from duet.engine import Engine
 from duet.gguf_file import GGUFFile
 from duet.memory import memory_usage, reset_peak
 from duet.model import Model, layer_shape
-from duet.weight_store import BudgetTooSmallError, StreamedLayers, layer_segments, plan_memory
+from duet.weight_store import BudgetTooSmallError, Segment, StreamedLayers, layer_segments, plan_memory
 from tiny_models import write_tiny_model
 
 PROMPT = "def below_zero(operations): balance = 0 for op in operations: balance += op if balance < 0:"
@@ -75,6 +75,22 @@ def test_streamed_layers_give_bit_identical_logits(tiny_pair):
             b = streamed.forward(tokens, streamed.new_cache(64), logits_rows="all")
             assert np.array_equal(a, b)
         assert streamed.layers.io_stats()["bytes_read"] >= 2 * sum(s.nbytes for s in plan.streamed)
+
+
+def test_the_plan_keeps_the_largest_layers_and_spreads_the_streamed_ones():
+    big, small = 300_000, 250_000  # a quantization mix: layers of two sizes
+    sizes = [big, small, small, big, small, small, big, small]
+    segments = [Segment(i, 2**20 * i, n, ()) for i, n in enumerate(sizes)]
+    buffers = 2 * segments[0].read_bytes
+    # Room for the three large layers and two of the five small ones: counting
+    # every layer as a large one, only four would stay.
+    plan = plan_memory(segments, budget=10 + buffers + 3 * big + 2 * small + 100, fixed={"other": 10})
+    assert [s.layer for s in plan.resident] == [0, 2, 3, 5, 6]
+    assert [s.layer for s in plan.streamed] == [1, 4, 7]  # small ones, spread out
+    assert plan.planned_peak <= plan.budget
+    # A large layer that does not fit leaves its room to a small one.
+    plan = plan_memory(segments, budget=10 + buffers + small, fixed={"other": 10})
+    assert [s.nbytes for s in plan.resident] == [small]
 
 
 def test_budget_that_streams_keeps_output_and_peak(tmp_path):

@@ -20,14 +20,18 @@ When to switch is measured, in tokens per second of whole rounds:
 The mode in use yields to the other when the other's rate beats it by `margin`.
 A switch costs a second or so (parking: a pass that copies the layers it keeps;
 unparking: reading the drafter back and running it over the text it missed), so
-it must not flap, and the round that pays it is not measured. The drafter
-resident, both rates come from the same text, and a short mean (smoothing 0.3,
-`min_rounds` 3) decides soon. Parked, the trie's rate is compared with one
-measured on earlier text, and a trie's rounds swing from 1 token to 17, so its
-mean is long (smoothing 0.1, `min_parked_rounds` 10): the rounds of an answer
-that do not copy its prompt must not unpark a trie that pays over the whole
-answer (HumanEval edit 2 at 1 GiB: 36.6 tok/s with the trie alone, 16 when a
-short mean flapped), and the mean carries on, as slowly, after unparking.
+it must not flap, and the round that pays it is not measured. Rounds swing from
+1 token to 25, and which drafter wins a round depends on the text (one the
+small model guesses poorly favours the trie's cheap passes even where the trie
+has nothing), so both means are long (smoothing 0.1: about ten rounds) and
+start as plain means. The drafter resident, both rates come from the same
+rounds, and `min_rounds` (3) suffices: an edit's first three rounds park it;
+with a short mean (smoothing 0.3) two copied stretches of plain HumanEval 1 and
+one poor round parked it too, and ten one-token rounds went by before it came
+back. Parked, the trie's rate is compared with one measured on earlier text,
+so `min_parked_rounds` is 10: the rounds of an answer that do not copy its
+prompt must not unpark a trie that pays over the whole answer (HumanEval edit 2
+at 1 GiB: 36.6 tok/s with the trie alone, 16 when a short mean flapped).
 """
 from __future__ import annotations
 
@@ -37,12 +41,12 @@ from dataclasses import dataclass
 @dataclass
 class RoundRate:
     """A running mean of tokens and of seconds per round; their ratio is the rate.
-    The first rounds weigh alike (a plain mean until 1 / smoothing rounds): started
-    at the first round, an exponential mean would give it half the weight after
-    three, and an answer's first round, before it copies anything, is the least
-    typical of it."""
+    The first rounds weigh alike (a plain mean until 1 / smoothing rounds): an
+    exponential mean started at the first round would still give it 0.81 of the
+    weight after three, and an answer's first round, before it copies anything,
+    is the least typical of it."""
 
-    smoothing: float = 0.3
+    smoothing: float = 0.1
     tokens: float = 0.0
     seconds: float = 0.0
     rounds: int = 0
@@ -126,6 +130,6 @@ class DrafterParking:
         self.switches += 1
         self.settling = True
         if parked:
-            self.trie_rate = RoundRate(smoothing=0.1)
+            self.trie_rate = RoundRate()
         else:
             self.model_rate = RoundRate()
