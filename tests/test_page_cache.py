@@ -106,3 +106,27 @@ def test_limit_cache_keeps_only_the_ranges_read_through_the_map(tmp_path):
     assert not resident_pages(path, *inner).any()
     assert resident_pages(path, used.offset, used.n_bytes).all()
     np.testing.assert_array_equal(used.data.reshape(-1), np.fromfile(path, np.uint8, used.n_bytes, offset=used.offset))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mincore and fadvise semantics of Linux")
+def test_limit_cache_waiting_maps_the_used_ranges_before_it_returns(tmp_path):
+    import resource
+
+    path = write_tiny_model(tmp_path / "wide.gguf", n_layer=2, n_embd=512, n_ff=1024, weight_type="F16")
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)  # cold
+    gguf = GGUFFile(path)
+    used, unused = sorted(gguf.tensors.values(), key=lambda t: t.n_bytes)[-2:]
+    gguf.limit_cache([(used.offset, used.n_bytes)], wait=True)
+    assert resident_pages(path, used.offset, used.n_bytes).all()
+    assert not resident_pages(path, unused.offset + PAGE, unused.n_bytes - 2 * PAGE).any()
+
+    def faults() -> int:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_minflt + usage.ru_majflt
+
+    before = faults()
+    int(used.data.max())  # already mapped: reading it faults no page in
+    n_pages = used.n_bytes // PAGE
+    assert n_pages >= 16 and faults() - before < n_pages // 4

@@ -3,7 +3,7 @@ the text.
 
 Under a budget the small model's weights take room that would otherwise hold
 target layers: at 1 GiB with the default pair and a context of 1024, a pass
-streams 490 MiB with the drafter resident and 215 MiB with it parked (its KV cache
+streams 466 MiB with the drafter resident and 176 MiB with it parked (its KV cache
 stays; `duet plan --budget 1GiB --trie -c 1024` prints both). Where the answer copies the prompt (an
 edit task) the trie alone drafts most of it, and its cheap passes beat the small
 model's long trees (bench_trie at 1 GiB: trie alone 4.0-4.4x target-only, the

@@ -160,7 +160,7 @@ class Engine:
         if self.draft is not None and self.budget is not None:
             # Rows read with pread, so that the rows it is fed never count as mapped pages.
             self.draft.embedding_rows = TensorRowReader(self.draft_gguf.path, self.draft_gguf.tensor("token_embd.weight"))
-            self.draft_gguf.limit_cache(self._drafter_ranges())
+            self.draft_gguf.limit_cache(self._drafter_ranges(), wait=True)
         # The depth cap is the size cap: where acceptance runs long (HumanEval edits at
         # 1 GiB: 16 accepted per pass at a depth cap of 16, 20 at 24) a chain as deep
         # as the tree may be pays; the cost floor stops poorer chains sooner anyway.

@@ -123,13 +123,16 @@ class GGUFFile:
         for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type"):
             self.metadata.pop(key, None)
 
-    def limit_cache(self, used: list[tuple[int, int]]) -> None:
+    def limit_cache(self, used: list[tuple[int, int]], wait: bool = False) -> None:
         """Under a memory budget: keeps in the page cache only the byte ranges
         (offset, length) this process will read through the map, and fetches those
         ahead. Cached pages count against a memory cgroup, and the kernel's
         read-around (8 MiB windows on some devices) would otherwise fill it with
         neighbours never used (rows of a partial head, the embedding table after the
-        header). Faults on the map then read only their own page."""
+        header). Faults on the map then read only their own page.
+        wait: returns once those pages are in memory. A model kept resident is read
+        while the engine loads, not in the background of the first request, where
+        its reads would slow the streamed model's."""
         if not (hasattr(os, "posix_fadvise") and hasattr(mmap, "MADV_RANDOM")):
             return  # not Linux: no cgroup to charge, nothing to limit
         self._map.madvise(mmap.MADV_RANDOM)
@@ -144,6 +147,23 @@ class GGUFFile:
         self._uncache(gaps)
         for start, stop in spans:
             self._map.madvise(mmap.MADV_WILLNEED, start, stop - start)
+        if wait:
+            self._read_through(spans)
+
+    def _read_through(self, spans: list[tuple[int, int]]) -> None:
+        """Reads the spans into the page cache in large sequential reads, then maps
+        them in: faulted in one page at a time (the map reads no more than its
+        page), 300 MiB took 1.3 s, about a quarter of the storage's speed."""
+        chunk = bytearray(8 << 20)
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for start, stop in spans:
+                for offset in range(start, stop, len(chunk)):
+                    os.preadv(fd, [memoryview(chunk)[:min(len(chunk), stop - offset)]], offset)
+        finally:
+            os.close(fd)
+        for start, stop in spans:
+            int(self._bytes[start:stop:mmap.PAGESIZE].max())  # a byte of each page maps it
 
     def release(self, used: list[tuple[int, int]]) -> None:
         """Drops the byte ranges (offset, length) from this process's memory and from
