@@ -6,8 +6,8 @@ target layers: at 1 GiB with the default pair and a context of 1024, a pass
 streams 466 MiB with the drafter resident and 176 MiB with it parked (its KV cache
 stays; `duet plan --budget 1GiB --trie -c 1024` prints both). Where the answer copies the prompt (an
 edit task) the trie alone drafts most of it, and its cheap passes beat the small
-model's long trees (bench_trie at 1 GiB: trie alone 4.0-4.4x target-only, the
-merged drafter 3.0-3.3x). Parked, the drafter's pages leave memory and the target
+model's long trees (bench_trie at 1 GiB, session 11, before parking: trie alone
+4.0-4.4x target-only, the merged drafter 3.0-3.3x). Parked, the drafter's pages leave memory and the target
 keeps more layers resident; unparked, the target goes back to its first plan and
 the drafter's pages are read back ahead.
 
