@@ -77,7 +77,8 @@ import json, sys
 from duet.engine import Engine
 prompts, n_tokens = json.loads(sys.stdin.read())
 with Engine(threads=2, n_ctx=1024, budget="1GiB", trie=True) as engine:
-    engine.parking.min_rounds = 10 ** 9  # switched here only: the rule has its own tests
+    # Switched here only, both ways: the rule has its own tests.
+    engine.parking.min_rounds = engine.parking.min_parked_rounds = 10 ** 9
     runs = []
     for i, prompt in enumerate(prompts):
         if i == 1 and not engine.parking.parked:

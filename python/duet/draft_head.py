@@ -5,9 +5,9 @@ default drafter: 145 MB of its 400 MB read per token), while its drafts are
 almost always among the vocabulary's frequent tokens. A byte-level BPE vocabulary
 is ordered by merge rank, which follows frequency, so the first N ids are the
 frequent ones (the first 65536 of Qwen2's 151936 hold 99.2% of the tokens of
-HumanEval's canonical solutions, the first 32768 96.3%). The head scores those rows, in place, plus the
-rows of every rarer token the model has been fed (prompt, committed output,
-end-of-turn tokens), copied out once.
+HumanEval's canonical solutions, the first 32768 96.3%). The head scores those
+rows, in place, plus the rows of every rarer token the model has been fed
+(prompt, committed output, end-of-turn tokens), copied out once.
 
 Drafts stay drafts: the target verifies every token, so greedy output is
 unchanged, and speculative sampling treats a drafted token as a fixed proposal,

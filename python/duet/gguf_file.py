@@ -145,10 +145,11 @@ class GGUFFile:
                 gaps.append((first, start))
             position = max(position, stop)
         self._uncache(gaps)
-        for start, stop in spans:
-            self._map.madvise(mmap.MADV_WILLNEED, start, stop - start)
         if wait:
             self._read_through(spans)
+            return
+        for start, stop in spans:
+            self._map.madvise(mmap.MADV_WILLNEED, start, stop - start)
 
     def _read_through(self, spans: list[tuple[int, int]]) -> None:
         """Reads the spans into the page cache in large sequential reads, then maps
@@ -157,6 +158,8 @@ class GGUFFile:
         chunk = bytearray(8 << 20)
         fd = os.open(self.path, os.O_RDONLY)
         try:
+            # No read-ahead past a span: the neighbours would be cached, and charged.
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
             for start, stop in spans:
                 for offset in range(start, stop, len(chunk)):
                     os.preadv(fd, [memoryview(chunk)[:min(len(chunk), stop - offset)]], offset)

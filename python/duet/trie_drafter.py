@@ -146,7 +146,7 @@ class MergedDrafter:
 
     def draft(self, root_token: int, root_position: int, policy: FallbackPolicy) -> TokenTree:
         self._started, self._policy = time.perf_counter(), policy
-        trie_tree, trie_only = None, self.parking is not None and self.parking.parked
+        trie_tree, trie_only = None, self.parked
         if not trie_only and self.trie_only_depth is not None:
             trie_tree = self.trie_drafter.draft(root_token, root_position, policy)
             trie_only = branch_length(trie_tree, 0) >= self.trie_only_depth
@@ -168,8 +168,13 @@ class MergedDrafter:
         self.tree_drafter.skip(root_token, verdict)
         self.trie_drafter.skip(root_token, verdict)
 
+    @property
+    def parked(self) -> bool:
+        """Whether the small model is parked (it neither drafts nor catches up)."""
+        return self.parking is not None and self.parking.parked
+
     def catch_up(self) -> None:
-        if self.parking is None or not self.parking.parked:
+        if not self.parked:
             self.tree_drafter.catch_up()
 
     def draft_provisionally(self, stop, max_nodes: int) -> int:

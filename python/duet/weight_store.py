@@ -3,8 +3,9 @@
 Every layer is read once per forward pass, so a resident byte saves the same IO
 time wherever it sits: the plan keeps as many whole layers resident as fit and
 streams the others, each as one contiguous file range, through a few reusable
-buffers. Streamed layers are spread evenly between resident ones so that the IO
-thread reads the next streamed layer while resident layers compute."""
+buffers. The largest layers stay resident first (fill_resident); the streamed
+ones are spread evenly among the layers of their size, so that the IO thread
+reads the next streamed layer while resident layers compute."""
 from __future__ import annotations
 
 import mmap
