@@ -5,7 +5,8 @@ policy and drafter head duet.Engine uses without a budget (target-only steps whe
 drafting does not pay, the drafter's partial head), or with --budget through
 duet.Engine under that budget, each mode in a fresh process.
 
-    python bench/bench_trie.py [--prompts 5] [--tokens 96] [--threads 2] [--budget 1GiB] [--tasks edit plain]
+    python bench/bench_trie.py [--prompts 5] [--tokens 96] [--threads 2] [--budget 1GiB [--repeats 5]]
+                               [--tasks edit plain]
 
 Prints a table and writes bench/out/trie.json. Each mode keeps one n-gram store
 and one fallback policy for the whole task set, as duet.Engine does (a session:
@@ -121,26 +122,45 @@ PAGED_MODES = {"target": dict(draft=None, trie=False), "target+trie": dict(draft
 
 
 def paged_rows(args) -> list[dict]:
-    """Each mode through duet.Engine under the budget, in its own process (bench_paged's worker)."""
+    """Each mode through duet.Engine under the budget, in its own process (bench_paged's
+    worker). With --repeats the modes take turns, so that a slow spell of this shared
+    machine falls on all of them, and each row gives the median run."""
     from bench_paged import TARGET, worker
     from duet.memory import parse_size
 
     model_path, limit = resolve_model(TARGET), parse_size(args.budget)
     rows = []
     for task in args.tasks:
-        reference = None
+        runs: dict[str, list[dict]] = {mode: [] for mode in args.modes}
+        for repeat in range(args.repeats):
+            for mode in args.modes:
+                result = worker("duet", limit, model_path, args.timeout, target=TARGET, budget=args.budget,
+                                prompts=list(range(args.prompts)), tokens=args.tokens, threads=args.threads,
+                                n_ctx=1024, task=task, **PAGED_MODES[mode])
+                runs[mode].append(result)
+                print(f"{task:5} {mode:11} run {repeat + 1}: {result.get('tokens_per_second')} tok/s", flush=True)
+        reference = [r["tokens"] for r in runs[args.modes[0]][0].get("runs", [])]
         for mode in args.modes:
-            result = worker("duet", limit, model_path, args.timeout, target=TARGET, budget=args.budget,
-                            prompts=list(range(args.prompts)), tokens=args.tokens, threads=args.threads,
-                            n_ctx=1024, task=task, **PAGED_MODES[mode])
-            tokens = [r["tokens"] for r in result.get("runs", [])]
-            reference = reference or tokens
-            rows.append({"task": task, "mode": mode, "budget": args.budget, "tps": result.get("tokens_per_second"),
-                         "lossless": tokens == reference, "peak_MiB": result.get("peak", 0) / 2**20,
-                         "accepted_per_pass": result.get("mean_accepted_per_pass"), "error": result.get("error")})
-            print(f"{task:5} {mode:11} {rows[-1]['tps']} tok/s", flush=True)
+            rows.append(paged_row(task, mode, args.budget, runs[mode], reference))
         mark_speedups(rows[-len(args.modes):])
     return rows
+
+
+def paged_row(task: str, mode: str, budget: str, results: list[dict], reference: list[list[int]]) -> dict:
+    """One mode's runs: the median run's figures, every run's tokens/s, and whether
+    every run emitted the reference tokens."""
+    errors = [r["error"] for r in results if r.get("error")]
+    speeds = sorted(r["tokens_per_second"] for r in results if r.get("tokens_per_second"))
+    median = results[0] if not speeds else \
+        next(r for r in results if r.get("tokens_per_second") == speeds[(len(speeds) - 1) // 2])
+    return {"task": task, "mode": mode, "budget": budget, "tps": median.get("tokens_per_second"),
+            "tps_runs": [round(r["tokens_per_second"], 2) if r.get("tokens_per_second") else None for r in results],
+            # The engine counts switches over its prompts: the last prompt's count is the run's.
+            "switches_runs": [max((x.get("parking_switches", 0) for x in r.get("runs", [])), default=0)
+                              for r in results],
+            "lossless": all([x["tokens"] for x in r.get("runs", [])] == reference for r in results),
+            "peak_MiB": max(r.get("peak", 0) for r in results) / 2**20,
+            "accepted_per_pass": median.get("mean_accepted_per_pass"), "error": errors[0] if errors else None}
 
 
 def main() -> None:
@@ -154,11 +174,12 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=["edit", "plain"], choices=["edit", "plain"])
     parser.add_argument("--budget", help="run through duet.Engine under this budget (e.g. 1GiB)")
     parser.add_argument("--timeout", type=float, default=3600, help="per mode, with --budget")
+    parser.add_argument("--repeats", type=int, default=1, help="with --budget: runs of each mode, taking turns")
     args = parser.parse_args()
     if args.budget:
         rows = paged_rows(args)
-        print_table(rows, ["task", "mode", "budget", "tps", "speedup", "lossless", "peak_MiB", "accepted_per_pass",
-                           "error"])
+        print_table(rows, ["task", "mode", "budget", "tps", "speedup", "tps_runs", "switches_runs", "lossless",
+                           "peak_MiB", "accepted_per_pass", "error"])
         print(f"wrote {write_json('trie_paged.json', {'args': vars(args), 'rows': rows})}")
         return
     runner = Runner(args.threads, args.tokens, args.max_nodes, args.trie_nodes)

@@ -254,3 +254,40 @@ def test_a_parked_drafter_is_not_run_and_catches_up_when_back(wide_pair):
     assert out == expected and small.calls > 0
     # Its cache caught up with the first request's prompt and then this one's.
     assert tree_drafter.cache.n >= len(prompt) - 1
+
+
+def test_parked_mid_request_the_drafter_gives_its_rows_back_and_refills_them_when_back(wide_pair):
+    target, draft = wide_pair
+    pool = _core.ThreadPool(2)
+    target_model = Model(GGUFFile(target), pool)
+    small = CountingModel(Model(GGUFFile(draft), pool))
+    tree_drafter = TreeDrafter(small, small.new_cache(256))
+    seen = {"model": 0, "trie": 0, "rows_parked": [], "rows_back": []}
+
+    def observe_model_round(*args):
+        seen["model"] += 1
+        if seen["trie"]:  # back: its rows and the tokens it has yet to run cover the text
+            seen["rows_back"].append((tree_drafter.cache.n, len(tree_drafter.pending), len(drafter.text)))
+        parking.parked = seen["model"] == 1 and not seen["trie"]  # parks after the first round
+
+    def observe_trie_round(*args):
+        seen["trie"] += 1
+        seen["rows_parked"].append(tree_drafter.cache.n)
+        parking.parked = seen["trie"] < 2  # back after the second
+
+    parking = SimpleNamespace(parked=False, observe_trie_round=observe_trie_round,
+                              observe_model_round=observe_model_round)
+    drafter = MergedDrafter(tree_drafter, TrieDrafter(NGramStore(), max_nodes=8), trie_only_depth=None,
+                            parking=parking)
+    from duet.tokenizer import Tokenizer
+
+    prompt = Tokenizer.from_metadata(target_model.gguf.metadata).encode(PROMPT)
+    expected = target_only(target, prompt, 60)
+    verifier = TreeVerifier(target_model, target_model.new_cache(256))
+    calls = small.calls
+    out = [t for t, _ in speculative_generate(verifier, drafter, prompt, 60, FallbackPolicy(), lambda t: False)]
+    assert out == expected and small.calls > calls
+    assert seen["rows_parked"] == [0, 0]  # released when it parked
+    assert seen["rows_back"], "the drafter never drafted again"
+    rows, pending, text = seen["rows_back"][0]
+    assert rows >= len(prompt) and rows + pending >= text

@@ -1,6 +1,7 @@
 """What duet reads of a model file under a budget, and what it leaves in the page
 cache (cached pages are charged to a memory cgroup): TensorRowReader's rows and
-errors, no pages left behind by it, and GGUFFile.limit_cache."""
+errors, no pages left behind by it, and GGUFFile.limit_cache; what stays mapped
+in this process after a GGUF header's parse and after KVCache.release."""
 from __future__ import annotations
 
 import ctypes
@@ -10,10 +11,12 @@ import os
 import sys
 from types import SimpleNamespace
 
+import gguf as gguf_writer
 import numpy as np
 import pytest
 
 from duet.gguf_file import GGUFFile
+from duet.kv_cache import KVCache
 from duet.tensor_rows import PAGE, TensorRowReader
 from tiny_models import write_tiny_model
 
@@ -130,3 +133,48 @@ def test_limit_cache_waiting_maps_the_used_ranges_before_it_returns(tmp_path):
     int(used.data.max())  # already mapped: reading it faults no page in
     n_pages = used.n_bytes // PAGE
     assert n_pages >= 16 and faults() - before < n_pages // 4
+
+
+def mapped_bytes(address: int) -> int:
+    """Resident bytes of this process's mapping that holds address (smaps' Rss; the
+    kernel may have merged it with anonymous neighbours)."""
+    with open("/proc/self/smaps") as smaps:
+        lines = iter(smaps)
+        for line in lines:
+            start, _, end = line.split()[0].partition("-")
+            if end and int(start, 16) <= address < int(end, 16):
+                for field in lines:
+                    if field.startswith("Rss:"):
+                        return int(field.split()[1]) * 1024
+    raise LookupError(f"no mapping holds {address:#x}")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/smaps")
+def test_a_parsed_header_leaves_no_pages_mapped(tmp_path):
+    path = tmp_path / "big_header.gguf"
+    writer = gguf_writer.GGUFWriter(path, "qwen2")
+    writer.add_array("test.strings", [f"token number {i:08d}" for i in range(100_000)])  # 3 MB
+    writer.add_tensor("weight", np.ones((4, 32), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    model = GGUFFile(path)
+    assert len(model.metadata["test.strings"]) == 100_000 and model.data_offset > 2_500_000
+    assert mapped_bytes(model.tensor("weight").data.ctypes.data - model.tensor("weight").offset) < 64 * 1024
+    np.testing.assert_array_equal(model.tensor("weight").data.view(np.float32), 1.0)  # the map still reads
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/smaps")
+def test_released_kv_rows_leave_memory_and_the_cache_works_on():
+    cache = KVCache(n_layer=4, n_ctx=512, n_head_kv=2, head_dim=64)
+    cache.k[:] = 1.0
+    cache.v[:] = 2.0
+    cache.n = 512
+    written = mapped_bytes(cache.k.ctypes.data)
+    assert written >= cache.nbytes
+    cache.release()
+    assert cache.n == 0 and written - mapped_bytes(cache.k.ctypes.data) >= cache.nbytes
+    assert not cache.k.any() and not cache.v.any()
+    cache.k[0, :3] = 5.0  # written again, as the next prefill would
+    assert cache.k[0, :3].min() == 5.0

@@ -3,8 +3,10 @@ the text.
 
 Under a budget the small model's weights take room that would otherwise hold
 target layers: at 1 GiB with the default pair and a context of 1024, a pass
-streams 466 MiB with the drafter resident and 176 MiB with it parked (its KV cache
-stays; `duet plan --budget 1GiB --trie -c 1024` prints both). Where the answer copies the prompt (an
+streams 466 MiB with the drafter resident and 151 MiB with it parked, as much as
+with no drafter at all (`duet plan --budget 1GiB --trie -c 1024` prints both): the
+parked plan counts neither its weights nor its KV cache, whose rows MergedDrafter
+releases on parking and runs again on unparking. Where the answer copies the prompt (an
 edit task) the trie alone drafts most of it, and its cheap passes beat the small
 model's long trees (bench_trie at 1 GiB, session 11, before parking: trie alone
 4.0-4.4x target-only, the merged drafter 3.0-3.3x). Parked, the drafter's pages leave memory and the target
@@ -19,7 +21,7 @@ When to switch is measured, in tokens per second of whole rounds:
     measured before parking.
 The mode in use yields to the other when the other's rate beats it by `margin`.
 A switch costs a second or so (parking: a pass that copies the layers it keeps;
-unparking: reading the drafter back and running it over the text it missed), so
+unparking: reading the drafter back and running it over the whole text again), so
 it must not flap, and the round that pays it is not measured. Rounds swing from
 1 token to 25, and which drafter wins a round depends on the text (one the
 small model guesses poorly favours the trie's cheap passes even where the trie

@@ -219,8 +219,9 @@ class Engine:
         return plan_memory(segments, self.budget, self.fixed_costs())
 
     def _make_parking(self, layers: StreamedLayers) -> DrafterParking:
-        """The plan with the drafter's weights parked (its cache stays) and the switch to it."""
-        fixed = {k: v for k, v in self.plan.fixed.items() if k not in ("drafter", "drafter head")}
+        """The plan with the drafter parked (its weights and its cache's rows released;
+        MergedDrafter releases the rows) and the switch to it."""
+        fixed = {k: v for k, v in self.plan.fixed.items() if not k.startswith("drafter")}
         segments = layer_segments(self.target_gguf, self.target_config.n_layer)
         parked = plan_memory(segments, self.budget, fixed, n_buffers=layers.n_buffers)
         return DrafterParking(layers, self.plan, parked, self.draft_gguf, self._drafter_ranges())

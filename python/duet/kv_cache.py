@@ -2,8 +2,11 @@
 
 Rows are token slots in the order they were written. A forward pass appends its
 tokens at `n`; speculative decoding then keeps only the accepted path of the last
-block (`keep`) or drops a tail (`trim`)."""
+block (`keep`) or drops a tail (`trim`). `release` empties it and hands its
+written pages back to the system (a parked drafter's cache)."""
 from __future__ import annotations
+
+import mmap
 
 import numpy as np
 
@@ -16,11 +19,16 @@ class KVCache:
             raise ValueError(f"KV cache type must be one of {sorted(KV_DTYPES)}, got {kv_type!r}")
         if n_ctx < 1:
             raise ValueError(f"context size must be at least 1, got {n_ctx}")
-        dtype = KV_DTYPES[kv_type]
+        shape = (n_layer, n_ctx, n_head_kv, head_dim)
+        dtype = np.dtype(KV_DTYPES[kv_type])
         self.kv_type = kv_type
         self.n_ctx = n_ctx
-        self.k = np.zeros((n_layer, n_ctx, n_head_kv, head_dim), dtype=dtype)  # [layer, slot, head_kv, dim]
-        self.v = np.zeros((n_layer, n_ctx, n_head_kv, head_dim), dtype=dtype)  # [layer, slot, head_kv, dim]
+        # An anonymous map of its own, not the allocator's: its pages are resident only
+        # once written, and release() can hand them back.
+        self._map = mmap.mmap(-1, 2 * int(np.prod(shape)) * dtype.itemsize, flags=mmap.MAP_PRIVATE)
+        k, v = np.frombuffer(self._map, dtype=dtype).reshape((2,) + shape)
+        self.k = k  # [layer, slot, head_kv, dim]
+        self.v = v  # [layer, slot, head_kv, dim]
         self.n = 0  # slots in use
 
     @property
@@ -30,6 +38,13 @@ class KVCache:
     @property
     def free(self) -> int:
         return self.n_ctx - self.n
+
+    def release(self) -> None:
+        """Empties the cache and gives its memory back: the pages written so far
+        leave the process (a parked drafter's budget counts none of its rows)."""
+        self.n = 0
+        if hasattr(mmap, "MADV_DONTNEED"):
+            self._map.madvise(mmap.MADV_DONTNEED)
 
     def trim(self, n: int) -> None:
         """Forget every slot from n on."""

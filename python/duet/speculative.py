@@ -119,6 +119,14 @@ class TreeDrafter:
             self.cache.trim(self.slots[0])
             self.tree = None
 
+    def release(self, text: list[int]) -> None:
+        """Empties its cache and gives that memory back (a parked drafter's budget
+        has no room for it); text, the committed tokens before the next root, runs
+        again when it next drafts."""
+        self.tree = None
+        self.cache.release()
+        self.pending = list(text)
+
     def skip(self, root_token: int, verdict: Verdict) -> None:
         """The target decoded root_token alone: it joins the tokens to run later."""
         self.abandon()

@@ -127,6 +127,7 @@ class MergedDrafter:
         self.trie_share = trie_drafter.max_nodes  # trie nodes the next merged tree may take
         self._started = self._drafted = 0.0       # perf_counter at this round's start and at its tree's
         self._policy: FallbackPolicy | None = None  # this round's, for the trie's replay (_observe)
+        self.text: list[int] = []  # the committed tokens before the next root (a released cache's refill)
 
     @property
     def cache(self):
@@ -143,6 +144,7 @@ class MergedDrafter:
     def start(self, prompt: list[int]) -> None:
         self.tree_drafter.start(prompt)
         self.trie_drafter.start(prompt)
+        self.text = list(prompt[:-1])
 
     def draft(self, root_token: int, root_position: int, policy: FallbackPolicy) -> TokenTree:
         self._started, self._policy = time.perf_counter(), policy
@@ -167,6 +169,7 @@ class MergedDrafter:
     def skip(self, root_token: int, verdict: Verdict) -> None:
         self.tree_drafter.skip(root_token, verdict)
         self.trie_drafter.skip(root_token, verdict)
+        self.text.append(root_token)
 
     @property
     def parked(self) -> bool:
@@ -189,8 +192,11 @@ class MergedDrafter:
             # The small model ran nothing this round: the root and the accepted
             # tokens precede the next root in its cache.
             self.tree_drafter.pending += [tree.root_token] + verdict.tokens[:-1]
+        self.text += [tree.root_token] + verdict.tokens[:-1]
         if self.parking is not None:
             self._observe(tree.root_token, verdict)
+            if self.parked and self.cache.n:
+                self.tree_drafter.release(self.text)
         self.trie_drafter.commit(tree, verdict)
         return carried
 
