@@ -291,3 +291,24 @@ def test_parked_mid_request_the_drafter_gives_its_rows_back_and_refills_them_whe
     assert seen["rows_back"], "the drafter never drafted again"
     rows, pending, text = seen["rows_back"][0]
     assert rows >= len(prompt) and rows + pending >= text
+
+
+def test_merged_trees_stay_within_the_logit_rows_the_plan_counts(wide_pair, monkeypatch):
+    target, draft = wide_pair
+    sizes = []
+    verify = TreeVerifier.verify
+
+    def recording(self, tree, choose):
+        sizes.append(len(tree))
+        return verify(self, tree, choose)
+
+    monkeypatch.setattr(TreeVerifier, "verify", recording)
+    # In the pipeline the small model drafts every round and the trie adds to its tree.
+    with Engine(target=target, draft=draft, threads=2, n_ctx=256, trie=True, max_tree_nodes=6,
+                pipeline=True) as engine:
+        engine.policy.solo_fallback = False  # every round a tree, however slow the tiny drafter
+        assert engine.generate(PROMPT, max_tokens=60).tokens == target_only(target, n=60)
+        trie_rows = engine.fixed_costs()["drafter trie rows"]
+        rows = engine.max_tree_nodes + 1 + engine.trie_nodes
+    assert max(sizes) > engine.max_tree_nodes + 1, "no tree took trie nodes past the policy's cap"
+    assert max(sizes) <= rows and trie_rows == 4 * engine.trie_nodes * engine.target_config.n_vocab

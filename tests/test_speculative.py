@@ -196,6 +196,19 @@ def test_verify_greedy_walks_the_matching_path():
     assert verify_greedy(tree, choice).tokens == [4]
 
 
+def test_sampled_choice_computes_only_the_rows_it_walks_and_draws_as_with_all_of_them():
+    tree = tree_of([[5, 6, 7], [8, 9], [10]])  # 7 nodes
+    logits = np.random.default_rng(0).normal(size=(len(tree), 16)).astype(np.float32)
+    logits[:, [5, 6, 7, 8, 9, 10]] += 2.0  # drafted tokens likely enough to be accepted at times
+    for seed in range(40):
+        whole, lazy = Sampler(temperature=0.8, top_p=0.95, seed=seed), Sampler(temperature=0.8, top_p=0.95, seed=seed)
+        expected = verify_sampled(tree, np.stack([whole.probabilities(row) for row in logits]), whole.rng)
+        rows = []
+        counting = SimpleNamespace(rng=lazy.rng, probabilities=lambda row: rows.append(row) or lazy.probabilities(row))
+        assert sampled_choice(counting)(tree, logits) == expected
+        assert len(rows) <= len(expected.accepted_nodes) + 1  # a row per node walked (the last twice at worst)
+
+
 def test_verify_sampled_follows_the_target_distribution():
     """Over many draws, the first emitted token is distributed as the target's p,
     whatever the drafted children are."""

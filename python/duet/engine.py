@@ -141,6 +141,7 @@ class Engine:
         self.n_ctx = n_ctx
         self.kv_type = kv_type
         self.max_tree_nodes = max_tree_nodes
+        self.trie_nodes = min(16, max_tree_nodes) if trie else 0  # the trie's nodes in a tree, at most
         self.draft_vocab = draft_vocab
         self.pool = _core.ThreadPool(threads)
         self.threads = threads
@@ -195,6 +196,10 @@ class Engine:
                                    if n not in ("token_embd.weight", head.name))
             costs["drafter head"] = self._draft_head_bytes(head)
             costs["drafter kv cache"] = kv_cache_bytes(dc, self.n_ctx, self.kv_type)
+            if self.trie_nodes:
+                # Merged, the trie's nodes join the small model's tree past the policy's
+                # size cap, each with a row of logits (not parked: the trie drafts alone).
+                costs["drafter trie rows"] = 4 * self.trie_nodes * tc.n_vocab
         return costs
 
     def _drafter_ranges(self) -> list[tuple[int, int]]:
@@ -348,7 +353,7 @@ class Engine:
         """The drafter for one request: the small model's trees, the trie's, both
         merged, or None for target-only decoding."""
         tree = TreeDrafter(self.draft, self.draft.new_cache(self.n_ctx, self.kv_type)) if self.draft else None
-        trie = TrieDrafter(self.ngrams, max_nodes=min(16, self.max_tree_nodes)) if self.ngrams is not None else None
+        trie = TrieDrafter(self.ngrams, max_nodes=self.trie_nodes) if self.ngrams is not None else None
         if tree is not None and trie is not None:
             # A trie-only round skips the small model's sequential passes, which pays
             # when they cost time. In the pipeline the small model drafts while the

@@ -268,10 +268,22 @@ def greedy_choice(tree: TokenTree, logits: np.ndarray) -> Verdict:
     return verify_greedy(tree, np.argmax(logits, axis=1))
 
 
+class RowProbabilities:
+    """The sampler's distribution after each tree node, computed for the rows
+    verify_sampled walks through: all of a tree's rows in float64 would take
+    1.2 MB each with a 152k vocabulary, which a memory budget does not count."""
+
+    def __init__(self, logits: np.ndarray, sampler):
+        self.logits = logits
+        self.sampler = sampler
+
+    def __getitem__(self, node: int) -> np.ndarray:
+        return self.sampler.probabilities(self.logits[node])
+
+
 def sampled_choice(sampler) -> Callable[[TokenTree, np.ndarray], Verdict]:
     def choose(tree: TokenTree, logits: np.ndarray) -> Verdict:
-        probs = np.stack([sampler.probabilities(row) for row in logits])
-        return verify_sampled(tree, probs, sampler.rng)
+        return verify_sampled(tree, RowProbabilities(logits, sampler), sampler.rng)
     return choose
 
 

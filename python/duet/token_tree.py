@@ -134,13 +134,14 @@ def likeliest_branch(tree: TokenTree, node: int = 0) -> list[int]:
     return out
 
 
-def verify_sampled(tree: TokenTree, target_probs: np.ndarray, rng: np.random.Generator) -> Verdict:
+def verify_sampled(tree: TokenTree, target_probs, rng: np.random.Generator) -> Verdict:
     """Speculative sampling over the tree. The drafted children of a node are fixed
     proposals (their draft distribution is a point mass), so a child with token x is
     accepted with probability p(x) under the target's distribution p; on rejection
     x is removed from p and p renormalised (the residual), and the next child is
     tried. If none is accepted the target's token is drawn from the residual. The
-    emitted token thus follows p exactly. target_probs: [n, vocab], rows sum to 1."""
+    emitted token thus follows p exactly. target_probs: [n, vocab], rows sum to 1
+    (an array, or anything that gives a node's row by index)."""
     node, accepted = 0, [0]
     while True:
         p = target_probs[node].astype(np.float64).copy()
