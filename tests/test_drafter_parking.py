@@ -311,4 +311,7 @@ def test_merged_trees_stay_within_the_logit_rows_the_plan_counts(wide_pair, monk
         trie_rows = engine.fixed_costs()["drafter trie rows"]
         rows = engine.max_tree_nodes + 1 + engine.trie_nodes
     assert max(sizes) > engine.max_tree_nodes + 1, "no tree took trie nodes past the policy's cap"
-    assert max(sizes) <= rows and trie_rows == 4 * engine.trie_nodes * engine.target_config.n_vocab
+    assert max(sizes) <= rows
+    # The logit rows the plan counts (the activations' tree rows and the trie's) hold the largest tree's.
+    assert 4 * (engine.max_tree_nodes + 1) * engine.target_config.n_vocab + trie_rows >= \
+        4 * max(sizes) * engine.target_config.n_vocab

@@ -109,11 +109,10 @@ class GGUFFile:
         self.tensors: dict[str, TensorInfo] = {
             info.name: self._tensor_info(info) for info in header.tensor_infos
         }
-        if hasattr(mmap, "MADV_DONTNEED"):
-            # The parse mapped the header in (6 MB with a 152k-token vocabulary), and its
-            # values are copies now: those pages would stay mapped for the file's life,
-            # counted against a memory budget.
-            self._map.madvise(mmap.MADV_DONTNEED, 0, min(self.data_offset, self._map.size()))
+        # The parse mapped the header in (6 MB with a 152k-token vocabulary), and its
+        # values are copies now: those pages would stay mapped for the file's life,
+        # counted against a memory budget.
+        self.release([(0, self.data_offset)])
 
     @property
     def architecture(self) -> str:

@@ -10,6 +10,8 @@ import mmap
 
 import numpy as np
 
+from duet.memory import anonymous_map
+
 KV_DTYPES = {"f16": np.float16, "f32": np.float32}
 
 
@@ -23,9 +25,7 @@ class KVCache:
         dtype = np.dtype(KV_DTYPES[kv_type])
         self.kv_type = kv_type
         self.n_ctx = n_ctx
-        # An anonymous map of its own, not the allocator's: its pages are resident only
-        # once written, and release() can hand them back.
-        self._map = mmap.mmap(-1, 2 * int(np.prod(shape)) * dtype.itemsize, flags=mmap.MAP_PRIVATE)
+        self._map = anonymous_map(2 * int(np.prod(shape)) * dtype.itemsize)  # release() can hand it back
         k, v = np.frombuffer(self._map, dtype=dtype).reshape((2,) + shape)
         self.k = k  # [layer, slot, head_kv, dim]
         self.v = v  # [layer, slot, head_kv, dim]

@@ -1,6 +1,7 @@
 """Memory accounting of this process: what the budget is checked against. Bytes."""
 from __future__ import annotations
 
+import mmap
 import re
 from dataclasses import dataclass
 
@@ -14,6 +15,14 @@ class MemoryUsage:
     anonymous: int  # RssAnon: heap, buffers, KV caches
     file: int       # RssFile: mapped file pages (model weights via mmap)
     peak: int       # VmHWM: the most resident at any moment so far
+
+
+def anonymous_map(nbytes: int) -> mmap.mmap:
+    """Zeroed memory in a mapping of its own rather than from the allocator: its
+    pages are resident only once written, and they go back to the system when the
+    map is dropped or madvised away (heap memory a few MB large may stay in the
+    process after it is freed, below glibc's largest mmap threshold of 32 MiB)."""
+    return mmap.mmap(-1, max(nbytes, 1), flags=mmap.MAP_PRIVATE)
 
 
 def parse_size(text: str | int) -> int:

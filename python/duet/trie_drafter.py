@@ -184,15 +184,15 @@ class MergedDrafter:
         return self.tree_drafter.draft_provisionally(stop, max_nodes) if self.model_drafted else 0
 
     def commit(self, tree: TokenTree, verdict: Verdict) -> int:
-        carried = 0
+        carried, committed = 0, [tree.root_token] + verdict.tokens[:-1]
         if self.model_drafted:
             carried = self.tree_drafter.commit(tree, verdict)
             self.trie_share_adapt(tree, verdict)
         else:
             # The small model ran nothing this round: the root and the accepted
             # tokens precede the next root in its cache.
-            self.tree_drafter.pending += [tree.root_token] + verdict.tokens[:-1]
-        self.text += [tree.root_token] + verdict.tokens[:-1]
+            self.tree_drafter.pending += committed
+        self.text += committed
         if self.parking is not None:
             self._observe(tree.root_token, verdict)
             if self.parked and self.cache.n:

@@ -8,7 +8,6 @@ ones are spread evenly among the layers of their size, so that the IO thread
 reads the next streamed layer while resident layers compute."""
 from __future__ import annotations
 
-import mmap
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -17,7 +16,7 @@ import numpy as np
 
 from duet import _core
 from duet.gguf_file import GGUFFile
-from duet.memory import format_size
+from duet.memory import anonymous_map, format_size
 from duet.model import layer_key, tensor_entry
 
 ALIGN = 4096  # O_DIRECT granularity; a segment's read may cover this much extra on each side
@@ -177,11 +176,9 @@ def plan_memory(segments: list[Segment], budget: int, fixed: dict[str, int], max
 
 def returnable_copy(data: np.ndarray) -> np.ndarray:
     """A copy of uint8 data in its own anonymous mapping, which goes back to the
-    system when the array is dropped. A layer is a few tens of MB, under glibc's
-    largest mmap threshold (32 MiB): from the heap, a layer freed by a replan
+    system when the array is dropped: from the heap, a layer freed by a replan
     would stay in the process, and the next plan's layers would go over budget."""
-    region = mmap.mmap(-1, max(data.size, 1))
-    out = np.frombuffer(region, dtype=np.uint8, count=data.size)
+    out = np.frombuffer(anonymous_map(data.size), dtype=np.uint8, count=data.size)
     out[:] = data
     return out
 
