@@ -155,6 +155,9 @@ def paged_row(task: str, mode: str, budget: str, results: list[dict], reference:
         next(r for r in results if r.get("tokens_per_second") == speeds[(len(speeds) - 1) // 2])
     return {"task": task, "mode": mode, "budget": budget, "tps": median.get("tokens_per_second"),
             "tps_runs": [round(r["tokens_per_second"], 2) if r.get("tokens_per_second") else None for r in results],
+            # Verification passes are what the drafters change; tokens/s also carries
+            # the storage's speed, which varies from run to run on a shared machine.
+            "passes_runs": [r.get("passes") for r in results],
             # The engine counts switches over its prompts: the last prompt's count is the run's.
             "switches_runs": [max((x.get("parking_switches", 0) for x in r.get("runs", [])), default=0)
                               for r in results],
@@ -178,8 +181,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.budget:
         rows = paged_rows(args)
-        print_table(rows, ["task", "mode", "budget", "tps", "speedup", "tps_runs", "switches_runs", "lossless",
-                           "peak_MiB", "accepted_per_pass", "error"])
+        print_table(rows, ["task", "mode", "budget", "tps", "speedup", "tps_runs", "passes_runs", "switches_runs",
+                           "lossless", "peak_MiB", "accepted_per_pass", "error"])
         print(f"wrote {write_json('trie_paged.json', {'args': vars(args), 'rows': rows})}")
         return
     runner = Runner(args.threads, args.tokens, args.max_nodes, args.trie_nodes)
