@@ -4,25 +4,16 @@ Usage: PYTHONPATH=python python bench/bench_attention.py [n_threads]
 Prints the best of many calls, which is the stable number on a shared machine.
 """
 import sys
-import time
 
 import numpy as np
 
+from common import best_seconds
 from duet import _core
 
 SHAPES = [  # (label, n_head, n_head_kv, head_dim): Qwen2.5 1.5B and 0.5B
     ("1.5B", 12, 2, 128),
     ("0.5B", 14, 2, 64),
 ]
-
-
-def best_seconds(fn, repeats=200):
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def main():
@@ -37,7 +28,7 @@ def main():
             out = np.empty_like(q)
             for isa in _core.isa_runnable():
                 seconds = best_seconds(
-                    lambda: _core.attention(q, k, v, n_kv, mask, head_dim**-0.5, pool, isa=isa, out=out))
+                    lambda: _core.attention(q, k, v, n_kv, mask, head_dim**-0.5, pool, isa=isa, out=out), 200)
                 print(f"{label} n_kv={n_kv:5d} {isa:7s} {seconds * 1e6:8.1f} us/layer")
 
 

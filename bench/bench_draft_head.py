@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from common import humaneval_field, humaneval_prompts, print_table, write_json
+from common import best_seconds, humaneval_field, humaneval_prompts, print_table, write_json
 from duet import _core
 from duet.gguf_file import GGUFFile
 from duet.model import Model
@@ -36,12 +36,7 @@ def step_seconds(model: Model, prompt: list[int]) -> float:
 
 def head_seconds(model: Model, repeats: int = 30) -> float:
     h = np.random.default_rng(0).standard_normal((1, model.config.n_embd)).astype(np.float32)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model.logits(h)
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return best_seconds(lambda: model.logits(h), repeats)
 
 
 def vocab_coverage(tokenizer: Tokenizer, n_prefix: int) -> float:

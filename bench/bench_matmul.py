@@ -8,11 +8,11 @@ import argparse
 import json
 import pathlib
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
+from common import best_seconds  # noqa: E402
 from duet import _core  # noqa: E402
 from quant_blocks import ALL_TYPES, BLOCK, Q4_K, Q6_K, random_rows, row_bytes  # noqa: E402
 
@@ -22,12 +22,7 @@ TYPE_NAMES = {t: _core.type_traits(t)["name"] for t in ALL_TYPES}
 
 def best_time(fn, repeats):
     fn()  # warm: page in, fault in the output
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return best_seconds(fn, repeats)
 
 
 def gemv_bandwidth(pool, isa, target_bytes, repeats):

@@ -9,9 +9,8 @@ Prints a table and writes bench/out/verify.json.
 from __future__ import annotations
 
 import argparse
-import time
 
-from common import print_table, write_json
+from common import best_seconds, print_table, write_json
 from duet import _core
 from duet.gguf_file import GGUFFile
 from duet.model import Model
@@ -23,13 +22,13 @@ PROMPT_TOKENS = 300  # attention over a prompt of about this length, as after a 
 def pass_seconds(model: Model, cache, n_nodes: int, repeats: int) -> float:
     """Best time of a forward over n_nodes new tokens with every row's logits, as a
     verification takes them; the cache is trimmed back after each run."""
-    base, times = cache.n, []
-    for _ in range(repeats):
-        start = time.perf_counter()
+    base = cache.n
+
+    def verify() -> None:
         model.forward(list(range(1000, 1000 + n_nodes)), cache, logits_rows="all")
-        times.append(time.perf_counter() - start)
         cache.trim(base)
-    return min(times)
+
+    return best_seconds(verify, repeats)
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 HUMANEVAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "HumanEval.jsonl.gz"
@@ -41,6 +42,17 @@ def llama_last_logits(llm):
     import numpy as np
 
     return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
+
+
+def best_seconds(fn, repeats: int) -> float:
+    """The shortest of `repeats` timed calls of fn: on a shared machine the
+    slower runs measure the neighbours."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def print_table(rows: list[dict], columns: list[str]) -> None:
