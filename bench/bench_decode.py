@@ -1,9 +1,11 @@
 """Decode and prefill speed of duet beside llama.cpp, same GGUF, same threads, one run.
 
-    python bench/bench_decode.py [--threads 2] [--decode 128] [--prefill 512]
+    python bench/bench_decode.py [--threads 2] [--decode 128] [--prefill 512] [--compare-isa avx512]
 
 Decode runs `--decode` tokens per engine in alternating rounds; prefill runs the
-`--prefill`-token prompt once per round. Prints a table and writes bench/out/decode.json."""
+`--prefill`-token prompt once per round, with `--compare-isa` also on that kernel
+path (duet's default path against another, in the same rounds). Prints a table and
+writes bench/out/decode.json."""
 from __future__ import annotations
 
 import argparse
@@ -75,22 +77,26 @@ def best_rates(runs: dict, count: int) -> dict:
     return {name: count / t for name, t in best.items()}
 
 
-def bench_model(name: str, threads: int, n_decode: int, n_prefill: int) -> dict:
+def bench_model(name: str, threads: int, n_decode: int, n_prefill: int, compare_isa: str) -> dict:
     path = resolve_model(name)
     gguf = GGUFFile(path)
     tokenizer = Tokenizer.from_metadata(gguf.metadata)
     text = "\n".join(humaneval_prompts())
     long_prompt = tokenizer.encode(text)[:n_prefill]
     short_prompt = tokenizer.encode(humaneval_prompts()[0])
-    model = Model(gguf, _core.ThreadPool(threads))
+    pool = _core.ThreadPool(threads)
+    model = Model(gguf, pool)
     n_ctx = max(n_prefill, len(short_prompt) + n_decode) + 16
     llm = llama_cpp_model(path, threads, n_ctx=n_ctx)
-    row = {"model": name, "threads": threads}
+    row = {"model": name, "threads": threads, "isa": model.isa or _core.isa_default()}
     per_round = max(1, n_decode // ROUNDS)
     duet = DuetDecoder(model, short_prompt, n_ctx)
     duet.step(2)  # first touch of every page outside the timing
     decode = {"duet": lambda: duet.step(per_round)}
     prefill = {"duet": lambda: duet_prefill(model, long_prompt)}
+    if compare_isa:
+        other = Model(gguf, pool, isa=compare_isa)
+        prefill[f"duet_{compare_isa}"] = lambda: duet_prefill(other, long_prompt)
     if llm is not None:
         llama = LlamaDecoder(llm, short_prompt)
         llama.step(2)
@@ -103,6 +109,8 @@ def bench_model(name: str, threads: int, n_decode: int, n_prefill: int) -> dict:
     if llm is not None:
         row["decode_ratio"] = row["duet_decode_tps"] / row["llama_decode_tps"]
         row["prefill_ratio"] = row["duet_prefill_tps"] / row["llama_prefill_tps"]
+    if compare_isa:
+        row[f"prefill_vs_{compare_isa}"] = row["duet_prefill_tps"] / row[f"duet_{compare_isa}_prefill_tps"]
     return row
 
 
@@ -112,10 +120,12 @@ def main() -> None:
     parser.add_argument("--decode", type=int, default=128)
     parser.add_argument("--prefill", type=int, default=512)
     parser.add_argument("--models", nargs="+", default=["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"])
+    parser.add_argument("--compare-isa", default="", help="also time duet's prefill on this kernel path")
     args = parser.parse_args()
-    rows = [bench_model(m, args.threads, args.decode, args.prefill) for m in args.models]
-    print_table(rows, ["model", "threads", "duet_decode_tps", "llama_decode_tps", "decode_ratio",
-                       "duet_prefill_tps", "llama_prefill_tps", "prefill_ratio"])
+    rows = [bench_model(m, args.threads, args.decode, args.prefill, args.compare_isa) for m in args.models]
+    compared = [f"duet_{args.compare_isa}_prefill_tps", f"prefill_vs_{args.compare_isa}"] if args.compare_isa else []
+    print_table(rows, ["model", "threads", "isa", "duet_decode_tps", "llama_decode_tps", "decode_ratio",
+                       "duet_prefill_tps", "llama_prefill_tps", "prefill_ratio", *compared])
     print(f"wrote {write_json('decode.json', rows)}")
 
 

@@ -2,9 +2,13 @@
 read of the same bytes, batch-size scaling, and a full pass over a real model's
 weights. Prints a table and writes bench/out/matmul.json.
 
-    PYTHONPATH=python python bench/bench_matmul.py [--threads 2] [--isa avx2]
+    PYTHONPATH=python python bench/bench_matmul.py [--threads 2] [--isa avx512,amx]
+
+--isa takes a comma-separated list: the batch scaling runs on each path in turn (a
+path against another in one run), the GEMV and the model pass on the first.
 """
 import argparse
+import itertools
 import json
 import pathlib
 import sys
@@ -43,14 +47,14 @@ def gemv_bandwidth(pool, isa, target_bytes, repeats):
     return results
 
 
-def batch_scaling(pool, isa, repeats):
+def batch_scaling(pool, isas, repeats):
     """(b) time for M activation rows relative to M = 1 on two model-shaped matrices,
     as decoded rows (a tree: vec_dot's order) and as prompt rows (llama.cpp's
-    prompt-batch order, which K-quants compute in tiles)."""
+    prompt-batch order, which K-quants compute in tiles), on each path."""
     rng = np.random.default_rng(1)
     results = []
-    for type_id, rows, cols in [(Q4_K, 1536, 8960), (Q6_K, 151936, 1536)]:
-        w = random_rows(type_id, rows, cols, rng).reshape(-1)
+    for (type_id, rows, cols), isa in itertools.product([(Q4_K, 1536, 8960), (Q6_K, 151936, 1536)], isas):
+        w = random_rows(type_id, rows, cols, np.random.default_rng(type_id)).reshape(-1)
         base = None
         for m in [1, 2, 4, 8, 16, 32, 64]:
             x = rng.standard_normal((m, cols)).astype(np.float32)
@@ -59,7 +63,7 @@ def batch_scaling(pool, isa, repeats):
             flags = np.ones(m, np.uint8)
             t_prompt = best_time(lambda: _core.matmul(type_id, w, rows, cols, x, pool, isa, out, flags), repeats)
             base = base or t
-            results.append({"type": TYPE_NAMES[type_id], "rows": rows, "cols": cols, "M": m,
+            results.append({"isa": isa, "type": TYPE_NAMES[type_id], "rows": rows, "cols": cols, "M": m,
                             "ms": t * 1e3, "ratio_to_m1": t / base,
                             "prompt_ms": t_prompt * 1e3, "prompt_ratio_to_m1": t_prompt / base})
     return results
@@ -100,7 +104,8 @@ def main():
     parser.add_argument("--skip-model", action="store_true")
     args = parser.parse_args()
     pool = _core.ThreadPool(args.threads)
-    isa = args.isa or _core.isa_default()
+    isas = args.isa.split(",") if args.isa else [_core.isa_default()]
+    isa = isas[0]
 
     report = {"isa": isa, "threads": args.threads}
     report["gemv"] = gemv_bandwidth(pool, isa, args.mbytes << 20, args.repeats)
@@ -109,11 +114,11 @@ def main():
     for r in report["gemv"]:
         print(f"{r['type']:6} {r['bytes'] / 2**20:6.0f} {r['matmul_gbs']:12.2f} {r['read_gbs']:10.2f} {r['ratio']:6.2f}")
 
-    report["batch"] = batch_scaling(pool, isa, args.repeats)
+    report["batch"] = batch_scaling(pool, isas, args.repeats)
     print("\n(b) batch scaling")
-    print(f"{'type':6} {'shape':>12} {'M':>3} {'ms':>9} {'xM=1':>6} {'prompt ms':>10} {'xM=1':>6}")
+    print(f"{'isa':7} {'type':6} {'shape':>12} {'M':>3} {'ms':>9} {'xM=1':>6} {'prompt ms':>10} {'xM=1':>6}")
     for r in report["batch"]:
-        print(f"{r['type']:6} {r['rows']:>6}x{r['cols']:<5} {r['M']:3d} {r['ms']:9.3f} {r['ratio_to_m1']:6.2f} "
+        print(f"{r['isa']:7} {r['type']:6} {r['rows']:>6}x{r['cols']:<5} {r['M']:3d} {r['ms']:9.3f} {r['ratio_to_m1']:6.2f} "
               f"{r['prompt_ms']:10.3f} {r['prompt_ratio_to_m1']:6.2f}")
 
     if not args.skip_model and MODEL.exists():

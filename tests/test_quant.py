@@ -352,7 +352,7 @@ def test_matmul_batch_invariant_with_prompt_rows(type_id, isa):
                              for m in range(12)])
     got = _core.matmul(type_id, w, rows, cols, x, pool, isa, prompt=flags)
     np.testing.assert_array_equal(got.view(np.uint32), single.view(np.uint32))
-    if type_id not in K_TYPES or isa not in ("scalar", "avx2", "avx512"):
+    if type_id not in K_TYPES or isa not in ("scalar", "avx2", "avx512", "amx"):
         plain = _core.matmul(type_id, w, rows, cols, x, pool, isa)
         np.testing.assert_array_equal(got.view(np.uint32), plain.view(np.uint32))
 

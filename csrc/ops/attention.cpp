@@ -19,7 +19,7 @@ namespace duet {
 const AttentionKernels& attention_kernels(Isa isa) {
   if (!isa_runnable(isa)) throw std::invalid_argument(std::string("ISA ") + isa_name(isa) + " cannot run here");
 #if defined(DUET_X86)
-  if (isa == Isa::Avx2 || isa == Isa::Avx512) return attention_kernels_avx2();
+  if (isa == Isa::Avx2 || isa_has_avx512(isa)) return attention_kernels_avx2();
 #endif
   return attention_kernels_scalar();
 }

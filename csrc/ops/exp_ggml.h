@@ -18,7 +18,7 @@ namespace duet {
 // that ISA, so that duet's logits equal those of llama.cpp built for the same machine.
 constexpr int kGgmlWidth8 = 8;
 constexpr int kGgmlWidth16 = 16;
-inline int ggml_width(Isa isa) { return isa == Isa::Avx512 ? kGgmlWidth16 : kGgmlWidth8; }
+inline int ggml_width(Isa isa) { return isa_has_avx512(isa) ? kGgmlWidth16 : kGgmlWidth8; }
 
 // Throws std::invalid_argument, naming op, unless width is 8 or 16.
 inline void ggml_width_check(int width, const char* op) {

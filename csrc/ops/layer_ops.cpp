@@ -94,7 +94,7 @@ void swiglu_scalar(float* gate, const float* up, int64_t n, int width) {
 void swiglu(float* gate, const float* up, int64_t n, Isa isa, int width) {
   ggml_width_check(width, "swiglu");
 #if defined(DUET_X86)
-  if (isa == Isa::Avx2 || isa == Isa::Avx512) return swiglu_avx2(gate, up, n, width);
+  if (isa == Isa::Avx2 || isa_has_avx512(isa)) return swiglu_avx2(gate, up, n, width);
 #endif
   swiglu_scalar(gate, up, n, width);
 }

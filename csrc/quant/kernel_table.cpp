@@ -9,6 +9,9 @@
 #include "quant/avx2/avx2_kernels.h"
 #include "quant/avx512/avx512_kernels.h"
 #endif
+#if defined(DUET_AMX)
+#include "quant/amx/amx_kernels.h"
+#endif
 #if defined(DUET_ARM64)
 #include "quant/neon/neon_kernels.h"
 #endif
@@ -111,6 +114,16 @@ KernelTable avx512_table() {
 }
 #endif
 
+#if defined(DUET_AMX)
+KernelTable amx_table() {
+  KernelTable t = avx512_table();
+  t.isa = Isa::Amx;
+  t.types[type_index(GgmlType::Q4_K)].prompt_tile = amx::prompt_tile_q4_k;
+  t.types[type_index(GgmlType::Q6_K)].prompt_tile = amx::prompt_tile_q6_k;
+  return t;
+}
+#endif
+
 #if defined(DUET_ARM64)
 KernelTable neon_table() {
   KernelTable t = scalar_table();
@@ -158,6 +171,12 @@ const KernelTable& kernel_table(Isa isa) {
     }
     case Isa::Avx512: {
       static const KernelTable table = avx512_table();
+      return table;
+    }
+#endif
+#if defined(DUET_AMX)
+    case Isa::Amx: {
+      static const KernelTable table = amx_table();
       return table;
     }
 #endif

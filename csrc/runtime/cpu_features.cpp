@@ -3,6 +3,11 @@
 #include <cstdlib>
 #include <stdexcept>
 
+#if defined(DUET_AMX)
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #if defined(DUET_ARM64) && defined(__linux__)
 #include <sys/auxv.h>
 #ifndef HWCAP_ASIMDDP
@@ -12,6 +17,35 @@
 
 namespace duet {
 
+namespace {
+
+// Listed slowest to fastest: the default is the last runnable one.
+constexpr Isa kAllIsas[] = {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Amx, Isa::Neon, Isa::Dotprod};
+
+#if defined(DUET_AMX)
+// AMX-TILE and AMX-INT8 in CPUID, the tile state enabled by the OS (XCR0 bits 17
+// and 18), and Linux's permission for this process to use the 8 KB of tile data
+// (arch_prctl ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA, Linux 5.16 on): without
+// it the first tile instruction faults. Asked once; the grant covers every thread.
+bool amx_permitted() {
+  static const bool permitted = [] {
+    unsigned eax, ebx, ecx, edx;
+    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+    const bool tile = (edx >> 24) & 1, int8 = (edx >> 25) & 1;
+    if (!tile || !int8) return false;
+    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !((ecx >> 27) & 1)) return false;  // OSXSAVE
+    unsigned xcr0_lo, xcr0_hi;
+    __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+    if ((xcr0_lo & (3u << 17)) != (3u << 17)) return false;
+    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return permitted;
+}
+#endif
+
+}  // namespace
+
 const char* isa_name(Isa isa) {
   switch (isa) {
     case Isa::Scalar: return "scalar";
@@ -19,15 +53,16 @@ const char* isa_name(Isa isa) {
     case Isa::Avx512: return "avx512";
     case Isa::Neon: return "neon";
     case Isa::Dotprod: return "dotprod";
+    case Isa::Amx: return "amx";
   }
   return "?";
 }
 
 Isa isa_parse(const std::string& name) {
-  for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon, Isa::Dotprod}) {
+  for (Isa isa : kAllIsas) {
     if (name == isa_name(isa)) return isa;
   }
-  throw std::invalid_argument("unknown ISA '" + name + "' (expected scalar, avx2, avx512, neon or dotprod)");
+  throw std::invalid_argument("unknown ISA '" + name + "' (expected scalar, avx2, avx512, amx, neon or dotprod)");
 }
 
 bool isa_runnable(Isa isa) {
@@ -41,6 +76,9 @@ bool isa_runnable(Isa isa) {
       return isa_runnable(Isa::Avx2) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
              __builtin_cpu_supports("avx512vnni");
+#endif
+#if defined(DUET_AMX)
+    case Isa::Amx: return isa_runnable(Isa::Avx512) && amx_permitted();
 #endif
 #if defined(DUET_ARM64)
     case Isa::Neon: return true;  // baseline on aarch64
@@ -57,7 +95,7 @@ bool isa_runnable(Isa isa) {
 
 std::vector<Isa> isa_runnable_list() {
   std::vector<Isa> out;
-  for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon, Isa::Dotprod}) {
+  for (Isa isa : kAllIsas) {
     if (isa_runnable(isa)) out.push_back(isa);
   }
   return out;
@@ -71,7 +109,7 @@ Isa isa_default() {
     }
     return isa;
   }
-  return isa_runnable_list().back();  // listed slowest to fastest
+  return isa_runnable_list().back();
 }
 
 }  // namespace duet

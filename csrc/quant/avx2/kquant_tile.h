@@ -194,8 +194,8 @@ struct Q4KTile {
   // sum to 30720, below 2^15.
   template <int R>
   void rows(const ActQ8_256* const a[R], PromptState<L> st[R]) const {
-    I s1[R], s2[R];
-    for (int r = 0; r < R; ++r) s1[r] = L::zero(), s2[r] = L::zero();
+    I s1[R];
+    for (int r = 0; r < R; ++r) s1[r] = L::zero();
 #pragma GCC unroll 1
     for (int j = 0; j < 8; ++j) {
       I p[R];
@@ -207,13 +207,17 @@ struct Q4KTile {
       }
       for (int r = 0; r < R; ++r) s1[r] = L::dot16(s1[r], p[r], scale[j]);
     }
-    for (int r = 0; r < R; ++r) {
-      alignas(16) int16_t pair_sums[8];
-      _mm_store_si128(reinterpret_cast<__m128i*>(pair_sums), act_pair_sums(*a[r]));
-      for (int p = 0; p < 4; ++p) s2[r] = L::dot16(s2[r], mins[p], L::set1(load_i32(pair_sums + 2 * p)));
-      const F block = L::fnmadd(dmin, L::cvt(s2[r]), L::mul(d, L::cvt(s1[r])));
-      st[r].acc = L::fmadd(block, L::set1_ps(a[r]->d), st[r].acc);
-    }
+    for (int r = 0; r < R; ++r) prompt_add(s1[r], *a[r], st[r]);
+  }
+
+  // The prompt order's float steps for one activation row, given S1.
+  void prompt_add(I s1, const ActQ8_256& a, PromptState<L>& st) const {
+    alignas(16) int16_t pair_sums[8];
+    _mm_store_si128(reinterpret_cast<__m128i*>(pair_sums), act_pair_sums(a));
+    I s2 = L::zero();
+    for (int p = 0; p < 4; ++p) s2 = L::dot16(s2, mins[p], L::set1(load_i32(pair_sums + 2 * p)));
+    const F block = L::fnmadd(dmin, L::cvt(s2), L::mul(d, L::cvt(s1)));
+    st.acc = L::fmadd(block, L::set1_ps(a.d), st.acc);
   }
 
   // Decode order: vec_dot's int32 lane g (elements 4g..4g+3 of every sub-block) is
@@ -305,9 +309,13 @@ struct Q6KTile {
     for (int r = 0; r < R; ++r) {
       I offset = L::zero();
       for (int p = 0; p < 8; ++p) offset = L::dot16(offset, scales2[p], L::set1(load_i32(a[r]->bsums + 2 * p)));
-      const I total = L::sub32(s[r], L::slli(offset, 5));
-      st[r].acc = L::fmadd(L::mul(d, L::cvt(total)), L::set1_ps(a[r]->d), st[r].acc);
+      prompt_add(L::sub32(s[r], L::slli(offset, 5)), *a[r], st[r]);
     }
+  }
+
+  // The prompt order's float steps for one activation row, given S.
+  void prompt_add(I s, const ActQ8_256& a, PromptState<L>& st) const {
+    st.acc = L::fmadd(L::mul(d, L::cvt(s)), L::set1_ps(a.d), st.acc);
   }
 
   // Decode order: float lane i of vec_dot takes, from each 32-element chunk c,

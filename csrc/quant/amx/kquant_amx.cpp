@@ -1,0 +1,213 @@
+// K-quant prompt rows on AMX: the VNNI prompt tile's unpacked block
+// (avx2/kquant_tile.h) becomes B tiles with the sub-block scales folded in, 16
+// activation rows at a time are an A tile, and each block's exact integer sum
+// comes out of the C tiles into the prompt order's float steps, as from the VNNI
+// tile, so that every result keeps vec_dot_prompt's bits.
+#include <immintrin.h>
+
+#include "quant/amx/amx_kernels.h"
+#include "quant/avx512/avx512_kernels.h"
+#include "quant/avx512/vnni_dot.h"
+
+namespace duet::amx {
+
+namespace {
+
+using L = avx512::Lanes16;
+using I = __m512i;
+using State = avx2::PromptState<L>;
+
+constexpr int kTileAct = 16;     // activation rows per A and C tile
+constexpr int kChunkBytes = 64;  // elements of a block per tile multiply
+constexpr int kChunks = QK_K / kChunkBytes;
+
+// Tile registers (the intrinsics take them as literals): 0 and 1 activations (16
+// rows x 64 int8), 2 and 3 weights (16 rows of 4 elements x 16 weight rows, int8),
+// 4 to 7 int32 sums (16 activation rows x 16 weight rows).
+struct alignas(64) TileConfig {
+  uint8_t palette, start_row, reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+void tiles_configure() {
+  TileConfig c{};
+  c.palette = 1;
+  for (int t = 0; t < 8; ++t) c.rows[t] = 16, c.colsb[t] = 64;
+  _tile_loadconfig(&c);
+}
+
+// A block's weights times their sub-block scales, w = q * scale, as two int8 digits,
+// w = 2^kShift * hi + lo: the C tiles then hold S = 2^kShift * C_hi + C_lo, exact,
+// with no step per sub-block. Row r of chunk k, elements 64k + 4r .. 64k + 4r + 3 of
+// every weight row, is the unpacked tile's q[16k + r] counted flat, in both formats.
+struct BlockTiles {
+  I hi[kChunks][16], lo[kChunks][16];
+};
+
+// Q4_K: the 6-bit scale split, s = 8 (s >> 3) + (s & 7), each part times a nibble at
+// most 105; two nibbles to a 16-bit lane, each product under 2^8, so one multiply
+// scales both.
+struct Q4KDigits {
+  using Tile = avx2::Q4KTile<L>;
+  static constexpr int kShift = 3;
+  static void fill(const Tile& t, BlockTiles& b) {
+    for (int j = 0; j < 8; ++j) {
+      const I hi = _mm512_srli_epi16(t.scale[j], 3);
+      const I lo = _mm512_and_si512(t.scale[j], _mm512_set1_epi16(7));
+      for (int g = 0; g < 8; ++g) {
+        const int i = 8 * j + g;
+        b.hi[i / 16][i % 16] = _mm512_mullo_epi16(t.q[j][g], hi);
+        b.lo[i / 16][i % 16] = _mm512_mullo_epi16(t.q[j][g], lo);
+      }
+    }
+  }
+};
+
+// Q6_K: w = (q - 32) * scale in [-4064, 4096], so S needs no offset term, split as
+// w = 128 (w >> 7) + (w & 127): hi in [-32, 32], lo in [0, 127]. Products in 16-bit
+// lanes, the even and the odd bytes apart.
+struct Q6KDigits {
+  using Tile = avx2::Q6KTile<L>;
+  static constexpr int kShift = 7;
+  static void fill(const Tile& t, BlockTiles& b) {
+    const I low_byte = _mm512_set1_epi16(0xff), low7 = _mm512_set1_epi16(0x7f), offset = _mm512_set1_epi16(32);
+    for (int j = 0; j < 16; ++j) {
+      for (int g = 0; g < 4; ++g) {
+        const I even = _mm512_mullo_epi16(_mm512_sub_epi16(_mm512_and_si512(t.q[j][g], low_byte), offset), t.scale[j]);
+        const I odd = _mm512_mullo_epi16(_mm512_sub_epi16(_mm512_srli_epi16(t.q[j][g], 8), offset), t.scale[j]);
+        const int i = 4 * j + g;
+        b.lo[i / 16][i % 16] = _mm512_or_si512(_mm512_and_si512(even, low7), _mm512_slli_epi16(_mm512_and_si512(odd, low7), 8));
+        b.hi[i / 16][i % 16] = _mm512_or_si512(_mm512_and_si512(_mm512_srai_epi16(even, 7), low_byte),
+                                               _mm512_slli_epi16(_mm512_srai_epi16(odd, 7), 8));
+      }
+    }
+  }
+};
+
+// C tiles 4 to 7 as stored: int32 sums [tile][activation row][weight row].
+using CTiles = int32_t[4][kTileAct][16];
+
+// st[m] += the block's contribution for 16 activation rows whose S is 2^kShift hi + lo;
+// hi and lo are each one C tile's or the sum of two (hi2, lo2: null for none).
+template <typename Digits>
+void rows_add(const typename Digits::Tile& t, const int32_t (*hi)[16], const int32_t (*lo)[16],
+              const int32_t (*hi2)[16], const int32_t (*lo2)[16], const ActQ8_256* const a[], State st[]) {
+  for (int m = 0; m < kTileAct; ++m) {
+    I h = _mm512_load_si512(hi[m]), l = _mm512_load_si512(lo[m]);
+    if (hi2 != nullptr) {
+      h = _mm512_add_epi32(h, _mm512_load_si512(hi2[m]));
+      l = _mm512_add_epi32(l, _mm512_load_si512(lo2[m]));
+    }
+    t.prompt_add(_mm512_add_epi32(_mm512_slli_epi32(h, Digits::kShift), l), *a[m], st[m]);
+  }
+}
+
+void c_tiles_zero() {
+  _tile_zero(4);
+  _tile_zero(5);
+  _tile_zero(6);
+  _tile_zero(7);
+}
+
+void c_tiles_store(CTiles& c) {
+  _tile_stored(4, c[0], 64);
+  _tile_stored(5, c[1], 64);
+  _tile_stored(6, c[2], 64);
+  _tile_stored(7, c[3], 64);
+}
+
+// A tile multiply waits for the one before it into the same C tile, so each block
+// keeps four C tiles in flight: for 32 activation rows, two activation tiles times
+// (hi, lo), sharing each chunk's B tiles; for 16, the even and the odd chunks apart,
+// added after (the sums are exact integers, however they are split).
+template <typename Digits>
+void block_rows32(const typename Digits::Tile& t, const BlockTiles& b, const ActQ8_256* const a[], size_t act_stride,
+                  State st[]) {
+  alignas(64) CTiles c;
+  c_tiles_zero();
+  for (int k = 0; k < kChunks; ++k) {
+    _tile_loadd(2, b.hi[k], 64);
+    _tile_loadd(3, b.lo[k], 64);
+    _tile_loadd(0, a[0]->qs + kChunkBytes * k, act_stride);
+    _tile_loadd(1, a[kTileAct]->qs + kChunkBytes * k, act_stride);
+    _tile_dpbssd(4, 0, 2);
+    _tile_dpbssd(5, 0, 3);
+    _tile_dpbssd(6, 1, 2);
+    _tile_dpbssd(7, 1, 3);
+  }
+  c_tiles_store(c);
+  rows_add<Digits>(t, c[0], c[1], nullptr, nullptr, a, st);
+  rows_add<Digits>(t, c[2], c[3], nullptr, nullptr, a + kTileAct, st + kTileAct);
+}
+
+template <typename Digits>
+void block_rows16(const typename Digits::Tile& t, const BlockTiles& b, const ActQ8_256* const a[], size_t act_stride,
+                  State st[]) {
+  alignas(64) CTiles c;
+  c_tiles_zero();
+  for (int k = 0; k < kChunks; k += 2) {
+    _tile_loadd(2, b.hi[k], 64);
+    _tile_loadd(3, b.lo[k], 64);
+    _tile_loadd(0, a[0]->qs + kChunkBytes * k, act_stride);
+    _tile_dpbssd(4, 0, 2);
+    _tile_dpbssd(5, 0, 3);
+    _tile_loadd(2, b.hi[k + 1], 64);
+    _tile_loadd(3, b.lo[k + 1], 64);
+    _tile_loadd(1, a[0]->qs + kChunkBytes * (k + 1), act_stride);
+    _tile_dpbssd(6, 1, 2);
+    _tile_dpbssd(7, 1, 3);
+  }
+  c_tiles_store(c);
+  rows_add<Digits>(t, c[0], c[1], c[2], c[3], a, st);
+}
+
+// TypeKernels::prompt_tile for n_act >= 16. Rows past the last 16 take the VNNI
+// tile's steps on the same unpacked block.
+template <typename Digits>
+void prompt_tile(int64_t n, const void* w_rows, size_t w_stride, const void* act, size_t act_stride, int n_act,
+                 float* y, int64_t ldy) {
+  using Tile = typename Digits::Tile;
+  const int n_amx = n_act / kTileAct * kTileAct;
+  const uint8_t* w = static_cast<const uint8_t*>(w_rows);
+  const uint8_t* rows = static_cast<const uint8_t*>(act);
+  const I offsets = L::offsets(w_stride);
+  const int64_t n_blocks = n / QK_K;
+  State st[kMaxTileAct];
+  for (int i = 0; i < n_act; ++i) st[i].clear();
+  Tile t;
+  BlockTiles b;
+  tiles_configure();
+  for (int64_t blk = 0; blk < n_blocks; ++blk) {
+    avx2::tile_blocks_prefetch<L, typename Tile::Block>(w, w_stride, blk, n_blocks);
+    t.unpack(w + blk * sizeof(typename Tile::Block), offsets);
+    Digits::fill(t, b);
+    const ActQ8_256* a[kMaxTileAct];
+    for (int i = 0; i < n_act; ++i) a[i] = reinterpret_cast<const ActQ8_256*>(rows + i * act_stride) + blk;
+    int m0 = 0;
+    for (; m0 + 2 * kTileAct <= n_amx; m0 += 2 * kTileAct) block_rows32<Digits>(t, b, a + m0, act_stride, st + m0);
+    if (m0 < n_amx) block_rows16<Digits>(t, b, a + m0, act_stride, st + m0);
+    avx2::row_groups_each(n_act - n_amx, [&](auto group, int g0) {
+      t.template rows<decltype(group)::value>(a + n_amx + g0, st + n_amx + g0);
+    });
+  }
+  _tile_release();
+  for (int i = 0; i < n_act; ++i) L::store(y + i * ldy, st[i].total());
+}
+
+}  // namespace
+
+// Fewer than 16 rows take the VNNI tile alone.
+void prompt_tile_q4_k(int64_t n, const void* w, size_t w_stride, const void* act, size_t act_stride, int n_act,
+                      float* y, int64_t ldy) {
+  if (n_act < kTileAct) return avx512::prompt_tile_q4_k(n, w, w_stride, act, act_stride, n_act, y, ldy);
+  prompt_tile<Q4KDigits>(n, w, w_stride, act, act_stride, n_act, y, ldy);
+}
+
+void prompt_tile_q6_k(int64_t n, const void* w, size_t w_stride, const void* act, size_t act_stride, int n_act,
+                      float* y, int64_t ldy) {
+  if (n_act < kTileAct) return avx512::prompt_tile_q6_k(n, w, w_stride, act, act_stride, n_act, y, ldy);
+  prompt_tile<Q6KDigits>(n, w, w_stride, act, act_stride, n_act, y, ldy);
+}
+
+}  // namespace duet::amx
