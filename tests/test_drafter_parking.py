@@ -16,6 +16,7 @@ from duet.model import Model, layer_shape
 from duet.ngram_store import NGramStore
 from duet.policy import FallbackPolicy
 from duet.speculative import SpeculativeStats, TreeDrafter, TreeVerifier, speculative_generate
+from duet.tokenizer import Tokenizer
 from duet.trie_drafter import MergedDrafter, TrieDrafter
 from duet.weight_store import StreamedLayers, layer_segments, plan_memory
 from tiny_models import write_tiny_model
@@ -225,19 +226,23 @@ class CountingModel:
         return self.model.prefill(tokens, cache, block)
 
 
-def test_a_parked_drafter_is_not_run_and_catches_up_when_back(wide_pair):
+def counted_merged_drafter(wide_pair, parking) -> tuple[Model, CountingModel, MergedDrafter, list[int]]:
+    """The target model, the small model counting its passes, their merged drafter
+    with the given parking, and PROMPT's tokens."""
     target, draft = wide_pair
     pool = _core.ThreadPool(2)
     target_model = Model(GGUFFile(target), pool)
     small = CountingModel(Model(GGUFFile(draft), pool))
-    parking = SimpleNamespace(parked=True, observe_trie_round=lambda *a: None, observe_model_round=lambda *a: None)
-    tree_drafter = TreeDrafter(small, small.new_cache(256))
-    drafter = MergedDrafter(tree_drafter, TrieDrafter(NGramStore(), max_nodes=8), trie_only_depth=None,
-                            parking=parking)
-    from duet.tokenizer import Tokenizer
+    drafter = MergedDrafter(TreeDrafter(small, small.new_cache(256)), TrieDrafter(NGramStore(), max_nodes=8),
+                            trie_only_depth=None, parking=parking)
+    return target_model, small, drafter, Tokenizer.from_metadata(target_model.gguf.metadata).encode(PROMPT)
 
-    prompt = Tokenizer.from_metadata(target_model.gguf.metadata).encode(PROMPT)
-    expected = target_only(target, prompt, 30)
+
+def test_a_parked_drafter_is_not_run_and_catches_up_when_back(wide_pair):
+    parking = SimpleNamespace(parked=True, observe_trie_round=lambda *a: None, observe_model_round=lambda *a: None)
+    target_model, small, drafter, prompt = counted_merged_drafter(wide_pair, parking)
+    tree_drafter = drafter.tree_drafter
+    expected = target_only(wide_pair[0], prompt, 30)
 
     def run() -> tuple[list[int], SpeculativeStats]:
         stats = SpeculativeStats()
@@ -257,11 +262,6 @@ def test_a_parked_drafter_is_not_run_and_catches_up_when_back(wide_pair):
 
 
 def test_parked_mid_request_the_drafter_gives_its_rows_back_and_refills_them_when_back(wide_pair):
-    target, draft = wide_pair
-    pool = _core.ThreadPool(2)
-    target_model = Model(GGUFFile(target), pool)
-    small = CountingModel(Model(GGUFFile(draft), pool))
-    tree_drafter = TreeDrafter(small, small.new_cache(256))
     seen = {"model": 0, "trie": 0, "rows_parked": [], "rows_back": []}
 
     def observe_model_round(*args):
@@ -277,12 +277,9 @@ def test_parked_mid_request_the_drafter_gives_its_rows_back_and_refills_them_whe
 
     parking = SimpleNamespace(parked=False, observe_trie_round=observe_trie_round,
                               observe_model_round=observe_model_round)
-    drafter = MergedDrafter(tree_drafter, TrieDrafter(NGramStore(), max_nodes=8), trie_only_depth=None,
-                            parking=parking)
-    from duet.tokenizer import Tokenizer
-
-    prompt = Tokenizer.from_metadata(target_model.gguf.metadata).encode(PROMPT)
-    expected = target_only(target, prompt, 60)
+    target_model, small, drafter, prompt = counted_merged_drafter(wide_pair, parking)
+    tree_drafter = drafter.tree_drafter
+    expected = target_only(wide_pair[0], prompt, 60)
     verifier = TreeVerifier(target_model, target_model.new_cache(256))
     calls = small.calls
     out = [t for t, _ in speculative_generate(verifier, drafter, prompt, 60, FallbackPolicy(), lambda t: False)]

@@ -6,8 +6,8 @@
 
 namespace duet {
 
-// Amx is the AVX-512 path with the prompt rows' Q4_K tiles on AMX-INT8 (the same
-// bits); everything else it runs is AVX-512's.
+// Amx is the AVX-512 path with the prompt rows' Q4_K and Q6_K tiles on AMX-INT8
+// (the same bits); everything else it runs is AVX-512's.
 enum class Isa : int { Scalar = 0, Avx2 = 1, Avx512 = 2, Neon = 3, Dotprod = 4, Amx = 5 };
 
 const char* isa_name(Isa isa);

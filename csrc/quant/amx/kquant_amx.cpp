@@ -162,37 +162,26 @@ void block_rows16(const typename Digits::Tile& t, const BlockTiles& b, const Act
   rows_add<Digits>(t, c[0], c[1], c[2], c[3], a, st);
 }
 
-// TypeKernels::prompt_tile for n_act >= 16. Rows past the last 16 take the VNNI
-// tile's steps on the same unpacked block.
+// TypeKernels::prompt_tile for n_act >= 16: tile_run's passes and unpacked blocks,
+// each block's weights folded into B tiles for whole tiles of 16 activation rows;
+// the rows past the last 16 take the VNNI tile's steps on the same unpacked block.
 template <typename Digits>
-void prompt_tile(int64_t n, const void* w_rows, size_t w_stride, const void* act, size_t act_stride, int n_act,
-                 float* y, int64_t ldy) {
+void prompt_tile(int64_t n, const void* w, size_t w_stride, const void* act, size_t act_stride, int n_act, float* y,
+                 int64_t ldy) {
   using Tile = typename Digits::Tile;
-  const int n_amx = n_act / kTileAct * kTileAct;
-  const uint8_t* w = static_cast<const uint8_t*>(w_rows);
-  const uint8_t* rows = static_cast<const uint8_t*>(act);
-  const I offsets = L::offsets(w_stride);
-  const int64_t n_blocks = n / QK_K;
-  State st[kMaxTileAct];
-  for (int i = 0; i < n_act; ++i) st[i].clear();
-  Tile t;
   BlockTiles b;
   tiles_configure();
-  for (int64_t blk = 0; blk < n_blocks; ++blk) {
-    avx2::tile_blocks_prefetch<L, typename Tile::Block>(w, w_stride, blk, n_blocks);
-    t.unpack(w + blk * sizeof(typename Tile::Block), offsets);
-    Digits::fill(t, b);
-    const ActQ8_256* a[kMaxTileAct];
-    for (int i = 0; i < n_act; ++i) a[i] = reinterpret_cast<const ActQ8_256*>(rows + i * act_stride) + blk;
-    int m0 = 0;
-    for (; m0 + 2 * kTileAct <= n_amx; m0 += 2 * kTileAct) block_rows32<Digits>(t, b, a + m0, act_stride, st + m0);
-    if (m0 < n_amx) block_rows16<Digits>(t, b, a + m0, act_stride, st + m0);
-    avx2::row_groups_each(n_act - n_amx, [&](auto group, int g0) {
-      t.template rows<decltype(group)::value>(a + n_amx + g0, st + n_amx + g0);
-    });
-  }
+  avx2::tile_run<Tile, avx2::PromptState>(
+      n, w, w_stride, act, act_stride, n_act, y, ldy,
+      [&](const Tile& t, const ActQ8_256* const a[], int count, State st[]) {
+        Digits::fill(t, b);
+        const int n_amx = count / kTileAct * kTileAct;
+        int m0 = 0;
+        for (; m0 + 2 * kTileAct <= n_amx; m0 += 2 * kTileAct) block_rows32<Digits>(t, b, a + m0, act_stride, st + m0);
+        if (m0 < n_amx) block_rows16<Digits>(t, b, a + m0, act_stride, st + m0);
+        avx2::TileRowsEach()(t, a + n_amx, count - n_amx, st + n_amx);
+      });
   _tile_release();
-  for (int i = 0; i < n_act; ++i) L::store(y + i * ldy, st[i].total());
 }
 
 }  // namespace

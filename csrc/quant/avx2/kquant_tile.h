@@ -354,14 +354,24 @@ inline void tile_blocks_prefetch(const uint8_t* w, size_t w_stride, int64_t b, i
   }
 }
 
+// tile_run's step for one unpacked block: each activation row's blocks a[i] into
+// st[i], for i < count, by the tile's vector rows (the AMX tiles put a step of their
+// own in front).
+struct TileRowsEach {
+  template <typename Tile, typename Act, typename St>
+  void operator()(const Tile& t, const Act* const a[], int count, St st[]) const {
+    row_groups_each(count, [&](auto group, int g0) { t.template rows<decltype(group)::value>(a + g0, st + g0); });
+  }
+};
+
 // A TypeKernels tile: y[i * ldy + w] = the row kernel's dot product of weight row w
 // (at w_rows + w * w_stride) and activation row i, for w < Lanes::kLanes and i <
 // n_act <= kMaxTileAct, in the order State keeps. Per pass of State::kPassAct rows,
 // blocks outermost: the tile's unpacked block stays in L1 while the activation
 // rows' blocks pass under it.
-template <typename Tile, template <typename> class State>
+template <typename Tile, template <typename> class State, typename BlockRows = TileRowsEach>
 void tile_run(int64_t n, const void* w_rows, size_t w_stride, const void* act, size_t act_stride, int n_act,
-              float* y, int64_t ldy) {
+              float* y, int64_t ldy, BlockRows block_rows = {}) {
   using L = typename Tile::Lanes;
   using Block = typename Tile::Block;
   using Act = typename Tile::Act;
@@ -380,7 +390,7 @@ void tile_run(int64_t n, const void* w_rows, size_t w_stride, const void* act, s
       t.unpack(w + b * sizeof(Block), offsets);
       const Act* a[kPass];
       for (int i = 0; i < count; ++i) a[i] = reinterpret_cast<const Act*>(rows + i * act_stride) + b;
-      row_groups_each(count, [&](auto group, int g0) { t.template rows<decltype(group)::value>(a + g0, st + g0); });
+      block_rows(t, a, count, st);
     }
     for (int i = 0; i < count; ++i) L::store(y + (first + i) * ldy, st[i].total());
   }
