@@ -317,6 +317,22 @@ def test_matmul_batch_invariant(type_id, isa):
     np.testing.assert_array_equal(got[2:19].view(np.uint32), single[order].view(np.uint32))
 
 
+@pytest.mark.parametrize("type_id", [Q4_0, Q4_K])
+def test_matmul_batch_quantized_across_threads_is_invariant(type_id):
+    """A batch big enough that its activation rows are quantized by both threads
+    (32768 elements or more; one row is quantized by the caller) gives each row the
+    bits it has alone."""
+    rng = np.random.default_rng(80 + type_id)
+    rows, cols, m = 21, 256 * 9, 19
+    assert m * cols >= 32768 > cols
+    w = random_rows(type_id, rows, cols, rng)
+    x = activations(rng, m, cols)
+    pool = _core.ThreadPool(2)
+    single = np.concatenate([_core.matmul(type_id, w, rows, cols, x[i:i + 1], pool) for i in range(m)])
+    got = _core.matmul(type_id, w, rows, cols, x, pool)
+    np.testing.assert_array_equal(got.view(np.uint32), single.view(np.uint32))
+
+
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("type_id", sorted(K_TYPES))
 @pytest.mark.parametrize("rows,m", [(29, 10), (77, 70)])

@@ -242,7 +242,7 @@ void test_tiles(Isa isa, GgmlType type) {
         }
       }
       bool equal = true;
-      for (int n_act : {1, 2, 3, 4, 5, 7, 17, 33, kMaxTileAct - 1, kMaxTileAct}) {
+      for (int n_act : {1, 2, 3, 4, 5, 7, 16, 17, 33, 48, kMaxTileAct - 1, kMaxTileAct}) {
         std::vector<float> got(n_act * rows);
         tile(n, w.data(), stride, a.bytes.data(), a.stride, n_act, got.data(), rows);
         equal = equal && bits_equal(got.data(), want.data(), n_act * rows);

@@ -51,16 +51,10 @@ struct BlockTiles {
 struct Q4KDigits {
   using Tile = avx2::Q4KTile<L>;
   static constexpr int kShift = 3;
-  static void fill(const Tile& t, BlockTiles& b) {
-    for (int j = 0; j < 8; ++j) {
-      const I hi = _mm512_srli_epi16(t.scale[j], 3);
-      const I lo = _mm512_and_si512(t.scale[j], _mm512_set1_epi16(7));
-      for (int g = 0; g < 8; ++g) {
-        const int i = 8 * j + g;
-        b.hi[i / 16][i % 16] = _mm512_mullo_epi16(t.q[j][g], hi);
-        b.lo[i / 16][i % 16] = _mm512_mullo_epi16(t.q[j][g], lo);
-      }
-    }
+  static void fold(const Tile& t, int j, int g, I q, BlockTiles& b) {
+    const int i = 8 * j + g;
+    b.hi[i / 16][i % 16] = _mm512_mullo_epi16(q, _mm512_srli_epi16(t.scale[j], 3));
+    b.lo[i / 16][i % 16] = _mm512_mullo_epi16(q, _mm512_and_si512(t.scale[j], _mm512_set1_epi16(7)));
   }
 };
 
@@ -70,18 +64,28 @@ struct Q4KDigits {
 struct Q6KDigits {
   using Tile = avx2::Q6KTile<L>;
   static constexpr int kShift = 7;
-  static void fill(const Tile& t, BlockTiles& b) {
+  static void fold(const Tile& t, int j, int g, I q, BlockTiles& b) {
     const I low_byte = _mm512_set1_epi16(0xff), low7 = _mm512_set1_epi16(0x7f), offset = _mm512_set1_epi16(32);
-    for (int j = 0; j < 16; ++j) {
-      for (int g = 0; g < 4; ++g) {
-        const I even = _mm512_mullo_epi16(_mm512_sub_epi16(_mm512_and_si512(t.q[j][g], low_byte), offset), t.scale[j]);
-        const I odd = _mm512_mullo_epi16(_mm512_sub_epi16(_mm512_srli_epi16(t.q[j][g], 8), offset), t.scale[j]);
-        const int i = 4 * j + g;
-        b.lo[i / 16][i % 16] = _mm512_or_si512(_mm512_and_si512(even, low7), _mm512_slli_epi16(_mm512_and_si512(odd, low7), 8));
-        b.hi[i / 16][i % 16] = _mm512_or_si512(_mm512_and_si512(_mm512_srai_epi16(even, 7), low_byte),
-                                               _mm512_slli_epi16(_mm512_srai_epi16(odd, 7), 8));
-      }
-    }
+    const I even = _mm512_mullo_epi16(_mm512_sub_epi16(_mm512_and_si512(q, low_byte), offset), t.scale[j]);
+    const I odd = _mm512_mullo_epi16(_mm512_sub_epi16(_mm512_srli_epi16(q, 8), offset), t.scale[j]);
+    const int i = 4 * j + g;
+    b.lo[i / 16][i % 16] = _mm512_or_si512(_mm512_and_si512(even, low7), _mm512_slli_epi16(_mm512_and_si512(odd, low7), 8));
+    b.hi[i / 16][i % 16] = _mm512_or_si512(_mm512_and_si512(_mm512_srai_epi16(even, 7), low_byte),
+                                           _mm512_slli_epi16(_mm512_srai_epi16(odd, 7), 8));
+  }
+};
+
+// A format's tile whose block also unpacks into B tiles, folding each weight vector
+// as it comes, without a pass over the unpacked block. kKeepQ: the unpacked block is
+// kept too, for the rows past the last 16 (the VNNI tile's steps read it).
+template <typename Digits, bool kKeepQ>
+struct AmxTile : Digits::Tile {
+  BlockTiles b;
+  void unpack(const uint8_t* block0, size_t stride) {
+    Digits::Tile::unpack(block0, stride, [this](int j, int g, I q) {
+      if (kKeepQ) this->q[j][g] = q;
+      Digits::fold(*this, j, g, q, b);
+    });
   }
 };
 
@@ -163,25 +167,30 @@ void block_rows16(const typename Digits::Tile& t, const BlockTiles& b, const Act
 }
 
 // TypeKernels::prompt_tile for n_act >= 16: tile_run's passes and unpacked blocks,
-// each block's weights folded into B tiles for whole tiles of 16 activation rows;
-// the rows past the last 16 take the VNNI tile's steps on the same unpacked block.
-template <typename Digits>
+// each block's weights in B tiles for whole tiles of 16 activation rows; the rows
+// past the last 16 take the VNNI tile's steps on the same unpacked block.
+template <typename Digits, bool kKeepQ>
 void prompt_tile(int64_t n, const void* w, size_t w_stride, const void* act, size_t act_stride, int n_act, float* y,
                  int64_t ldy) {
-  using Tile = typename Digits::Tile;
-  BlockTiles b;
+  using Tile = AmxTile<Digits, kKeepQ>;
   tiles_configure();
   avx2::tile_run<Tile, avx2::PromptState>(
       n, w, w_stride, act, act_stride, n_act, y, ldy,
       [&](const Tile& t, const ActQ8_256* const a[], int count, State st[]) {
-        Digits::fill(t, b);
         const int n_amx = count / kTileAct * kTileAct;
         int m0 = 0;
-        for (; m0 + 2 * kTileAct <= n_amx; m0 += 2 * kTileAct) block_rows32<Digits>(t, b, a + m0, act_stride, st + m0);
-        if (m0 < n_amx) block_rows16<Digits>(t, b, a + m0, act_stride, st + m0);
+        for (; m0 + 2 * kTileAct <= n_amx; m0 += 2 * kTileAct) block_rows32<Digits>(t, t.b, a + m0, act_stride, st + m0);
+        if (m0 < n_amx) block_rows16<Digits>(t, t.b, a + m0, act_stride, st + m0);
         avx2::TileRowsEach()(t, a + n_amx, count - n_amx, st + n_amx);
       });
   _tile_release();
+}
+
+template <typename Digits>
+void prompt_tile_rows(int64_t n, const void* w, size_t w_stride, const void* act, size_t act_stride, int n_act,
+                      float* y, int64_t ldy) {
+  if (n_act % kTileAct == 0) return prompt_tile<Digits, false>(n, w, w_stride, act, act_stride, n_act, y, ldy);
+  prompt_tile<Digits, true>(n, w, w_stride, act, act_stride, n_act, y, ldy);
 }
 
 }  // namespace
@@ -190,13 +199,13 @@ void prompt_tile(int64_t n, const void* w, size_t w_stride, const void* act, siz
 void prompt_tile_q4_k(int64_t n, const void* w, size_t w_stride, const void* act, size_t act_stride, int n_act,
                       float* y, int64_t ldy) {
   if (n_act < kTileAct) return avx512::prompt_tile_q4_k(n, w, w_stride, act, act_stride, n_act, y, ldy);
-  prompt_tile<Q4KDigits>(n, w, w_stride, act, act_stride, n_act, y, ldy);
+  prompt_tile_rows<Q4KDigits>(n, w, w_stride, act, act_stride, n_act, y, ldy);
 }
 
 void prompt_tile_q6_k(int64_t n, const void* w, size_t w_stride, const void* act, size_t act_stride, int n_act,
                       float* y, int64_t ldy) {
   if (n_act < kTileAct) return avx512::prompt_tile_q6_k(n, w, w_stride, act, act_stride, n_act, y, ldy);
-  prompt_tile<Q6KDigits>(n, w, w_stride, act, act_stride, n_act, y, ldy);
+  prompt_tile_rows<Q6KDigits>(n, w, w_stride, act, act_stride, n_act, y, ldy);
 }
 
 }  // namespace duet::amx

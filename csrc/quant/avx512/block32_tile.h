@@ -73,7 +73,8 @@ struct Block32Tile {
   __m512i start[8];  // [group g]: -128 * the sum of q[g]'s four weights
   __m512 d;
 
-  void unpack(const uint8_t* block0, __m512i offsets) {
+  void unpack(const uint8_t* block0, size_t stride) {
+    const __m512i offsets = Lanes16::offsets(stride);
     Format::unpack(block0, offsets, q);
     const __m512i offset128 = _mm512_set1_epi8(static_cast<char>(0x80));
     for (int g = 0; g < 8; ++g) {

@@ -59,6 +59,19 @@ struct Lanes16 {
                               _mm512_set1_epi32(static_cast<int>(stride)));
   }
   static I gather(I offsets, const uint8_t* base) { return _mm512_i32gather_epi32(offsets, base, 1); }
+  static I loadu(const uint8_t* p) { return _mm512_loadu_si512(p); }
+  static I unpacklo32(I a, I b) { return _mm512_unpacklo_epi32(a, b); }
+  static I unpackhi32(I a, I b) { return _mm512_unpackhi_epi32(a, b); }
+  static I unpacklo64(I a, I b) { return _mm512_unpacklo_epi64(a, b); }
+  static I unpackhi64(I a, I b) { return _mm512_unpackhi_epi64(a, b); }
+  static void lanes128_transpose(const I in[4], I out[4]) {
+    const I x0 = _mm512_shuffle_i32x4(in[0], in[1], 0x44), x1 = _mm512_shuffle_i32x4(in[0], in[1], 0xee);
+    const I y0 = _mm512_shuffle_i32x4(in[2], in[3], 0x44), y1 = _mm512_shuffle_i32x4(in[2], in[3], 0xee);
+    out[0] = _mm512_shuffle_i32x4(x0, y0, 0x88);
+    out[1] = _mm512_shuffle_i32x4(x0, y0, 0xdd);
+    out[2] = _mm512_shuffle_i32x4(x1, y1, 0x88);
+    out[3] = _mm512_shuffle_i32x4(x1, y1, 0xdd);
+  }
   static I and_(I a, I b) { return _mm512_and_si512(a, b); }
   static I or_(I a, I b) { return _mm512_or_si512(a, b); }
   static I srli(I a, int n) { return _mm512_srli_epi32(a, n); }
