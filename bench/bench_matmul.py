@@ -8,7 +8,6 @@ weights. Prints a table and writes bench/out/matmul.json.
 path against another in one run), the GEMV and the model pass on the first.
 """
 import argparse
-import itertools
 import json
 import pathlib
 import sys
@@ -47,25 +46,32 @@ def gemv_bandwidth(pool, isa, target_bytes, repeats):
     return results
 
 
+def matrix_scaling(pool, isa, type_id, w, rows, cols, rng, repeats):
+    """batch_scaling's rows for one matrix on one path."""
+    results, base = [], None
+    for m in [1, 2, 4, 8, 16, 32, 64]:
+        x = rng.standard_normal((m, cols)).astype(np.float32)
+        out = np.empty((m, rows), np.float32)
+        t = best_time(lambda: _core.matmul(type_id, w, rows, cols, x, pool, isa, out), repeats)
+        flags = np.ones(m, np.uint8)
+        t_prompt = best_time(lambda: _core.matmul(type_id, w, rows, cols, x, pool, isa, out, flags), repeats)
+        base = base or t
+        results.append({"isa": isa, "type": TYPE_NAMES[type_id], "rows": rows, "cols": cols, "M": m,
+                        "ms": t * 1e3, "ratio_to_m1": t / base,
+                        "prompt_ms": t_prompt * 1e3, "prompt_ratio_to_m1": t_prompt / base})
+    return results
+
+
 def batch_scaling(pool, isas, repeats):
     """(b) time for M activation rows relative to M = 1 on two model-shaped matrices,
     as decoded rows (a tree: vec_dot's order) and as prompt rows (llama.cpp's
     prompt-batch order, which K-quants compute in tiles), on each path."""
     rng = np.random.default_rng(1)
     results = []
-    for (type_id, rows, cols), isa in itertools.product([(Q4_K, 1536, 8960), (Q6_K, 151936, 1536)], isas):
-        w = random_rows(type_id, rows, cols, np.random.default_rng(type_id)).reshape(-1)
-        base = None
-        for m in [1, 2, 4, 8, 16, 32, 64]:
-            x = rng.standard_normal((m, cols)).astype(np.float32)
-            out = np.empty((m, rows), np.float32)
-            t = best_time(lambda: _core.matmul(type_id, w, rows, cols, x, pool, isa, out), repeats)
-            flags = np.ones(m, np.uint8)
-            t_prompt = best_time(lambda: _core.matmul(type_id, w, rows, cols, x, pool, isa, out, flags), repeats)
-            base = base or t
-            results.append({"isa": isa, "type": TYPE_NAMES[type_id], "rows": rows, "cols": cols, "M": m,
-                            "ms": t * 1e3, "ratio_to_m1": t / base,
-                            "prompt_ms": t_prompt * 1e3, "prompt_ratio_to_m1": t_prompt / base})
+    for type_id, rows, cols in [(Q4_K, 1536, 8960), (Q6_K, 151936, 1536)]:
+        w = random_rows(type_id, rows, cols, rng).reshape(-1)
+        for isa in isas:
+            results += matrix_scaling(pool, isa, type_id, w, rows, cols, rng, repeats)
     return results
 
 

@@ -62,7 +62,9 @@ Isa isa_parse(const std::string& name) {
   for (Isa isa : kAllIsas) {
     if (name == isa_name(isa)) return isa;
   }
-  throw std::invalid_argument("unknown ISA '" + name + "' (expected scalar, avx2, avx512, amx, neon or dotprod)");
+  std::string names;
+  for (Isa isa : kAllIsas) names += std::string(names.empty() ? "" : ", ") + isa_name(isa);
+  throw std::invalid_argument("unknown ISA '" + name + "' (expected one of " + names + ")");
 }
 
 bool isa_runnable(Isa isa) {

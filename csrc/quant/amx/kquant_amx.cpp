@@ -1,6 +1,6 @@
-// K-quant prompt rows on AMX: the VNNI prompt tile's unpacked block
-// (avx2/kquant_tile.h) becomes B tiles with the sub-block scales folded in, 16
-// activation rows at a time are an A tile, and each block's exact integer sum
+// K-quant prompt rows on AMX: the VNNI prompt tile's block (avx2/kquant_tile.h)
+// unpacks into B tiles with the sub-block scales folded in, 16 activation rows at
+// a time are an A tile, and each block's exact integer sum
 // comes out of the C tiles into the prompt order's float steps, as from the VNNI
 // tile, so that every result keeps vec_dot_prompt's bits.
 #include <immintrin.h>
@@ -78,13 +78,14 @@ struct Q6KDigits {
 // A format's tile whose block also unpacks into B tiles, folding each weight vector
 // as it comes, without a pass over the unpacked block. kKeepQ: the unpacked block is
 // kept too, for the rows past the last 16 (the VNNI tile's steps read it).
-template <typename Digits, bool kKeepQ>
-struct AmxTile : Digits::Tile {
+template <typename D, bool kKeepQ>
+struct AmxTile : D::Tile {
+  using Digits = D;
   BlockTiles b;
   void unpack(const uint8_t* block0, size_t stride) {
-    Digits::Tile::unpack(block0, stride, [this](int j, int g, I q) {
+    D::Tile::unpack(block0, stride, [this](int j, int g, I q) {
       if (kKeepQ) this->q[j][g] = q;
-      Digits::fold(*this, j, g, q, b);
+      D::fold(*this, j, g, q, b);
     });
   }
 };
@@ -125,9 +126,10 @@ void c_tiles_store(CTiles& c) {
 // keeps four C tiles in flight: for 32 activation rows, two activation tiles times
 // (hi, lo), sharing each chunk's B tiles; for 16, the even and the odd chunks apart,
 // added after (the sums are exact integers, however they are split).
-template <typename Digits>
-void block_rows32(const typename Digits::Tile& t, const BlockTiles& b, const ActQ8_256* const a[], size_t act_stride,
-                  State st[]) {
+template <typename Tile>
+void block_rows32(const Tile& t, const ActQ8_256* const a[], size_t act_stride, State st[]) {
+  using Digits = typename Tile::Digits;
+  const BlockTiles& b = t.b;
   alignas(64) CTiles c;
   c_tiles_zero();
   for (int k = 0; k < kChunks; ++k) {
@@ -145,9 +147,10 @@ void block_rows32(const typename Digits::Tile& t, const BlockTiles& b, const Act
   rows_add<Digits>(t, c[2], c[3], nullptr, nullptr, a + kTileAct, st + kTileAct);
 }
 
-template <typename Digits>
-void block_rows16(const typename Digits::Tile& t, const BlockTiles& b, const ActQ8_256* const a[], size_t act_stride,
-                  State st[]) {
+template <typename Tile>
+void block_rows16(const Tile& t, const ActQ8_256* const a[], size_t act_stride, State st[]) {
+  using Digits = typename Tile::Digits;
+  const BlockTiles& b = t.b;
   alignas(64) CTiles c;
   c_tiles_zero();
   for (int k = 0; k < kChunks; k += 2) {
@@ -179,8 +182,8 @@ void prompt_tile(int64_t n, const void* w, size_t w_stride, const void* act, siz
       [&](const Tile& t, const ActQ8_256* const a[], int count, State st[]) {
         const int n_amx = count / kTileAct * kTileAct;
         int m0 = 0;
-        for (; m0 + 2 * kTileAct <= n_amx; m0 += 2 * kTileAct) block_rows32<Digits>(t, t.b, a + m0, act_stride, st + m0);
-        if (m0 < n_amx) block_rows16<Digits>(t, t.b, a + m0, act_stride, st + m0);
+        for (; m0 + 2 * kTileAct <= n_amx; m0 += 2 * kTileAct) block_rows32(t, a + m0, act_stride, st + m0);
+        if (m0 < n_amx) block_rows16(t, a + m0, act_stride, st + m0);
         avx2::TileRowsEach()(t, a + n_amx, count - n_amx, st + n_amx);
       });
   _tile_release();
