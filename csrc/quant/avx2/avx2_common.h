@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "quant/formats.h"
+#include "quant/kernels.h"
 
 // Everything here has internal linkage: this header is compiled into files built
 // with different ISA flags, and the linker must not pick one file's copy for all.
@@ -14,6 +15,10 @@ namespace {
 // (Not _cvtsh_ss: GCC makes that an insert into a zeroed register and a move out
 // through an integer register.)
 inline float f16_load(uint16_t h) { return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h))); }
+
+inline void weights_prefetch(const void* at) {
+  _mm_prefetch(static_cast<const char*>(at) + kWeightPrefetchBytes, _MM_HINT_T0);
+}
 
 inline float hsum_f32x8(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));

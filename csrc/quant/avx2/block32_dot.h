@@ -25,7 +25,7 @@ void block32_dot_rows(int64_t n, const void* w, const uint8_t* act, size_t strid
   }
   const int64_t n_blocks = n / QK32;
   for (int64_t b = 0; b < n_blocks; ++b) {
-    _mm_prefetch(reinterpret_cast<const char*>(blocks + b) + 512, _MM_HINT_T0);
+    weights_prefetch(blocks + b);
     const __m256i q = unpack(blocks[b]);
     const __m256i q_abs = _mm256_sign_epi8(q, q);
     const float d = f16_load(blocks[b].d);

@@ -76,7 +76,7 @@ void block32_gemv_rows(int64_t n_blocks, const uint8_t* w, size_t w_stride, cons
     // through a store and a load.
 #pragma GCC unroll 2
     for (int i = 0; i < R; ++i) {
-      _mm_prefetch(reinterpret_cast<const char*>(rows[i] + b) + 512, _MM_HINT_T0);
+      avx2::weights_prefetch(rows[i] + b);
       const __m256i sums = _mm256_dpbusd_epi32(start, Format::unpack(rows[i][b]), av);
       // The scale converted already broadcast (one load-broadcast, no move from an
       // integer register); each lane's product is vec_dot's scalar one.
