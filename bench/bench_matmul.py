@@ -1,5 +1,5 @@
 """Matmul speed of duet's kernels: GEMV bandwidth per type against a plain parallel
-read of the same bytes, batch-size scaling, and a full pass over a real model's
+read of the same bytes (and a read that prefetches as the kernels do), batch-size scaling, and a full pass over a real model's
 weights. Prints a table and writes bench/out/matmul.json.
 
     PYTHONPATH=python python bench/bench_matmul.py [--threads 2] [--isa avx512,amx]
@@ -39,11 +39,17 @@ def gemv_bandwidth(pool, isa, target_bytes, repeats):
         x = rng.standard_normal((1, cols)).astype(np.float32)
         out = np.empty((1, rows), np.float32)
         t_mm = best_time(lambda: _core.matmul(type_id, w, rows, cols, x, pool, isa, out), repeats)
-        t_rd = best_time(lambda: _core.read_bytes(w, pool), repeats)
+        reads = [best_time(lambda: _core.read_bytes(w, pool, prefetch=p), repeats) for p in (False, True)]
         results.append({"type": TYPE_NAMES[type_id], "rows": rows, "cols": cols, "bytes": int(w.nbytes),
-                        "matmul_gbs": w.nbytes / t_mm / 1e9, "read_gbs": w.nbytes / t_rd / 1e9,
-                        "ratio": t_rd / t_mm})
+                        "matmul_gbs": w.nbytes / t_mm / 1e9, **read_figures(w.nbytes, t_mm, *reads)})
     return results
+
+
+def read_figures(n_bytes: int, t_mm: float, t_read: float, t_read_prefetch: float) -> dict:
+    """The plain read's speed and the matmul's ratio to it, and the same for a read
+    that asks for its bytes ahead as the decoding kernels do (the memory's speed)."""
+    return {"read_gbs": n_bytes / t_read / 1e9, "ratio": t_read / t_mm,
+            "read_prefetch_gbs": n_bytes / t_read_prefetch / 1e9, "ratio_prefetch": t_read_prefetch / t_mm}
 
 
 def matrix_scaling(pool, isa, type_id, w, rows, cols, rng, repeats):
@@ -95,10 +101,10 @@ def model_pass(pool, isa, repeats):
     # pass is rarely free of interruptions, a single tensor's run often is.
     t_mm = sum(best_time(lambda: _core.matmul(type_id, data, rows, cols, x, pool, isa, out), repeats)
                for type_id, rows, cols, data, x, out in tensors)
-    t_rd = sum(best_time(lambda: _core.read_bytes(data, pool), repeats) for _, _, _, data, _, _ in tensors)
+    reads = [sum(best_time(lambda: _core.read_bytes(data, pool, prefetch=p), repeats) for _, _, _, data, _, _ in tensors)
+             for p in (False, True)]
     return {"model": MODEL.name, "tensors": len(tensors), "bytes": int(total), "matmul_ms": t_mm * 1e3,
-            "read_ms": t_rd * 1e3, "matmul_gbs": total / t_mm / 1e9, "read_gbs": total / t_rd / 1e9,
-            "ratio": t_rd / t_mm}
+            "matmul_gbs": total / t_mm / 1e9, **read_figures(total, t_mm, *reads)}
 
 
 def main():
@@ -116,9 +122,10 @@ def main():
     report = {"isa": isa, "threads": args.threads}
     report["gemv"] = gemv_bandwidth(pool, isa, args.mbytes << 20, args.repeats)
     print(f"(a) GEMV M=1, {args.threads} threads, isa={isa}")
-    print(f"{'type':6} {'MB':>6} {'matmul GB/s':>12} {'read GB/s':>10} {'ratio':>6}")
+    print(f"{'type':6} {'MB':>6} {'matmul GB/s':>12} {'read GB/s':>10} {'ratio':>6} {'read+pf GB/s':>13} {'ratio':>6}")
     for r in report["gemv"]:
-        print(f"{r['type']:6} {r['bytes'] / 2**20:6.0f} {r['matmul_gbs']:12.2f} {r['read_gbs']:10.2f} {r['ratio']:6.2f}")
+        print(f"{r['type']:6} {r['bytes'] / 2**20:6.0f} {r['matmul_gbs']:12.2f} {r['read_gbs']:10.2f} {r['ratio']:6.2f} "
+              f"{r['read_prefetch_gbs']:13.2f} {r['ratio_prefetch']:6.2f}")
 
     report["batch"] = batch_scaling(pool, isas, args.repeats)
     print("\n(b) batch scaling")
@@ -131,8 +138,8 @@ def main():
         report["model"] = model_pass(pool, isa, args.repeats)
         r = report["model"]
         print(f"\n(c) {r['model']}: {r['tensors']} 2-D tensors, {r['bytes'] / 2**20:.0f} MB, M=1")
-        print(f"matmul {r['matmul_ms']:.1f} ms = {r['matmul_gbs']:.2f} GB/s; read {r['read_ms']:.1f} ms = "
-              f"{r['read_gbs']:.2f} GB/s; ratio {r['ratio']:.2f}")
+        print(f"matmul {r['matmul_ms']:.1f} ms = {r['matmul_gbs']:.2f} GB/s; plain read {r['read_gbs']:.2f} GB/s, "
+              f"ratio {r['ratio']:.2f}; read with prefetch {r['read_prefetch_gbs']:.2f} GB/s, ratio {r['ratio_prefetch']:.2f}")
 
     out_dir = pathlib.Path(__file__).resolve().parent / "out"
     out_dir.mkdir(exist_ok=True)

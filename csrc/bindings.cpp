@@ -412,19 +412,19 @@ void bind_matmul(py::module_& m) {
   }, py::arg("type_id"), py::arg("table"), py::arg("n_vocab"), py::arg("n_embd"), py::arg("ids"),
      py::arg("isa") = "", "Rows `ids` of an embedding table, dequantized: f32 [n_ids, n_embd].");
 
-  m.def("read_bytes", [](const py::array& buf, ThreadPool& pool) {
+  m.def("read_bytes", [](const py::array& buf, ThreadPool& pool, bool prefetch) {
     ByteArray bytes = array_exact<uint8_t>(buf, "buf");
     const uint8_t* data = bytes.data();
     const int64_t n = bytes.nbytes();
     uint64_t result = 0;
     {
       py::gil_scoped_release release;
-      result = read_bytes_checksum(data, n, pool);
+      result = read_bytes_checksum(data, n, pool, prefetch);
     }
     return result;
-  }, py::arg("buf"), py::arg("pool"),
+  }, py::arg("buf"), py::arg("pool"), py::arg("prefetch") = false,
      "XOR of every 8-byte word of buf, read by the pool's threads as matmul splits rows: "
-     "the memory bandwidth baseline for matmul.");
+     "the memory bandwidth baseline for matmul (prefetch: asking for bytes ahead as its kernels do).");
 }
 
 // ---- model: one decoder layer in one call ---------------------------------------

@@ -493,3 +493,16 @@ def test_thread_pool_many_small_jobs_stay_exact():
     for _ in range(3000):
         assert np.array_equal(_core.attention(q, k, k, 8, mask, 0.25, pool), first)
     assert np.array_equal(_core.rms_norm(x, w, 1e-6), expected)
+
+
+# ---- the bandwidth baseline -------------------------------------------------------
+
+
+@pytest.mark.parametrize("prefetch", [False, True])
+@pytest.mark.parametrize("n", [0, 7, 32, 100_003, 3 * 32768 + 41])
+def test_read_bytes_is_the_xor_of_every_word(pool, n, prefetch):
+    """Every byte is read once whatever the threads' split (the tail of the last chunk
+    included), so the benchmark's read is a read of the whole buffer."""
+    buf = np.random.default_rng(n).integers(0, 256, n, dtype=np.uint8)
+    words = np.frombuffer(np.concatenate([buf, np.zeros(-n % 8, np.uint8)]).tobytes(), dtype="<u8")
+    assert _core.read_bytes(buf, pool, prefetch=prefetch) == int(np.bitwise_xor.reduce(words, initial=0))

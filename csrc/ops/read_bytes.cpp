@@ -12,7 +12,7 @@ namespace {
 constexpr int64_t kBytesPerChunk = 32 * 1024;
 }  // namespace
 
-uint64_t read_bytes_checksum(const uint8_t* data, int64_t n, ThreadPool& pool) {
+uint64_t read_bytes_checksum(const uint8_t* data, int64_t n, ThreadPool& pool, bool prefetch) {
   std::atomic<uint64_t> total{0};
   const int64_t n_chunks = (n + kBytesPerChunk - 1) / kBytesPerChunk;
   pool.parallel_for(n_chunks, 1, [&](int64_t begin, int64_t end, int) {
@@ -21,8 +21,7 @@ uint64_t read_bytes_checksum(const uint8_t* data, int64_t n, ThreadPool& pool) {
     uint64_t lanes[4] = {0, 0, 0, 0};  // independent chains so the loads overlap
     int64_t i = first;
     for (; i + 32 <= last; i += 32) {
-      // As far ahead as the kernels ask (a baseline without it read slower than they do).
-      __builtin_prefetch(data + i + kWeightPrefetchBytes);
+      if (prefetch) __builtin_prefetch(data + i + kWeightPrefetchBytes);
       uint64_t words[4];
       std::memcpy(words, data + i, 32);
       for (int k = 0; k < 4; ++k) lanes[k] ^= words[k];
