@@ -227,5 +227,22 @@ def test_merged_trie_share_halves_after_misses_and_doubles_after_a_hit():
         merged.trie_share_adapt(tree, Verdict(accepted_nodes=accepted, tokens=[1] * len(accepted),
                                               branch_length=1))
         shares.append(merged.trie_share)
-    # A miss halves the share down to one node, never zero: the trie keeps a probe.
-    assert shares == [4, 2, 1, 1, 2, 4]
+    assert shares == [4, 2, 1, 0, 1, 2]
+
+
+def test_merged_trie_share_comes_back_when_the_tries_own_tree_would_have_gone_further():
+    """With no trie node in the tree, the round's own trie tree is the probe: a share
+    of none grows again once that tree follows the target past the accepted path."""
+    merged = MergedDrafter(tree_drafter=None, trie_drafter=TrieDrafter(NGramStore(), max_nodes=8))
+    merged.trie_share = 0
+    tree = TokenTree(5)
+    model_node = tree.add(6, 0, 0.9, "draft")
+    own = TokenTree(5)
+    own.add(7, own.add(6, 0, 1.0, "trie"), 1.0, "trie")
+    merged._trie_tree = own
+    # The target took 6 (accepted) then 8: the trie's 6 -> 7 goes no further than the tree.
+    merged.trie_share_adapt(tree, Verdict(accepted_nodes=[0, model_node], tokens=[6, 8], branch_length=1))
+    assert merged.trie_share == 0
+    # The target took 6 then 7: the trie's own tree had the next token too.
+    merged.trie_share_adapt(tree, Verdict(accepted_nodes=[0, model_node], tokens=[6, 7], branch_length=1))
+    assert merged.trie_share == 1
