@@ -1,6 +1,7 @@
 """Matmul speed of duet's kernels: GEMV bandwidth per type against a plain parallel
-read of the same bytes (and a read that prefetches as the kernels do), batch-size scaling, and a full pass over a real model's
-weights. Prints a table and writes bench/out/matmul.json.
+read of the same bytes (and a read that prefetches as the kernels do), batch-size
+scaling, and a full pass over a real model's weights. Prints a table and writes
+bench/out/matmul.json.
 
     PYTHONPATH=python python bench/bench_matmul.py [--threads 2] [--isa avx512,amx]
 
@@ -101,8 +102,8 @@ def model_pass(pool, isa, repeats):
     # pass is rarely free of interruptions, a single tensor's run often is.
     t_mm = sum(best_time(lambda: _core.matmul(type_id, data, rows, cols, x, pool, isa, out), repeats)
                for type_id, rows, cols, data, x, out in tensors)
-    reads = [sum(best_time(lambda: _core.read_bytes(data, pool, prefetch=p), repeats) for _, _, _, data, _, _ in tensors)
-             for p in (False, True)]
+    reads = [sum(best_time(lambda: _core.read_bytes(data, pool, prefetch=p), repeats)
+                 for _, _, _, data, _, _ in tensors) for p in (False, True)]
     return {"model": MODEL.name, "tensors": len(tensors), "bytes": int(total), "matmul_ms": t_mm * 1e3,
             "matmul_gbs": total / t_mm / 1e9, **read_figures(total, t_mm, *reads)}
 
@@ -139,7 +140,8 @@ def main():
         r = report["model"]
         print(f"\n(c) {r['model']}: {r['tensors']} 2-D tensors, {r['bytes'] / 2**20:.0f} MB, M=1")
         print(f"matmul {r['matmul_ms']:.1f} ms = {r['matmul_gbs']:.2f} GB/s; plain read {r['read_gbs']:.2f} GB/s, "
-              f"ratio {r['ratio']:.2f}; read with prefetch {r['read_prefetch_gbs']:.2f} GB/s, ratio {r['ratio_prefetch']:.2f}")
+              f"ratio {r['ratio']:.2f}; read with prefetch {r['read_prefetch_gbs']:.2f} GB/s, "
+              f"ratio {r['ratio_prefetch']:.2f}")
 
     out_dir = pathlib.Path(__file__).resolve().parent / "out"
     out_dir.mkdir(exist_ok=True)
