@@ -22,7 +22,8 @@ constexpr int kChunkBytes = 64;  // elements of a block per tile multiply
 constexpr int kChunks = QK_K / kChunkBytes;
 
 // Tile registers (the intrinsics take them as literals): 0 and 1 activations (16
-// rows x 64 int8), 2 and 3 weights (16 rows of 4 elements x 16 weight rows, int8),
+// rows x 64 int8), 2 and 3 weights (16 rows of 4 elements x 16 weight rows: hi int8,
+// lo int8 or uint8),
 // 4 to 7 int32 sums (16 activation rows x 16 weight rows).
 struct alignas(64) TileConfig {
   uint8_t palette, start_row, reserved[14];
@@ -37,7 +38,7 @@ void tiles_configure() {
   _tile_loadconfig(&c);
 }
 
-// A block's weights times their sub-block scales, w = q * scale, as two int8 digits,
+// A block's weights times their sub-block scales, w = q * scale, as two byte digits,
 // w = 2^kShift * hi + lo: the C tiles then hold S = 2^kShift * C_hi + C_lo, exact,
 // with no step per sub-block. Row r of chunk k, elements 64k + 4r .. 64k + 4r + 3 of
 // every weight row, is the unpacked tile's q[16k + r] counted flat, in both formats.
@@ -51,6 +52,7 @@ struct BlockTiles {
 struct Q4KDigits {
   using Tile = avx2::Q4KTile<L>;
   static constexpr int kShift = 3;
+  static constexpr bool kLoUnsigned = false;
   static void fold(const Tile& t, int j, int g, I q, BlockTiles& b) {
     const int i = 8 * j + g;
     b.hi[i / 16][i % 16] = _mm512_mullo_epi16(q, _mm512_srli_epi16(t.scale[j], 3));
@@ -58,20 +60,23 @@ struct Q4KDigits {
   }
 };
 
-// Q6_K: w = (q - 32) * scale in [-4064, 4096], so S needs no offset term, split as
-// w = 128 (w >> 7) + (w & 127): hi in [-32, 32], lo in [0, 127]. Products in 16-bit
-// lanes, the even and the odd bytes apart.
+// Q6_K: w = (q - 32) * scale in [-4064, 4096] is a 16-bit product whose two bytes
+// are the digits, w = 256 hi + lo: hi in [-16, 16], lo in [0, 255], which the lo
+// tiles multiply as unsigned. maddubs gives the even and the odd elements' q * scale
+// in 16-bit lanes (q at most 63, so no saturation), 32 * scale off each.
 struct Q6KDigits {
   using Tile = avx2::Q6KTile<L>;
-  static constexpr int kShift = 7;
+  static constexpr int kShift = 8;
+  static constexpr bool kLoUnsigned = true;
   static void fold(const Tile& t, int j, int g, I q, BlockTiles& b) {
-    const I low_byte = _mm512_set1_epi16(0xff), low7 = _mm512_set1_epi16(0x7f), offset = _mm512_set1_epi16(32);
-    const I even = _mm512_mullo_epi16(_mm512_sub_epi16(_mm512_and_si512(q, low_byte), offset), t.scale[j]);
-    const I odd = _mm512_mullo_epi16(_mm512_sub_epi16(_mm512_srli_epi16(q, 8), offset), t.scale[j]);
+    constexpr int kSelect = 0xca;  // ternary logic: a ? b : c, bit by bit
+    const I high_byte = _mm512_set1_epi16(int16_t(0xff00));
+    const I scale = t.scale[j], offset = _mm512_slli_epi16(scale, 5);
+    const I even = _mm512_sub_epi16(_mm512_maddubs_epi16(q, _mm512_andnot_si512(high_byte, scale)), offset);
+    const I odd = _mm512_sub_epi16(_mm512_maddubs_epi16(q, _mm512_slli_epi16(scale, 8)), offset);
     const int i = 4 * j + g;
-    b.lo[i / 16][i % 16] = _mm512_or_si512(_mm512_and_si512(even, low7), _mm512_slli_epi16(_mm512_and_si512(odd, low7), 8));
-    b.hi[i / 16][i % 16] = _mm512_or_si512(_mm512_and_si512(_mm512_srai_epi16(even, 7), low_byte),
-                                           _mm512_slli_epi16(_mm512_srai_epi16(odd, 7), 8));
+    b.lo[i / 16][i % 16] = _mm512_ternarylogic_epi32(high_byte, _mm512_slli_epi16(odd, 8), even, kSelect);
+    b.hi[i / 16][i % 16] = _mm512_ternarylogic_epi32(high_byte, odd, _mm512_srli_epi16(even, 8), kSelect);
   }
 };
 
@@ -122,6 +127,15 @@ void c_tiles_store(CTiles& c) {
   _tile_stored(7, c[3], 64);
 }
 
+// C tile c += A tile a times the lo B tile b, whose bytes are the digits' (signed or
+// unsigned). A macro: the tile intrinsics paste their registers into asm as literals.
+#define DUET_TILE_LO_MULTIPLY(c, a, b) \
+  if constexpr (Digits::kLoUnsigned) {  \
+    _tile_dpbsud(c, a, b);              \
+  } else {                              \
+    _tile_dpbssd(c, a, b);              \
+  }
+
 // A tile multiply waits for the one before it into the same C tile, so each block
 // keeps four C tiles in flight: for 32 activation rows, two activation tiles times
 // (hi, lo), sharing each chunk's B tiles; for 16, the even and the odd chunks apart,
@@ -138,9 +152,9 @@ void block_rows32(const Tile& t, const ActQ8_256* const a[], size_t act_stride, 
     _tile_loadd(0, a[0]->qs + kChunkBytes * k, act_stride);
     _tile_loadd(1, a[kTileAct]->qs + kChunkBytes * k, act_stride);
     _tile_dpbssd(4, 0, 2);
-    _tile_dpbssd(5, 0, 3);
+    DUET_TILE_LO_MULTIPLY(5, 0, 3)
     _tile_dpbssd(6, 1, 2);
-    _tile_dpbssd(7, 1, 3);
+    DUET_TILE_LO_MULTIPLY(7, 1, 3)
   }
   c_tiles_store(c);
   rows_add<Digits>(t, c[0], c[1], nullptr, nullptr, a, st);
@@ -158,12 +172,12 @@ void block_rows16(const Tile& t, const ActQ8_256* const a[], size_t act_stride, 
     _tile_loadd(3, b.lo[k], 64);
     _tile_loadd(0, a[0]->qs + kChunkBytes * k, act_stride);
     _tile_dpbssd(4, 0, 2);
-    _tile_dpbssd(5, 0, 3);
+    DUET_TILE_LO_MULTIPLY(5, 0, 3)
     _tile_loadd(2, b.hi[k + 1], 64);
     _tile_loadd(3, b.lo[k + 1], 64);
     _tile_loadd(1, a[0]->qs + kChunkBytes * (k + 1), act_stride);
     _tile_dpbssd(6, 1, 2);
-    _tile_dpbssd(7, 1, 3);
+    DUET_TILE_LO_MULTIPLY(7, 1, 3)
   }
   c_tiles_store(c);
   rows_add<Digits>(t, c[0], c[1], c[2], c[3], a, st);
@@ -210,5 +224,7 @@ void prompt_tile_q6_k(int64_t n, const void* w, size_t w_stride, const void* act
   if (n_act < kTileAct) return avx512::prompt_tile_q6_k(n, w, w_stride, act, act_stride, n_act, y, ldy);
   prompt_tile_rows<Q6KDigits>(n, w, w_stride, act, act_stride, n_act, y, ldy);
 }
+
+#undef DUET_TILE_LO_MULTIPLY
 
 }  // namespace duet::amx
