@@ -22,9 +22,9 @@ constexpr int kChunkBytes = 64;  // elements of a block per tile multiply
 constexpr int kChunks = QK_K / kChunkBytes;
 
 // Tile registers (the intrinsics take them as literals): 0 and 1 activations (16
-// rows x 64 int8), 2 and 3 weights (16 rows of 4 elements x 16 weight rows: hi int8,
-// lo int8 or uint8),
-// 4 to 7 int32 sums (16 activation rows x 16 weight rows).
+// rows x 64 int8), 2 and 3 weights (16 rows of 4 elements x 16 weight rows; hi int8,
+// lo int8 or uint8 as Digits::kLoUnsigned says), 4 to 7 int32 sums (16 activation
+// rows x 16 weight rows).
 struct alignas(64) TileConfig {
   uint8_t palette, start_row, reserved[14];
   uint16_t colsb[16];
@@ -127,8 +127,9 @@ void c_tiles_store(CTiles& c) {
   _tile_stored(7, c[3], 64);
 }
 
-// C tile c += A tile a times the lo B tile b, whose bytes are the digits' (signed or
-// unsigned). A macro: the tile intrinsics paste their registers into asm as literals.
+// C tile c += A tile a times the lo B tile b, whose bytes are signed or unsigned as
+// the enclosing function's Digits says. A macro: the tile intrinsics paste their
+// registers into asm as literals, so a template parameter cannot name one.
 #define DUET_TILE_LO_MULTIPLY(c, a, b) \
   if constexpr (Digits::kLoUnsigned) {  \
     _tile_dpbsud(c, a, b);              \
