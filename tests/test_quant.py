@@ -209,6 +209,8 @@ def tricky_activations(rng, n):
     x[256:256 + 16] = 2.5             # ties for the largest magnitude, both signs
     x[256 + 16:256 + 32] = -2.5
     x[512:544] = np.float32(1e-30)    # d rounds to zero in f16
+    x[768:1024] = rng.uniform(-1, 1, 256).astype(np.float32)
+    x[770], x[773], x[1000] = -2.0, 2.0, 2.0  # the first of the opposite maxima sets the sign of d
     return x
 
 

@@ -98,17 +98,13 @@ struct AmxTile : D::Tile {
 // C tiles 4 to 7 as stored: int32 sums [tile][activation row][weight row].
 using CTiles = int32_t[4][kTileAct][16];
 
-// st[m] += the block's contribution for 16 activation rows whose S is 2^kShift hi + lo;
-// hi and lo are each one C tile's or the sum of two (hi2, lo2: null for none).
+// st[m] += the block's contribution for 16 activation rows whose S is 2^kShift hi + lo,
+// hi and lo as their C tiles hold them.
 template <typename Digits>
 void rows_add(const typename Digits::Tile& t, const int32_t (*hi)[16], const int32_t (*lo)[16],
-              const int32_t (*hi2)[16], const int32_t (*lo2)[16], const ActQ8_256* const a[], State st[]) {
+              const ActQ8_256* const a[], State st[]) {
   for (int m = 0; m < kTileAct; ++m) {
-    I h = _mm512_load_si512(hi[m]), l = _mm512_load_si512(lo[m]);
-    if (hi2 != nullptr) {
-      h = _mm512_add_epi32(h, _mm512_load_si512(hi2[m]));
-      l = _mm512_add_epi32(l, _mm512_load_si512(lo2[m]));
-    }
+    const I h = _mm512_load_si512(hi[m]), l = _mm512_load_si512(lo[m]);
     t.prompt_add(_mm512_add_epi32(_mm512_slli_epi32(h, Digits::kShift), l), *a[m], st[m]);
   }
 }
@@ -137,10 +133,11 @@ void c_tiles_store(CTiles& c) {
     _tile_dpbssd(c, a, b);              \
   }
 
-// A tile multiply waits for the one before it into the same C tile, so each block
-// keeps four C tiles in flight: for 32 activation rows, two activation tiles times
-// (hi, lo), sharing each chunk's B tiles; for 16, the even and the odd chunks apart,
-// added after (the sums are exact integers, however they are split).
+// A tile multiply waits for the one before it into the same C tile. For 32
+// activation rows, two activation tiles times (hi, lo), sharing each chunk's B
+// tiles, keep four C tiles in flight; 16 rows keep two, (hi, lo) over all the
+// chunks: splitting them into even and odd chunks, four C tiles added after,
+// measured 5% slower (Q4_K) for the extra stores and loads of the C tiles.
 template <typename Tile>
 void block_rows32(const Tile& t, const ActQ8_256* const a[], size_t act_stride, State st[]) {
   using Digits = typename Tile::Digits;
@@ -158,8 +155,8 @@ void block_rows32(const Tile& t, const ActQ8_256* const a[], size_t act_stride, 
     DUET_TILE_LO_MULTIPLY(7, 1, 3)
   }
   c_tiles_store(c);
-  rows_add<Digits>(t, c[0], c[1], nullptr, nullptr, a, st);
-  rows_add<Digits>(t, c[2], c[3], nullptr, nullptr, a + kTileAct, st + kTileAct);
+  rows_add<Digits>(t, c[0], c[1], a, st);
+  rows_add<Digits>(t, c[2], c[3], a + kTileAct, st + kTileAct);
 }
 
 template <typename Tile>
@@ -167,21 +164,18 @@ void block_rows16(const Tile& t, const ActQ8_256* const a[], size_t act_stride, 
   using Digits = typename Tile::Digits;
   const BlockTiles& b = t.b;
   alignas(64) CTiles c;
-  c_tiles_zero();
-  for (int k = 0; k < kChunks; k += 2) {
+  _tile_zero(4);
+  _tile_zero(5);
+  for (int k = 0; k < kChunks; ++k) {
     _tile_loadd(2, b.hi[k], 64);
     _tile_loadd(3, b.lo[k], 64);
     _tile_loadd(0, a[0]->qs + kChunkBytes * k, act_stride);
     _tile_dpbssd(4, 0, 2);
     DUET_TILE_LO_MULTIPLY(5, 0, 3)
-    _tile_loadd(2, b.hi[k + 1], 64);
-    _tile_loadd(3, b.lo[k + 1], 64);
-    _tile_loadd(1, a[0]->qs + kChunkBytes * (k + 1), act_stride);
-    _tile_dpbssd(6, 1, 2);
-    DUET_TILE_LO_MULTIPLY(7, 1, 3)
   }
-  c_tiles_store(c);
-  rows_add<Digits>(t, c[0], c[1], c[2], c[3], a, st);
+  _tile_stored(4, c[0], 64);
+  _tile_stored(5, c[1], 64);
+  rows_add<Digits>(t, c[0], c[1], a, st);
 }
 
 // TypeKernels::prompt_tile for n_act >= 16: tile_run's passes and unpacked blocks,

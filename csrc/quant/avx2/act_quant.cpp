@@ -32,6 +32,31 @@ inline __m256 max_abs_32(const float* x) {
   return m;
 }
 
+// The index of the first element of x[0..256) whose magnitude is amax, as the
+// scalar search finds it; 255 if none is (a NaN in the block can leave none).
+inline int first_of_magnitude(const float* x, float amax) {
+  const __m256 target = _mm256_set1_ps(amax);
+  for (int j = 0; j < QK_K; j += 8) {
+    const int hits = _mm256_movemask_ps(_mm256_cmp_ps(abs_ps(_mm256_loadu_ps(x + j)), target, _CMP_EQ_OQ));
+    if (hits != 0) return j + __builtin_ctz(static_cast<unsigned>(hits));
+  }
+  return QK_K - 1;
+}
+
+// The sums of each 16 of the 128 bytes at q, in order, as int32 (exact, so in any
+// order of additions).
+inline __m256i sums16_of_128(const int8_t* q) {
+  const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+  __m256i s[4];  // s[k]: sums of 4 bytes; 128-bit lane l holds 16-byte group 2k + l
+  for (int k = 0; k < 4; ++k) {
+    const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * k));
+    s[k] = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, bytes), ones16);
+  }
+  // Lane 0: groups 0, 2, 4, 6; lane 1: groups 1, 3, 5, 7.
+  const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(s[0], s[1]), _mm256_hadd_epi32(s[2], s[3]));
+  return _mm256_permutevar8x32_epi32(h, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
 }  // namespace
 
 void quantize_q8_32(const float* x, void* dst, int64_t n) {
@@ -62,11 +87,7 @@ void quantize_q8_256(const float* x, void* dst, int64_t n) {
       std::memset(&block, 0, sizeof(block));
       continue;
     }
-    // The first element of largest magnitude, as the scalar search finds it.
-    // Bounded: with a NaN in the block no element may equal amax.
-    int first = 0;
-    while (first < QK_K - 1 && __builtin_fabsf(x[first]) != amax) ++first;
-    const float iscale = -127.0f / x[first];
+    const float iscale = -127.0f / x[first_of_magnitude(x, amax)];
     const __m256 sv = _mm256_set1_ps(iscale), hi = _mm256_set1_ps(127.0f);
     for (int j = 0; j < QK_K; j += 32) {
       __m256i q[4];
@@ -75,22 +96,11 @@ void quantize_q8_256(const float* x, void* dst, int64_t n) {
                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         q[k] = _mm256_cvtps_epi32(_mm256_min_ps(hi, v));
       }
-      const __m256i bytes = pack_to_i8(q[0], q[1], q[2], q[3]);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(block.qs + j), bytes);
-      // Sums of each 16 bytes: widen to int16, add pairs down to one per 16.
-      const __m256i wide_lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(bytes));
-      const __m256i wide_hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(bytes, 1));
-      const __m256i s32_lo = _mm256_madd_epi16(wide_lo, _mm256_set1_epi16(1));
-      const __m256i s32_hi = _mm256_madd_epi16(wide_hi, _mm256_set1_epi16(1));
-      alignas(32) int32_t parts[16];
-      _mm256_store_si256(reinterpret_cast<__m256i*>(parts), s32_lo);
-      _mm256_store_si256(reinterpret_cast<__m256i*>(parts + 8), s32_hi);
-      for (int g = 0; g < 2; ++g) {
-        int32_t sum = 0;
-        for (int t = 0; t < 8; ++t) sum += parts[8 * g + t];
-        block.bsums[j / 16 + g] = static_cast<int16_t>(sum);
-      }
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(block.qs + j), pack_to_i8(q[0], q[1], q[2], q[3]));
     }
+    // Each sum of 16 bytes is at most 16 * 128 in magnitude: the saturating pack is exact.
+    const __m256i bsums = _mm256_packs_epi32(sums16_of_128(block.qs), sums16_of_128(block.qs + 128));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(block.bsums), _mm256_permute4x64_epi64(bsums, 0b11011000));
     block.d = 1.0f / iscale;
   }
 }
