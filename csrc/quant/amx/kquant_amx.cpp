@@ -163,7 +163,7 @@ template <typename Tile>
 void block_rows16(const Tile& t, const ActQ8_256* const a[], size_t act_stride, State st[]) {
   using Digits = typename Tile::Digits;
   const BlockTiles& b = t.b;
-  alignas(64) CTiles c;
+  alignas(64) int32_t c[2][kTileAct][16];  // C tiles 4 and 5 as stored
   _tile_zero(4);
   _tile_zero(5);
   for (int k = 0; k < kChunks; ++k) {
