@@ -17,7 +17,7 @@ namespace {
 inline float f16_load(uint16_t h) { return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h))); }
 
 inline void weights_prefetch(const void* at) {
-  _mm_prefetch(static_cast<const char*>(at) + kWeightPrefetchBytes, _MM_HINT_T0);
+  _mm_prefetch(static_cast<const char*>(at) + kWeightPrefetchBytes, _MM_HINT_T1);  // into L2: kernels.h
 }
 
 inline float hsum_f32x8(__m256 v) {
