@@ -18,9 +18,10 @@ constexpr int kMaxActRows = 8;
 // 4864x896 Q5_0 GEMV: 20 GB/s with 512 bytes ahead, 34 with 4096; the 1.5B's
 // decoding step 9% faster than with a Q4_K block's 576; 2048 and 8192 were slower).
 // The kernels ask for them into L2, not L1: on a Zen 4 EPYC that took the 0.5B's
-// decoding step from 17.3 to 12.4 ms and the 1.5B's from 37.5 to 31 ms, and
-// 896-column Q5_0 GEMVs from 20 to 30 GB/s (alternated builds, session 23; likely
-// because a page of lines landing in L1 ahead evicts lines the kernel still reads).
+// decoding step from 17-17.6 to 12.4-14.9 ms and the 1.5B's from 37.5 to 30-32 ms,
+// and 896-column Q5_0 GEMVs from about 20 to about 30 GB/s (alternated builds,
+// session 23; likely because a page of lines landing in L1 ahead evicts lines the
+// kernel still reads).
 constexpr size_t kWeightPrefetchBytes = 4096;
 
 // See TypeKernels::tile. A function type, so that each path declares its tiles with it.

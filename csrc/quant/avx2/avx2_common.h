@@ -16,8 +16,11 @@ namespace {
 // through an integer register.)
 inline float f16_load(uint16_t h) { return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h))); }
 
+// Asks for the cache line at `at` of a weight stream into L2, not L1 (why: kernels.h).
+inline void weight_line_prefetch(const void* at) { _mm_prefetch(static_cast<const char*>(at), _MM_HINT_T1); }
+
 inline void weights_prefetch(const void* at) {
-  _mm_prefetch(static_cast<const char*>(at) + kWeightPrefetchBytes, _MM_HINT_T1);  // into L2: kernels.h
+  weight_line_prefetch(static_cast<const char*>(at) + kWeightPrefetchBytes);
 }
 
 inline float hsum_f32x8(__m256 v) {
