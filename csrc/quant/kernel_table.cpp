@@ -104,12 +104,16 @@ KernelTable avx512_table() {
   set_tiles(t, GgmlType::Q4_0, nullptr, avx512::tile_q4_0, 16);
   set_tiles(t, GgmlType::Q5_0, nullptr, avx512::tile_q5_0, 16);
   set_tiles(t, GgmlType::Q8_0, nullptr, avx512::tile_q8_0, 16);
-  // The K-quants' GEMVs stay AVX2's: the integer sums are exact and the float steps
-  // the same, so they give these vec_dots' bits, and one row's fused unpack-and-sum
-  // runs 2.7x faster than unpacking the block for the wide multiplies (Q4_K, Zen 4).
-  // Q4_0 and Q5_0 decode with unsigned nibbles and mask registers (block32_gemv.h).
+  // The K-quants' GEMVs are AVX2's with vpdpwssd: the integer sums are exact and
+  // the float steps the same, so they give these vec_dots' bits, and one row's fused
+  // unpack-and-sum runs 2.7x faster than unpacking the block for the wide multiplies
+  // (Q4_K, Zen 4). Q4_0 and Q5_0 decode with unsigned nibbles and mask registers
+  // (block32_gemv.h).
   set_gemv(t, GgmlType::Q4_0, avx512::gemv_q4_0);
   set_gemv(t, GgmlType::Q5_0, avx512::gemv_q5_0);
+  set_gemv(t, GgmlType::Q4_K, avx512::gemv_q4_k);
+  set_gemv(t, GgmlType::Q5_K, avx512::gemv_q5_k);
+  set_gemv(t, GgmlType::Q6_K, avx512::gemv_q6_k);
   return t;
 }
 #endif

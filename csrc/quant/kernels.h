@@ -12,6 +12,9 @@ namespace duet {
 // Most activation rows one vec_dot call takes; the matmul loops over groups.
 constexpr int kMaxActRows = 8;
 
+// Most activation rows one GEMV call takes (see TypeKernels::gemv).
+constexpr int kMaxGemvRows = 8;
+
 // How far ahead of the byte it reads a stream of weights asks for later ones: a
 // decoding step walks each matrix once, from memory, and on this Xeon the hardware
 // prefetchers alone kept two cores' streams well below what they can read (a
@@ -36,11 +39,14 @@ struct TypeKernels {
   // Row i's result must not depend on n_act or on the other rows (batch
   // invariance): the same operations in the same order as with n_act == 1.
   void (*vec_dot)(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out);
-  // Optional (null: matmul calls vec_dot row by row). out[r] = dot(weight row r,
-  // act) for r < n_rows: one activation row (decode), weight row r at
-  // w + r * w_stride bytes. Each out[r] must have the bits vec_dot gives with
-  // n_act == 1, so that a row's result does not depend on the batch size.
-  void (*gemv)(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const void* act, float* out);
+  // Optional (null: matmul calls vec_dot row by row). out[i * ldo + r] =
+  // dot(weight row r, activation row i) for r < n_rows and i < n_act <=
+  // kMaxGemvRows: a few decoded rows (a token, a small tree), weight row r at
+  // w + r * w_stride bytes, activation row i at act + i * act_stride. Each result
+  // must have the bits vec_dot gives with n_act == 1, so that a row's result does
+  // not depend on the batch size.
+  void (*gemv)(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const void* act, size_t act_stride,
+               int n_act, float* out, int64_t ldo);
   // Optional (null: prompt tokens take vec_dot). vec_dot in llama.cpp's prompt-batch
   // order, for prompt tokens: llama.cpp multiplies a batch of 8 or more tokens by
   // K-quant weights with its tiled matmul, whose float operations differ from

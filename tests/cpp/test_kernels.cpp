@@ -278,34 +278,45 @@ void test_matmul_batch_invariance(Isa isa, GgmlType type, ThreadPool& pool) {
   check(invariant, std::string(isa_name(isa)) + " " + type_traits(type).name + " matmul batch invariant");
 }
 
-// A path's GEMV (one activation row, many weight rows) against its vec_dot with one
-// activation row: equal bits for every weight row, over any run of rows (counts
-// that are not multiples of a kernel's row group) and with rows padded apart.
+// A path's GEMV (a few activation rows, many weight rows) against its vec_dot with
+// one activation row: equal bits for every weight row and activation row, over any
+// run of weight rows (counts that are not multiples of a kernel's row group), any
+// number of activation rows it takes, with weight rows padded apart and results
+// written with a leading dimension wider than the run.
 void test_gemv(Isa isa, GgmlType type) {
   const TypeKernels& k = kernels_for(kernel_table(isa), type);
   if (k.gemv == nullptr) return;
   const std::string label = std::string(isa_name(isa)) + " " + type_traits(type).name;
   std::mt19937 rng(777 + static_cast<int>(type));
-  const int64_t n = cols_for(type), rows = 13;
+  const int64_t n = cols_for(type), rows = 13, ldo = rows + 5;
   const size_t packed_bytes = row_bytes(type, n), stride = packed_bytes + 64;
   const std::vector<uint8_t> packed = random_rows(type, rows, n, rng);
   std::vector<uint8_t> w(rows * stride);  // [rows][stride], the same rows 64 bytes apart
   for (int64_t r = 0; r < rows; ++r) std::memcpy(w.data() + r * stride, packed.data() + r * packed_bytes, packed_bytes);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<float> x(n);
+  std::vector<float> x(kMaxGemvRows * n);
   for (float& v : x) v = normal(rng);
-  const Activations a = activations_quantize(kernel_table(isa), type, x, 1, n);
-  std::vector<float> want(rows);
-  for (int64_t r = 0; r < rows; ++r) k.vec_dot(n, w.data() + r * stride, a.bytes.data(), a.stride, 1, &want[r]);
-  bool equal = true;
-  for (int64_t first = 0; first < rows; ++first) {
-    for (int64_t count = 1; first + count <= rows; ++count) {
-      std::vector<float> got(count);
-      k.gemv(n, w.data() + first * stride, stride, count, a.bytes.data(), got.data());
-      equal = equal && bits_equal(got.data(), want.data() + first, count);
+  const Activations a = activations_quantize(kernel_table(isa), type, x, kMaxGemvRows, n);
+  std::vector<float> want(kMaxGemvRows * rows);  // [activation row][weight row]
+  for (int i = 0; i < kMaxGemvRows; ++i) {
+    for (int64_t r = 0; r < rows; ++r) {
+      k.vec_dot(n, w.data() + r * stride, a.bytes.data() + i * a.stride, a.stride, 1, &want[i * rows + r]);
     }
   }
-  check(equal, label + " gemv has vec_dot's bits");
+  bool equal = true;
+  for (int n_act = 1; n_act <= kMaxGemvRows; ++n_act) {
+    for (int64_t first = 0; first < rows; ++first) {
+      for (int64_t count = 1; first + count <= rows; ++count) {
+        std::vector<float> got(n_act * ldo, -1.0f);
+        k.gemv(n, w.data() + first * stride, stride, count, a.bytes.data(), a.stride, n_act, got.data(), ldo);
+        for (int i = 0; i < n_act; ++i) {
+          equal = equal && bits_equal(got.data() + i * ldo, want.data() + i * rows + first, count);
+          equal = equal && got[i * ldo + count] == -1.0f;  // nothing past the run
+        }
+      }
+    }
+  }
+  check(equal, label + " gemv has vec_dot's bits for 1 to " + std::to_string(kMaxGemvRows) + " rows");
 }
 
 }  // namespace

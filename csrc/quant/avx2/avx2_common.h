@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "quant/formats.h"
 #include "quant/kernels.h"
@@ -21,6 +22,16 @@ inline void weight_line_prefetch(const void* at) { _mm_prefetch(static_cast<cons
 
 inline void weights_prefetch(const void* at) {
   weight_line_prefetch(static_cast<const char*>(at) + kWeightPrefetchBytes);
+}
+
+// f(std::integral_constant<int, n_act>()) for 1 <= n_act <= kMaxGemvRows: code
+// compiled for each row count a GEMV takes.
+template <int R = 1, typename F>
+inline void gemv_rows_dispatch(int n_act, F&& f) {
+  if constexpr (R <= kMaxGemvRows) {
+    if (n_act == R) return f(std::integral_constant<int, R>());
+    gemv_rows_dispatch<R + 1>(n_act, f);
+  }
 }
 
 inline float hsum_f32x8(__m256 v) {

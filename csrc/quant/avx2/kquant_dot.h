@@ -57,28 +57,44 @@ struct KBlockStore {
   }
 };
 
-// A chunk consumer summing one activation row's products as the chunks come: with
-// one row nothing of the block needs keeping, so a chunk's registers are free once
-// it is summed (an unpacked block of 16 registers would spill). The same int32 lane
-// sums as kblock_dot_rows.
-struct KChunkSum {
-  const int8_t* a;  // the activation block's 256 values
-  __m256i sum;
+// A chunk consumer summing R activation rows' products as the chunks come: each
+// chunk is unpacked once for all R rows and is free once summed, where storing
+// the block for the rows (KBlockStore) goes through L1 and back (with one row an
+// unpacked block of 16 registers would spill). The same int32 lane sums as
+// kblock_dot_rows. Dot::chunk_add(sum, q, a, scale) adds one chunk's products.
+template <typename Dot, int R>
+struct KChunkSums {
+  const int8_t* a[R];  // each activation block's 256 values
+  __m256i sum[R];
+  explicit KChunkSums(const ActQ8_256* const blocks[R]) {
+    for (int i = 0; i < R; ++i) a[i] = blocks[i]->qs, sum[i] = _mm256_setzero_si256();
+  }
   void operator()(int j, __m256i q, __m256i scale) {
-    const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + 32 * j));
-    sum = _mm256_add_epi32(sum, dot_u8_i8_scaled(q, av, scale));
+    for (int i = 0; i < R; ++i) {
+      sum[i] = Dot::chunk_add(sum[i], q, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[i] + 32 * j)), scale);
+    }
   }
 };
 
 // The integer dot product of a path, for R rows at once: Dot::rows<R>(u, a, sums);
-// kFusedOneRow: one row takes KChunkSum instead.
+// kFused: up to kMaxGemvRows rows known at compile time take KChunkSums instead.
 struct KBlockDotAvx2 {
-  static constexpr bool kFusedOneRow = true;
+  static constexpr bool kFused = true;
+  static __m256i chunk_add(__m256i sum, __m256i q, __m256i a, __m256i scale) {
+    return _mm256_add_epi32(sum, dot_u8_i8_scaled(q, a, scale));
+  }
   template <int R>
   static void rows(const KBlockUnpacked& u, const int8_t* const a[R], __m256i sums[R]) {
     kblock_dot_rows<R>(u, a, sums);
   }
 };
+
+// Whether a dot product over kRows rows (0: known only at run time) sums the
+// chunks as they are unpacked (KChunkSums).
+template <typename Dot, int kRows>
+constexpr bool fused() {
+  return Dot::kFused && kRows >= 1 && kRows <= kMaxGemvRows;
+}
 
 // f(std::integral_constant<int, R>(), first) over the n rows in groups of at most
 // four, so that every group runs code compiled for its row count: per-row state
@@ -286,11 +302,12 @@ void kquant_mins_rows(int64_t n, const void* w, const void* act, size_t act_stri
     const __m128 factors = kquant_factors_load(blocks + b);
     const ActQ8_256* a[kMaxActRows];
     act_blocks_gather(rows, act_stride, n_act, b, prefetch, a);
-    if constexpr (kRows == 1 && Dot::kFusedOneRow) {
-      KChunkSum sum{a[0]->qs, _mm256_setzero_si256()};
-      const __m128i mins16 = Chunks::each(blocks[b], sum);
-      const __m128i summ = _mm_madd_epi16(mins16, act_pair_sums(*a[0]));
-      state.template add<1>(0, &sum.sum, &summ, factors, a);
+    if constexpr (fused<Dot, kRows>()) {
+      KChunkSums<Dot, kRows> sums(a);
+      const __m128i mins16 = Chunks::each(blocks[b], sums);
+      __m128i summ[kRows];
+      for (int r = 0; r < kRows; ++r) summ[r] = _mm_madd_epi16(mins16, act_pair_sums(*a[r]));
+      state.template add<kRows>(0, sums.sum, summ, factors, a);
     } else {
       const __m128i mins16 = Chunks::each(blocks[b], KBlockStore{u});
       row_groups_each(n_act, [&](auto group, int first) {
@@ -380,11 +397,11 @@ void q6_k_rows(int64_t n, const void* w, const void* act, size_t act_stride, int
     const float d = f16_load(blocks[b].d);
     const ActQ8_256* a[kMaxActRows];
     act_blocks_gather(rows, act_stride, n_act, b, prefetch, a);
-    if constexpr (kRows == 1 && Dot::kFusedOneRow) {
-      KChunkSum sum{a[0]->qs, _mm256_setzero_si256()};
-      Chunks::each(blocks[b], sum);
-      const __m256i sums = q6_k_offset_sums(sum.sum, scales_all, act_bsums(*a[0]));
-      state.template add<1>(0, &sums, d, a);
+    if constexpr (fused<Dot, kRows>()) {
+      KChunkSums<Dot, kRows> sums(a);
+      Chunks::each(blocks[b], sums);
+      for (int r = 0; r < kRows; ++r) sums.sum[r] = q6_k_offset_sums(sums.sum[r], scales_all, act_bsums(*a[r]));
+      state.template add<kRows>(0, sums.sum, d, a);
     } else {
       Chunks::each(blocks[b], KBlockStore{u});
       row_groups_each(n_act, [&](auto group, int first) {
@@ -404,26 +421,50 @@ void q6_k_vec_dot_with(int64_t n, const void* w, const void* act, size_t act_str
   }
 }
 
-// GEMV (decode): one activation row against n_rows weight rows (row r at w + r *
-// w_stride bytes), each by row_dot, the one-activation-row loop of a vec_dot above.
-// Inlined here, a row costs no call and no set-up beyond its accumulators, and its
-// bits are vec_dot's. (Interleaving several weight rows per activation block was
+// GEMV (decode): n_act <= kMaxGemvRows activation rows against n_rows weight rows
+// (row r at w + r * w_stride bytes), each weight row by row_dot's function, a dot
+// product above over rows known at compile time: its chunks are summed for all the
+// rows as they are unpacked, so each weight row is read and unpacked once. Inlined
+// here, a row costs no call and no set-up beyond its accumulators, and its bits
+// are vec_dot's. (Interleaving several weight rows per activation block was
 // measured slower: a single row streams sequentially for the prefetchers, and the
-// rows' unpacked blocks no longer fit in registers.)
-template <void (*row_dot)(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out)>
-void gemv_by_rows(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const void* act, float* out) {
+// rows' unpacked blocks no longer fit in registers. So was walking long rows in
+// segments whose activations fit L1, several weight rows per segment: ffn_down's
+// 8960 columns, 3 to 8 rows, 1.1-1.3x slower, session 24.)
+// row_dot(std::integral_constant<int, R>()) gives the dot product for R rows.
+template <typename RowDot>
+void gemv_by_rows(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const void* act, size_t act_stride,
+                  int n_act, float* out, int64_t ldo, RowDot row_dot) {
   const uint8_t* base = static_cast<const uint8_t*>(w);
-  for (int64_t r = 0; r < n_rows; ++r) row_dot(n, base + static_cast<size_t>(r) * w_stride, act, 0, 1, out + r);
+  gemv_rows_dispatch(n_act, [&](auto rows) {
+    constexpr int R = decltype(rows)::value;
+    constexpr auto dot = decltype(row_dot(rows))::value;
+    float results[R];
+    for (int64_t r = 0; r < n_rows; ++r) {
+      dot(n, base + static_cast<size_t>(r) * w_stride, act, act_stride, R, results);
+      for (int i = 0; i < R; ++i) out[i * ldo + r] = results[i];
+    }
+  });
+}
+
+// A function as a type, so that gemv_by_rows calls it directly (inlined).
+template <auto F>
+using Function = std::integral_constant<decltype(F), F>;
+
+template <typename Chunks, typename Dot>
+void kquant_mins_gemv(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const void* act, size_t act_stride,
+                      int n_act, float* out, int64_t ldo) {
+  gemv_by_rows(n, w, w_stride, n_rows, act, act_stride, n_act, out, ldo, [](auto rows) {
+    return Function<kquant_mins_rows<Chunks, Dot, KQuantDecodeRows, decltype(rows)::value>>();
+  });
 }
 
 template <typename Chunks, typename Dot>
-void kquant_mins_gemv(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const void* act, float* out) {
-  gemv_by_rows<kquant_mins_rows<Chunks, Dot, KQuantDecodeRows, 1>>(n, w, w_stride, n_rows, act, out);
-}
-
-template <typename Chunks, typename Dot>
-void q6_k_gemv_with(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const void* act, float* out) {
-  gemv_by_rows<q6_k_rows<Chunks, Dot, Q6KDecodeRows, 1>>(n, w, w_stride, n_rows, act, out);
+void q6_k_gemv_with(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const void* act, size_t act_stride,
+                    int n_act, float* out, int64_t ldo) {
+  gemv_by_rows(n, w, w_stride, n_rows, act, act_stride, n_act, out, ldo, [](auto rows) {
+    return Function<q6_k_rows<Chunks, Dot, Q6KDecodeRows, decltype(rows)::value>>();
+  });
 }
 
 }  // namespace

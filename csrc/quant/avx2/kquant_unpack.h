@@ -1,7 +1,7 @@
 // Unpacking a K-quant super-block chunk by chunk: XChunks::each(block, f) calls
 // f(j, q, scale) for j = 0..7 in order, q the unsigned bytes of elements 32j..32j+31
 // and scale the 16-bit factor of each pair sum (KBlockStore keeps them as a
-// KBlockUnpacked; KChunkSum sums one activation row as they come). Shared by AVX2
+// KBlockUnpacked; KChunkSums sums a few activation rows as they come). Shared by AVX2
 // and AVX-512.
 #pragma once
 #include "quant/avx2/kquant_dot.h"

@@ -9,6 +9,11 @@ void vec_dot_q6_k(int64_t n, const void* w, const void* act, size_t act_stride, 
   avx2::q6_k_vec_dot_with<avx2::Q6KChunks, KBlockDot512>(n, w, act, act_stride, n_act, out);
 }
 
+void gemv_q6_k(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const void* act, size_t act_stride, int n_act,
+               float* out, int64_t ldo) {
+  avx2::q6_k_gemv_with<avx2::Q6KChunks, KChunkDotVnni>(n, w, w_stride, n_rows, act, act_stride, n_act, out, ldo);
+}
+
 void prompt_tile_q6_k(int64_t n, const void* w, size_t w_stride, const void* act, size_t act_stride, int n_act,
                       float* y, int64_t ldy) {
   avx2::tile_run<avx2::Q6KTile<Lanes16>, avx2::PromptState>(n, w, w_stride, act, act_stride, n_act, y, ldy);

@@ -38,10 +38,19 @@ inline void kblock_dot_rows512(const KBlockUnpacked& u, const int8_t* const a[R]
 }
 
 struct KBlockDot512 {
-  static constexpr bool kFusedOneRow = false;  // its chunk pairs need the unpacked block
+  static constexpr bool kFused = false;  // its chunk pairs need the unpacked block
   template <int R>
   static void rows(const KBlockUnpacked& u, const int8_t* const a[R], __m256i sums[R]) {
     kblock_dot_rows512<R>(u, a, sums);
+  }
+};
+
+// avx2::KBlockDotAvx2 with vpdpwssd scaling and accumulating each chunk's pair
+// sums in one instruction, for the GEMVs: a decoded row's work per chunk is then a
+// load and two multiplies, which bounds how cheaply a few rows share a weight block.
+struct KChunkDotVnni : avx2::KBlockDotAvx2 {
+  static __m256i chunk_add(__m256i sum, __m256i q, __m256i a, __m256i scale) {
+    return _mm256_dpwssd_epi32(sum, _mm256_maddubs_epi16(q, a), scale);
   }
 };
 
