@@ -114,9 +114,10 @@ TileKernel* run_tile(const TypeKernels& k, const ActRun& run) {
 // chunk of a weight block for all the rows as it unpacks it, and it has vec_dot's
 // one-row bits by contract. For up to 8 rows that beats the tile's unpacking
 // into L1 (Q4_K and Q6_K with vpdpwssd, Zen 4, 2 threads: 8 rows of the Q6_K LM
-// head 21.6 -> 12.1 ms, 4 rows of a 8960x1536 Q4_K 0.62 -> 0.39 ms, session 24). A run of a type with a tile for its kernel takes it over the chunk's
-// whole tiles, kMaxTileAct activation rows at a time (from L2, as the
-// chunk's weights after the first group); the tile multiplies a weight block by
+// head 21.6 -> 12.1 ms, 4 rows of a 8960x1536 Q4_K 0.62 -> 0.39 ms, session 24).
+// A run of a type with a tile for its kernel takes it over the chunk's whole
+// tiles, kMaxTileAct activation rows at a time (from L2, as the chunk's weights
+// after the first group); the tile multiplies a weight block by
 // all of them once unpacked, which a row-by-row kernel cannot. Other runs, and the
 // rows after the last whole tile, take their kernel row by row over kMaxActRows
 // activation rows at a time, activation groups outermost: one group's rows stay

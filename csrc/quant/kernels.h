@@ -27,7 +27,10 @@ constexpr int kMaxGemvRows = 8;
 // kernel still reads).
 constexpr size_t kWeightPrefetchBytes = 4096;
 
-// See TypeKernels::tile. A function type, so that each path declares its tiles with it.
+// See TypeKernels::gemv and ::tile. Function types, so that each path declares its
+// kernels with them.
+using GemvKernel = void(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const void* act, size_t act_stride,
+                        int n_act, float* out, int64_t ldo);
 using TileKernel = void(int64_t n, const void* w, size_t w_stride, const void* act, size_t act_stride, int n_act,
                         float* y, int64_t ldy);
 
@@ -45,8 +48,7 @@ struct TypeKernels {
   // w + r * w_stride bytes, activation row i at act + i * act_stride. Each result
   // must have the bits vec_dot gives with n_act == 1, so that a row's result does
   // not depend on the batch size.
-  void (*gemv)(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const void* act, size_t act_stride,
-               int n_act, float* out, int64_t ldo);
+  GemvKernel* gemv;
   // Optional (null: prompt tokens take vec_dot). vec_dot in llama.cpp's prompt-batch
   // order, for prompt tokens: llama.cpp multiplies a batch of 8 or more tokens by
   // K-quant weights with its tiled matmul, whose float operations differ from

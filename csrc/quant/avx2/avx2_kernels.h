@@ -24,14 +24,7 @@ DUET_DECLARE_VEC_DOT(prompt_q5_k)
 DUET_DECLARE_VEC_DOT(prompt_q6_k)
 #undef DUET_DECLARE_VEC_DOT
 
-#define DUET_DECLARE_GEMV(fmt) \
-  void gemv_##fmt(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const void* act, size_t act_stride, \
-                 int n_act, float* out, int64_t ldo);
-
-DUET_DECLARE_GEMV(q4_k)
-DUET_DECLARE_GEMV(q5_k)
-DUET_DECLARE_GEMV(q6_k)
-#undef DUET_DECLARE_GEMV
+GemvKernel gemv_q4_k, gemv_q5_k, gemv_q6_k;
 
 void quantize_q8_32(const float* x, void* dst, int64_t n);
 void quantize_q8_256(const float* x, void* dst, int64_t n);

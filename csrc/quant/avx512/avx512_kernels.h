@@ -23,16 +23,7 @@ DUET_DECLARE_VEC_DOT(q6_k)
 
 // The GEMVs (a few activation rows, vec_dot's bits): Q4_0 and Q5_0 from
 // block32_gemv.h, the K-quants AVX2's with vpdpwssd (vnni_dot.h).
-#define DUET_DECLARE_GEMV(fmt)                                                                                \
-  void gemv_##fmt(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const void* act, size_t act_stride, \
-                  int n_act, float* out, int64_t ldo);
-
-DUET_DECLARE_GEMV(q4_0)
-DUET_DECLARE_GEMV(q5_0)
-DUET_DECLARE_GEMV(q4_k)
-DUET_DECLARE_GEMV(q5_k)
-DUET_DECLARE_GEMV(q6_k)
-#undef DUET_DECLARE_GEMV
+GemvKernel gemv_q4_0, gemv_q5_0, gemv_q4_k, gemv_q5_k, gemv_q6_k;
 
 TileKernel prompt_tile_q4_k, prompt_tile_q6_k, tile_q4_k, tile_q6_k, tile_q4_0, tile_q5_0, tile_q8_0;
 
