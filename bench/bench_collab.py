@@ -3,7 +3,9 @@ llama.cpp target-only: at one budget for the whole process (llama.cpp under a
 memory cgroup of the same size), and with no budget. Cold start, one script run,
 each configuration in a fresh process per prompt, the configurations taking turns
 prompt by prompt, so that a drift in the shared host's speed (its storage above
-all) reaches every configuration alike.
+all) reaches every configuration alike. Tokens/s count after the first token,
+which every configuration takes from the prompt's pass (first_token_s: the mean
+time to it).
 
     python bench/bench_collab.py [--budget 1GiB] [--prompts 0,1,2] [--tokens 128]
 
@@ -60,6 +62,7 @@ def main() -> None:
     for name, budget, kind, extra in configs:
         result = results[(name, budget)] = combined(per_prompt[(name, budget)])
         rows.append({"config": name, "budget": budget, "tokens_per_second": result.get("tokens_per_second"),
+                     "first_token_s": result.get("time_to_first_token"),
                      "peak_MiB": result.get("peak", 0) / 2**20, "cgroup_peak_MiB": result.get("cgroup_peak", 0) / 2**20,
                      "mean_accepted_per_pass": result.get("mean_accepted_per_pass"),
                      "acceptance": (result["accepted"] / result["drafted"]) if result.get("drafted") else None,
@@ -75,7 +78,7 @@ def main() -> None:
         mine = results[(row["config"], row["budget"])].get("runs")
         if reference and mine and row["config"].startswith("duet"):
             row["same_text_as_target_only"] = [r["tokens"] for r in mine] == [r["tokens"] for r in reference]
-    print_table(rows, ["config", "budget", "tokens_per_second", "vs_llama", "vs_duet_target_only", "peak_MiB",
+    print_table(rows, ["config", "budget", "tokens_per_second", "first_token_s", "vs_llama", "vs_duet_target_only", "peak_MiB",
                        "cgroup_peak_MiB", "mean_accepted_per_pass", "acceptance", "same_text_as_target_only", "error"])
     print(f"wrote {write_json('collab.json', {'rows': rows, 'runs': {f'{k[0]} @ {k[1]}': v for k, v in results.items()}})}")
 

@@ -74,6 +74,7 @@ def summarise(out: dict) -> dict:
     secs = sum((r["generated_tokens"] - 1) / r["tokens_per_second"] for r in runs if r["tokens_per_second"])
     out["tokens_per_second"] = gen / secs if secs else 0.0
     out["peak"] = max(r["peak_memory"] for r in runs)
+    out["time_to_first_token"] = sum(r["time_to_first_token"] for r in runs) / len(runs)
     for key in ("passes", "drafted", "accepted", "bytes_read", "read_seconds", "draft_seconds", "verify_seconds"):
         if key in runs[0]:
             out[key] = sum(r[key] for r in runs)

@@ -11,6 +11,7 @@ from duet.engine import Engine
 from duet.gguf_file import GGUFFile
 from duet.memory import memory_usage, reset_peak
 from duet.model import Model, layer_shape
+from duet.policy import FallbackPolicy
 from duet.weight_store import BudgetTooSmallError, Segment, StreamedLayers, layer_segments, plan_memory
 from tiny_models import write_tiny_model
 
@@ -30,11 +31,21 @@ def target_only(target, **options) -> list[int]:
         return engine.generate(PROMPT, max_tokens=48, **options).tokens
 
 
+class UnpricedPolicy(FallbackPolicy):
+    """Drafts down to alpha and the caps whatever a node costs."""
+
+    def _price_nodes(self) -> None:
+        pass
+
+
 @pytest.mark.parametrize("draft_kind", ["other", "self"])
 def test_collaborative_greedy_equals_target_only(tiny_pair, draft_kind):
     target, draft = tiny_pair
     draft = target if draft_kind == "self" else draft
     with Engine(target=target, draft=draft, threads=2, n_ctx=256) as engine:
+        if draft_kind == "self":
+            # Drafted by the target itself, no node pays its step: prices off, for acceptance.
+            engine.policy = UnpricedPolicy(max_nodes=24, max_depth=24)
         result = engine.generate(PROMPT, max_tokens=48)
     assert result.tokens == target_only(target)
     assert result.stats["passes"] >= 1 and result.stats["drafted"] > 0

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from duet import _core, speculative
+from duet import _core
 from duet.generate import decode_tokens
 from duet.gguf_file import GGUFFile
 from duet.model import Model
@@ -67,11 +67,15 @@ def test_greedy_output_is_target_only_output(models, pipeline, draft_is_target, 
 
 
 class SlowDrafter(TreeDrafter):
-    """Sleeps in every draft step: drafting that costs more than it saves."""
+    """Sleeps in every draft step, the root's too: drafting that costs more than it saves."""
 
-    def grow_one(self):
+    def begin_round(self, root_token, root_position, policy):
         time.sleep(0.02)
-        super().grow_one()
+        super().begin_round(root_token, root_position, policy)
+
+    def grow_one(self, policy=None):
+        time.sleep(0.02)
+        super().grow_one(policy)
 
 
 class VerySlowVerifier(TreeVerifier):
@@ -96,6 +100,7 @@ def test_solo_fallback_takes_over_where_drafting_does_not_pay(models, pipeline):
                                               policy, lambda t: False, stats=stats, pipeline=pipeline)]
     assert out == reference(target)
     assert stats.solo > N_TOKENS // 2 and stats.passes >= 2  # the first round, then probes
+    assert stats.drafted < 3 * stats.passes  # priced, slow steps leave the trees small
 
 
 def test_solo_fallback_keeps_drafting_where_it_pays(models):
@@ -227,22 +232,27 @@ def test_verify_sampled_follows_the_target_distribution():
 
 
 def test_sampled_collaborative_decoding_follows_the_target_distribution(models):
-    """Temperature 1 on a tiny pair: the first token after the prompt, drawn through
-    the tree with the residual rule, is distributed as the target's own softmax."""
+    """Temperature 1 on a tiny pair: the token after a tree's root, drawn through the
+    tree with the residual rule, is distributed as the target's own softmax."""
     target, draft = models
-    logits = target.prefill(PROMPT, target.new_cache(64))
-    p = Sampler(temperature=1.0).probabilities(logits)
+    past = len(PROMPT) - 1
+    cache = target.new_cache(64)
+    target.prefill(PROMPT[:-1], cache)
+    p = Sampler(temperature=1.0).probabilities(target.forward(PROMPT[-1:], cache)[0])
     top = np.argsort(-p)[:6]
     counts = np.zeros(len(top) + 1)
     n = 1500
-    verifier = TreeVerifier(target, target.new_cache(64))
+    verifier = TreeVerifier(target, cache)
     drafter = TreeDrafter(draft, draft.new_cache(64))
+    drafter.start(PROMPT)
+    drafter.catch_up()
     for seed in range(n):
-        verifier.cache.trim(0)
-        drafter.cache.trim(0)
-        sampler = Sampler(temperature=1.0, seed=seed)
-        token, _ = next(speculative_generate(verifier, drafter, PROMPT, 1, FallbackPolicy(max_nodes=6),
-                                             lambda t: False, choose=sampled_choice(sampler)))
+        verifier.cache.trim(past)
+        drafter.cache.trim(past)
+        drafter.start(PROMPT)
+        tree = drafter.draft(PROMPT[-1], past, FallbackPolicy(max_nodes=6))
+        assert len(tree) > 1
+        token = verifier.verify(tree, sampled_choice(Sampler(temperature=1.0, seed=seed))).tokens[0]
         hits = np.flatnonzero(top == token)
         counts[hits[0] if hits.size else -1] += 1
     expected = np.append(p[top], 1 - p[top].sum()) * n
@@ -250,33 +260,46 @@ def test_sampled_collaborative_decoding_follows_the_target_distribution(models):
     assert chi2 < 22.5  # p = 0.001 for 6 degrees of freedom
 
 
-def test_a_round_prices_only_the_draft_steps_run_before_the_pass(monkeypatch):
-    """The policy's draft-step cost is the drafting before verification over the
-    steps run then: steps drafted provisionally during the pass cost no stall, and
-    counting them would make trees grow too deep (a fake clock, no timing)."""
-    clock = [0.0]
-    monkeypatch.setattr(speculative, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+class PricingRecorder(FallbackPolicy):
+    """Records the draft steps priced."""
 
-    class Drafter:
-        steps = 0
+    def __post_init__(self):
+        super().__post_init__()
+        self.priced: list[float] = []
 
-        def draft(self, root, position, policy):
-            clock[0] += 2.0
-            self.steps += 4
-            return TokenTree(root)
+    def observe_draft_step(self, seconds):
+        self.priced.append(seconds)
+        super().observe_draft_step(seconds)
 
-        def commit(self, tree, verdict):
-            return 0
 
-    drafter = Drafter()
+def test_only_the_steps_a_round_waits_for_are_priced(models):
+    """The policy prices the draft steps run before the pass, the root's included;
+    steps drafted provisionally during the pass cost no stall, and counting them
+    would make trees grow too deep."""
+    _, draft = models
+    policy = PricingRecorder(max_nodes=6)
+    drafter = TreeDrafter(draft, draft.new_cache(64))
+    drafter.start(PROMPT)
+    drafter.catch_up()  # the prompt: a batched pass, not a step
+    drafter.draft(PROMPT[-1], len(PROMPT) - 1, policy)
+    run = len(drafter.slots)
+    assert len(policy.priced) == run > 1 and min(policy.priced) > 0
+    assert drafter.draft_provisionally(lambda: False, len(drafter.tree) + 3) > 0
+    assert len(drafter.slots) > run and len(policy.priced) == run
 
-    def verify(tree):
-        clock[0] += 5.0
-        drafter.steps += 10  # provisional steps while the target verifies
-        return verify_greedy(tree, np.array([7]))
 
-    seen = []
-    policy = FallbackPolicy()
-    monkeypatch.setattr(policy, "observe_round", lambda step, round_seconds, tokens: seen.append((step, round_seconds)))
-    speculative._round(TreeVerifier(None, type("Cache", (), {"n": 3})()), drafter, 1, policy, SpeculativeStats(), verify)
-    assert seen == [(0.5, 7.0)]
+def test_leaves_join_undrafted_only_where_their_verification_pays(models):
+    _, draft = models
+    trees = []
+    for priced in (False, True):
+        policy = FallbackPolicy(max_nodes=6, solo_fallback=True, smoothing=1.0)
+        if priced:  # a node adds 10 ms to a 1 ms pass: only the surest pay
+            policy.observe_solo(1e-3)
+            policy.observe_round(1.0, 1, 3, 1e-3 + 2 * 0.01)
+            assert policy.leaf_floor == pytest.approx(0.9)
+        drafter = TreeDrafter(draft, draft.new_cache(64))
+        drafter.start(PROMPT)
+        trees.append(drafter.draft(PROMPT[-1], len(PROMPT) - 1, policy))
+    free, priced = trees
+    assert len(priced) < len(free)
+    assert all(priced.cumulative[n] >= 0.9 for n in range(1, len(priced)))

@@ -13,26 +13,36 @@ exactly and evaluate. The counts are taken on the followed branch only, as
 EdgeLLM does: other branches add noise.
 
 A cost floor joins alpha. Drafting a node the target has not seen yet stalls
-the round for one draft step d, and the node adds its acceptance chance c to the
-round's tokens. With a round of T tokens in R seconds, the rate T / R rises only
-if (T + c) / (R + d) > T / R, that is while c > d * T / R: the draft step over the
-time the engine now takes per token. Both are measured as the engine runs. With
-the target streamed from storage a round is mostly the pass's reading time, so
-tokens are dear and trees grow large; with the target resident a round is only a
-few draft steps' worth, so trees stay small. (Taking the whole pass as the value
-of a token, as if a round gave one, would let trees grow T times too deep.) Nodes
-the drafter adds while the target verifies cost no stall and face no floor.
+the round for one draft step d, and the node then lengthens the verification
+pass by v; in return it adds its acceptance chance c to the round's tokens. The
+time could instead earn tokens at r, the better measured rate of the two modes
+(rounds, or target-only steps where those may replace rounds), so the node pays
+only while c > (d + v) * r. A node added undrafted (a likeliest leaf left open
+when drafting stops) costs only its verification: c > v * r. All three are
+measured as the engine runs: d per draft step; v per node, as a round's pass
+over the nodes beyond a target-only step's time (so only where target-only steps
+are measured; streamed, a pass costs about its reading time whatever the tree,
+up to a point, and v is taken as 0); r per round and per step. With the target
+streamed, a round is mostly the pass's reading time, so tokens are dear and
+trees grow large; with the target resident a pass over a few more nodes costs
+a third of a step each (the 1.5B on two cores), so only confident chains pay.
+(Taking the whole pass as the value of a token, as if a round gave one, would
+let trees grow T times too deep.) Nodes the drafter adds while the target
+verifies cost no stall and face no floor.
 
 Fallback to the target alone (solo): where a round of drafting and verifying
 yields tokens more slowly than the target decodes them one by one (a resident
 target whose batched passes are bound by arithmetic, text the drafter cannot
 guess), the round is replaced by one target-only step. Both rates are measured:
-one solo step follows the first round, and afterwards the mode not in use runs
-once after probe_tokens tokens, so that a change in the text (or in the machine's
-load) moves the choice back. A probe that changes nothing doubles the interval to
-the next one (a probe of drafting after solo steps first runs those tokens through
-the drafter, which costs about as much as drafting them did); one that changes the
-choice resets it. A request starts with a round: its text is new.
+the first token after the prompt is the prompt pass's (as in target-only
+decoding), the next a target-only step (it costs what target-only decoding does,
+and gives r and v a reference before any tree is drafted), then a round, and
+afterwards the mode not in use runs once after probe_tokens tokens, so that a
+change in the text (or in the machine's load) moves the choice back. A probe
+that changes nothing doubles the interval to the next one (a probe of drafting
+after solo steps first runs those tokens through the drafter, which costs about
+as much as drafting them did); one that changes the choice resets it. A later
+request starts with a round: its text is new.
 """
 from __future__ import annotations
 
@@ -45,12 +55,14 @@ class FallbackPolicy:
     min_alpha: float = 1e-6   # halving forever would let drafts run to the length cap every time
     max_depth: int = 16       # draft length cap, in tokens below the root
     max_nodes: int = 32       # tree size cap: a verification pass grows with the tree
-    cost_floor: float = 0.0   # draft step time / time per emitted token, from observe_round
+    cost_floor: float = 0.0   # cumulative probability a node needs to be drafted: (d + v) * r
+    leaf_floor: float = 0.0   # cumulative probability a node needs to join undrafted: v * r
     smoothing: float = 0.3    # weight of the newest measurement in the running means
     solo_fallback: bool = False  # whether target-only steps may replace rounds that do not pay
     probe_tokens: int = 32    # tokens between runs of the mode not in use, at first
     max_probe_tokens: int = 1024
-    _draft_step: float = 0.0  # seconds, running mean
+    _draft_step: float = 0.0  # d: seconds per sequential draft step, running mean
+    _node_pass: float = 0.0   # v: seconds a tree node adds to a pass, running mean
     _round: float = 0.0       # seconds per round, running mean
     _tokens: float = 0.0      # tokens emitted per round, running mean
     _solo: float = 0.0        # seconds per target-only step, running mean
@@ -77,41 +89,64 @@ class FallbackPolicy:
 
     def drafting(self) -> bool:
         """Whether the next round drafts; False: one target-only step instead."""
-        if not self.solo_fallback or not self._round or self._draft_next:
-            self._draft_next = False
+        if not self.solo_fallback:
             return True
         if not self._solo:
-            return False  # the first solo step, to compare
+            return False  # a step's price first, for the rate and the pass a node adds to
+        if not self._round or self._draft_next:
+            self._draft_next = False
+            return True
         return self.drafting_pays() != (self._unprobed >= (self._probe_interval or self.probe_tokens))
 
     def observe_solo(self, seconds: float) -> None:
         """Folds in one target-only step's wall time."""
-        preferred = not self.drafting_pays()
+        preferred = self._was_preferred(False)
         self._solo = self._mean(self._solo, seconds)
         self._count_probe(preferred, False, 1)
+        self._price_nodes()
 
-    def _count_probe(self, preferred: bool, drafted: bool, tokens: int) -> None:
+    def observe_draft_step(self, seconds: float) -> None:
+        """Folds in one sequential draft step, run while the round waits for it."""
+        self._draft_step = self._mean(self._draft_step, seconds)
+        self._price_nodes()
+
+    def observe_round(self, round_seconds: float, tokens: int, nodes: int, pass_seconds: float) -> None:
+        """Folds in one round: its wall time (draft and verification together), the
+        tokens it emitted, and its tree's nodes (root included) with the pass's time."""
+        preferred = self._was_preferred(True)
+        if self._solo and nodes > 1:
+            self._node_pass = self._mean(self._node_pass, max(pass_seconds - self._solo, 0.0) / (nodes - 1))
+        self._round = self._mean(self._round, round_seconds)
+        self._tokens = self._mean(self._tokens, float(tokens))
+        self._count_probe(preferred, True, tokens)
+        self._price_nodes()
+
+    def _was_preferred(self, drafted: bool) -> bool | None:
+        """Whether the mode about to be measured was the one in use: with the other
+        mode unmeasured, yes; with this one unmeasured, None (its first run starts
+        the comparison, and the probes' schedule)."""
+        mine, other = (self._round, self._solo) if drafted else (self._solo, self._round)
+        if not other:
+            return True
+        return None if not mine else self.drafting_pays() == drafted
+
+    def _count_probe(self, preferred: bool | None, drafted: bool, tokens: int) -> None:
         """After a measurement of one mode: preferred, whether that mode was the one
-        in use before it."""
+        in use before it (None: its first measurement)."""
         if preferred:
             self._unprobed += tokens
             return
-        flipped = self.drafting_pays() == drafted
+        flipped = preferred is None or self.drafting_pays() == drafted
         interval = self._probe_interval or self.probe_tokens
         self._probe_interval = self.probe_tokens if flipped else min(2 * interval, self.max_probe_tokens)
         self._unprobed = 0
 
-    def observe_round(self, draft_step_seconds: float | None, round_seconds: float, tokens: int) -> None:
-        """Folds in one round: its mean sequential draft step (None: no step run), its
-        wall time, draft and verification together, and the tokens it emitted."""
-        preferred = self.drafting_pays()
-        if draft_step_seconds is not None:
-            self._draft_step = self._mean(self._draft_step, draft_step_seconds)
-        self._round = self._mean(self._round, round_seconds)
-        self._tokens = self._mean(self._tokens, float(tokens))
-        self._count_probe(preferred, True, tokens)
-        if self._draft_step and self._round:
-            self.cost_floor = min(self._draft_step * self._tokens / self._round, 0.9)
+    def _price_nodes(self) -> None:
+        rates = [self._tokens / self._round if self._round else 0.0,
+                 1.0 / self._solo if self._solo and self.solo_fallback else 0.0]
+        rate = max(rates)
+        self.cost_floor = min((self._draft_step + self._node_pass) * rate, 0.9)
+        self.leaf_floor = min(self._node_pass * rate, 0.9)
 
     def _mean(self, mean: float, value: float) -> float:
         return value if not mean else (1 - self.smoothing) * mean + self.smoothing * value

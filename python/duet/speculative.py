@@ -90,7 +90,6 @@ class TreeDrafter:
         self.slots: dict[int, int] = {}  # tree node -> cache slot of its row
         self.open: list[tuple[float, int, int, float]] = []  # heap of (-cumulative, parent, token, prob)
         self.root_position = 0
-        self.steps = 0  # forward passes of single draft nodes, for the cost model
 
     def candidates(self, probs: np.ndarray) -> list[tuple[int, float]]:
         """The likeliest next token, plus others likely enough to open a branch."""
@@ -139,15 +138,19 @@ class TreeDrafter:
             self.model.prefill(self.pending, self.cache)
             self.pending = []
 
-    def begin_round(self, root_token: int, root_position: int) -> None:
+    def begin_round(self, root_token: int, root_position: int, policy: FallbackPolicy) -> None:
         """Begins a round at root_token: reuses the carried subtree if it is rooted
-        there, else runs the pending tokens and the root."""
+        there, else runs the pending tokens and the root (the root alone is a
+        draft step the round waits for, and is priced as one)."""
         self.root_position = root_position
         if self.tree is not None and self.tree.root_token == root_token and not self.pending:
             return
         tokens = self.pending + [root_token]
         self.pending = []
+        start = time.perf_counter()
         logits = self.model.prefill(tokens, self.cache)
+        if len(tokens) == 1:
+            policy.observe_draft_step(time.perf_counter() - start)
         self.tree, self.slots, self.open = TokenTree(root_token), {0: self.cache.n - 1}, []
         self._open_children(0, softmax(logits))
 
@@ -158,8 +161,9 @@ class TreeDrafter:
         neg_cum, parent, _, _ = self.open[0]
         return -neg_cum, self.tree.depths[parent] + 1
 
-    def grow_one(self) -> None:
-        """Takes the likeliest open candidate into the tree and runs it."""
+    def grow_one(self, policy: FallbackPolicy | None = None) -> None:
+        """Takes the likeliest open candidate into the tree and runs it; policy: the
+        one to price the step (None: a step the round does not wait for)."""
         _, parent, token, p = heapq.heappop(self.open)
         node = self.tree.add(token, parent, p)
         if node in self.slots:  # already run (the same candidate opened twice)
@@ -173,21 +177,24 @@ class TreeDrafter:
         mask[0, self.cache.n] = 1
         position = np.array([self.root_position + self.tree.depths[node]], dtype=np.int32)
         self.slots[node] = self.cache.n
-        self.steps += 1
+        start = time.perf_counter()
         logits = self.model.forward([token], self.cache, positions=position, mask=mask)[0]
+        if policy is not None:
+            policy.observe_draft_step(time.perf_counter() - start)
         self._open_children(node, softmax(logits))
 
     def draft(self, root_token: int, root_position: int, policy: FallbackPolicy,
               extend: Callable[[TokenTree], None] | None = None) -> TokenTree:
         """Best-first growth until the policy says verify; returns the tree to
         verify. The likeliest open candidates join it as leaves the small model has
-        not run: verifying them costs the target little, drafting them cost nothing.
-        extend(tree) may add more such nodes (another drafter's branches) first."""
-        self.begin_round(root_token, root_position)
+        not run, where their verification pays (policy.leaf_floor): drafting them
+        cost nothing. extend(tree) may add more such nodes (another drafter's
+        branches) first."""
+        self.begin_round(root_token, root_position, policy)
         while (best := self.best_open()) is not None and not policy.should_verify(best[0], best[1], len(self.tree)):
-            self.grow_one()
-        for _, parent, token, p in heapq.nsmallest(self.max_children, self.open):
-            if len(self.tree) <= policy.max_nodes:
+            self.grow_one(policy)
+        for neg_cumulative, parent, token, p in heapq.nsmallest(self.max_children, self.open):
+            if len(self.tree) <= policy.max_nodes and -neg_cumulative >= policy.leaf_floor:
                 self.tree.add(token, parent, p)
         if extend is not None:
             extend(self.tree)
@@ -240,17 +247,18 @@ class TreeVerifier:
     def __init__(self, model: Model, cache: KVCache):
         self.model = model
         self.cache = cache
-        # True while the next tree's root is the prompt's last token, which plain
-        # decoding runs with the prompt (Model.forward's prompt flags).
-        self.root_in_prompt = False
+
+    def first(self, prompt: list[int], choose: Callable[[TokenTree, np.ndarray], Verdict]) -> Verdict:
+        """Runs the prompt's tokens the cache lacks, the last one included, and
+        chooses the first token from its logits, as target-only decoding does: the
+        first token comes as soon as the prompt is read, drafting waits for it."""
+        logits = self.model.prefill(prompt[self.cache.n:], self.cache)
+        return choose(TokenTree(prompt[-1]), logits[None])
 
     def verify(self, tree: TokenTree, choose: Callable[[TokenTree, np.ndarray], Verdict]) -> Verdict:
         n_past = self.cache.n
-        prompt = np.zeros(len(tree.tokens), dtype=np.uint8)
-        prompt[0] = self.root_in_prompt
         logits = self.model.forward(tree.tokens, self.cache, positions=tree.positions(n_past),
-                                    mask=tree.mask(n_past), logits_rows="all", prompt=prompt)
-        self.root_in_prompt = False
+                                    mask=tree.mask(n_past), logits_rows="all")
         verdict = choose(tree, logits)
         # Nodes are in index order in the block, so a node's index is its row offset.
         self.cache.keep(n_past, verdict.accepted_nodes)
@@ -259,8 +267,7 @@ class TreeVerifier:
     def step(self, root: int, choose: Callable[[TokenTree, np.ndarray], Verdict]) -> Verdict:
         """One target-only decoding step from root (a tree of the root alone, run as
         plain decoding runs it: causally, no mask)."""
-        logits = self.model.forward([root], self.cache, logits_rows="all", prompt=self.root_in_prompt)
-        self.root_in_prompt = False
+        logits = self.model.forward([root], self.cache, logits_rows="all")
         return choose(TokenTree(root), logits)
 
 
@@ -317,16 +324,19 @@ def speculative_generate(
     if any(cache.n >= len(prompt) for cache in caches):
         raise ValueError("a cache already holds the whole prompt; the last prompt token must be left to run")
     start = time.perf_counter()
-    if verifier.cache.n < len(prompt) - 1:
-        verifier.model.prefill(prompt[verifier.cache.n:-1], verifier.cache)
-    verifier.root_in_prompt = True
+    first = verifier.first(prompt, choose)
     drafter.start(prompt)
+    drafter.skip(prompt[-1], first)
     policy.start_request()
     stats.prompt_seconds += time.perf_counter() - start
+    stats.emitted += 1
+    yield first.tokens[0], False
+    if is_stop(first.tokens[0]) or max_tokens <= 1:
+        return
     can_pipeline = hasattr(drafter, "draft_provisionally") and getattr(drafter, "model", None) is not None
     rounds = _pipelined_rounds if pipeline and can_pipeline else _sequential_rounds
-    root, emitted = prompt[-1], 0
-    for verdict in rounds(verifier, drafter, root, policy, choose, stats):
+    emitted = 1
+    for verdict in rounds(verifier, drafter, first.tokens[0], policy, choose, stats):
         for i, token in enumerate(verdict.tokens):
             emitted += 1
             stats.emitted += 1
@@ -370,17 +380,15 @@ def _rounds(verifier, drafter, root, policy, choose, stats, verify) -> Iterator[
 
 
 def _round(verifier, drafter, root, policy, stats, verify) -> Verdict:
-    start, steps = time.perf_counter(), getattr(drafter, "steps", 0)
+    start = time.perf_counter()
     tree = drafter.draft(root, verifier.cache.n, policy)
     middle = time.perf_counter()
-    # Only the steps run before the pass stall the round; those run during it are free.
-    steps = getattr(drafter, "steps", 0) - steps
     verdict = verify(tree)
     stats.reused += drafter.commit(tree, verdict) or 0
     end = time.perf_counter()
     stats.draft_seconds += middle - start
     stats.verify_seconds += end - middle
-    policy.observe_round((middle - start) / steps if steps else None, end - start, len(verdict.tokens))
+    policy.observe_round(end - start, len(verdict.tokens), len(tree), end - middle)
     _record(stats, tree, verdict, policy)
     return verdict
 

@@ -142,10 +142,6 @@ class MergedDrafter:
     def model(self):
         return self.tree_drafter.model
 
-    @property
-    def steps(self) -> int:
-        return self.tree_drafter.steps
-
     def start(self, prompt: list[int]) -> None:
         self.tree_drafter.start(prompt)
         self.trie_drafter.start(prompt)
