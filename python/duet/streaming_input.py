@@ -224,19 +224,11 @@ class StreamingSession(BackgroundInput):
                                        is_stop, stats):
                 yield token, False
             return
-        # The target's own first token comes out at once rather than after a whole
-        # draft-and-verify round: the first thing the user waits for. It is the token
-        # the first round would have started with, so the answer does not change.
-        first = sampler.sample(target.model.prefill(self.prompt[target.cache.n:], target.cache))
-        yield first, False
-        if is_stop(first) or max_tokens <= 1:
-            return
         draft = self._lanes["draft"]
         choose = greedy_choice if sampler.greedy else sampled_choice(sampler)
         yield from speculative_generate(TreeVerifier(target.model, target.cache),
-                                        TreeDrafter(draft.model, draft.cache), self.prompt + [first],
-                                        max_tokens - 1, policy or FallbackPolicy(), is_stop, choose, stats,
-                                        pipeline)
+                                        TreeDrafter(draft.model, draft.cache), self.prompt,
+                                        max_tokens, policy or FallbackPolicy(), is_stop, choose, stats, pipeline)
 
     def history_tokens(self) -> list[int]:
         """Prompt plus answer so far: each cache holds a prefix of it (pass it as the
