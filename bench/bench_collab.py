@@ -78,8 +78,9 @@ def main() -> None:
         mine = results[(row["config"], row["budget"])].get("runs")
         if reference and mine and row["config"].startswith("duet"):
             row["same_text_as_target_only"] = [r["tokens"] for r in mine] == [r["tokens"] for r in reference]
-    print_table(rows, ["config", "budget", "tokens_per_second", "first_token_s", "vs_llama", "vs_duet_target_only", "peak_MiB",
-                       "cgroup_peak_MiB", "mean_accepted_per_pass", "acceptance", "same_text_as_target_only", "error"])
+    print_table(rows, ["config", "budget", "tokens_per_second", "first_token_s", "vs_llama", "vs_duet_target_only",
+                       "peak_MiB", "cgroup_peak_MiB", "mean_accepted_per_pass", "acceptance",
+                       "same_text_as_target_only", "error"])
     print(f"wrote {write_json('collab.json', {'rows': rows, 'runs': {f'{k[0]} @ {k[1]}': v for k, v in results.items()}})}")
 
 

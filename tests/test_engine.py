@@ -33,9 +33,7 @@ def target_only(target, **options) -> list[int]:
 
 class UnpricedPolicy(FallbackPolicy):
     """Drafts down to alpha and the caps whatever a node costs."""
-
-    def _price_nodes(self) -> None:
-        pass
+    cost_floor = leaf_floor = 0.0
 
 
 @pytest.mark.parametrize("draft_kind", ["other", "self"])

@@ -55,8 +55,6 @@ class FallbackPolicy:
     min_alpha: float = 1e-6   # halving forever would let drafts run to the length cap every time
     max_depth: int = 16       # draft length cap, in tokens below the root
     max_nodes: int = 32       # tree size cap: a verification pass grows with the tree
-    cost_floor: float = 0.0   # cumulative probability a node needs to be drafted: (d + v) * r
-    leaf_floor: float = 0.0   # cumulative probability a node needs to join undrafted: v * r
     smoothing: float = 0.3    # weight of the newest measurement in the running means
     solo_fallback: bool = False  # whether target-only steps may replace rounds that do not pay
     probe_tokens: int = 32    # tokens between runs of the mode not in use, at first
@@ -103,12 +101,10 @@ class FallbackPolicy:
         preferred = self._was_preferred(False)
         self._solo = self._mean(self._solo, seconds)
         self._count_probe(preferred, False, 1)
-        self._price_nodes()
 
     def observe_draft_step(self, seconds: float) -> None:
         """Folds in one sequential draft step, run while the round waits for it."""
         self._draft_step = self._mean(self._draft_step, seconds)
-        self._price_nodes()
 
     def observe_round(self, round_seconds: float, tokens: int, nodes: int, pass_seconds: float) -> None:
         """Folds in one round: its wall time (draft and verification together), the
@@ -119,7 +115,6 @@ class FallbackPolicy:
         self._round = self._mean(self._round, round_seconds)
         self._tokens = self._mean(self._tokens, float(tokens))
         self._count_probe(preferred, True, tokens)
-        self._price_nodes()
 
     def _was_preferred(self, drafted: bool) -> bool | None:
         """Whether the mode about to be measured was the one in use: with the other
@@ -141,12 +136,21 @@ class FallbackPolicy:
         self._probe_interval = self.probe_tokens if flipped else min(2 * interval, self.max_probe_tokens)
         self._unprobed = 0
 
-    def _price_nodes(self) -> None:
-        rates = [self._tokens / self._round if self._round else 0.0,
-                 1.0 / self._solo if self._solo and self.solo_fallback else 0.0]
-        rate = max(rates)
-        self.cost_floor = min((self._draft_step + self._node_pass) * rate, 0.9)
-        self.leaf_floor = min(self._node_pass * rate, 0.9)
+    @property
+    def cost_floor(self) -> float:
+        """Cumulative probability a node needs to be drafted: (d + v) * r."""
+        return min((self._draft_step + self._node_pass) * self._best_rate(), 0.9)
+
+    @property
+    def leaf_floor(self) -> float:
+        """Cumulative probability a node needs to join undrafted: v * r."""
+        return min(self._node_pass * self._best_rate(), 0.9)
+
+    def _best_rate(self) -> float:
+        """r: tokens per second of the better mode measured (0 before any)."""
+        rounds = self._tokens / self._round if self._round else 0.0
+        solo = 1.0 / self._solo if self._solo and self.solo_fallback else 0.0
+        return max(rounds, solo)
 
     def _mean(self, mean: float, value: float) -> float:
         return value if not mean else (1 - self.smoothing) * mean + self.smoothing * value
