@@ -58,6 +58,16 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
+def priced_step(policy: FallbackPolicy | None, step: Callable[[], np.ndarray]) -> np.ndarray:
+    """Runs a draft step, step() -> logits; the policy learns its time (None: a
+    step no round waits for, which costs nothing)."""
+    start = time.perf_counter()
+    logits = step()
+    if policy is not None:
+        policy.observe_draft_step(time.perf_counter() - start)
+    return logits
+
+
 class Drafter(Protocol):
     """What the loop needs of a drafter. Optional: `cache` (a KVCache the prompt must
     fit in), and for the compute-IO pipeline `model` and
@@ -147,10 +157,7 @@ class TreeDrafter:
             return
         tokens = self.pending + [root_token]
         self.pending = []
-        start = time.perf_counter()
-        logits = self.model.prefill(tokens, self.cache)
-        if len(tokens) == 1:
-            policy.observe_draft_step(time.perf_counter() - start)
+        logits = priced_step(policy if len(tokens) == 1 else None, lambda: self.model.prefill(tokens, self.cache))
         self.tree, self.slots, self.open = TokenTree(root_token), {0: self.cache.n - 1}, []
         self._open_children(0, softmax(logits))
 
@@ -177,10 +184,7 @@ class TreeDrafter:
         mask[0, self.cache.n] = 1
         position = np.array([self.root_position + self.tree.depths[node]], dtype=np.int32)
         self.slots[node] = self.cache.n
-        start = time.perf_counter()
-        logits = self.model.forward([token], self.cache, positions=position, mask=mask)[0]
-        if policy is not None:
-            policy.observe_draft_step(time.perf_counter() - start)
+        logits = priced_step(policy, lambda: self.model.forward([token], self.cache, positions=position, mask=mask)[0])
         self._open_children(node, softmax(logits))
 
     def draft(self, root_token: int, root_position: int, policy: FallbackPolicy,
