@@ -15,6 +15,7 @@
 #include "ops/read_bytes.h"
 #include "quant/formats.h"
 #include "quant/kernels.h"
+#include "quant/scalar_kernels.h"
 #include "ops/attention.h"
 #include "ops/exp_ggml.h"
 #include "runtime/cpu_features.h"
@@ -154,6 +155,20 @@ void bind_quant(py::module_& m) {
     return out;
   }, py::arg("format"), py::arg("x"), py::arg("isa") = "",
      "Activation quantization (q8_32: {f32 d, int8 qs[32]} blocks; q8_256: {f32 d, int8 qs[256], int16 bsums[16]}).");
+
+  m.def("quantize_q4_0", [](const py::array& x) {
+    FloatArray xs = array_exact<float>(x, "x");
+    const int64_t n = xs.size();
+    if (n % QK32 != 0) throw py::value_error("x size " + std::to_string(n) + " is not a multiple of 32");
+    ByteArray out(static_cast<py::ssize_t>(n / QK32 * sizeof(BlockQ4_0)));
+    const float* src = xs.data();
+    uint8_t* dst = out.mutable_data();
+    {
+      py::gil_scoped_release release;
+      scalar::quantize_row_q4_0(src, dst, n);
+    }
+    return out;
+  }, py::arg("x"), "Float32 weights (any shape, C-contiguous) -> Q4_0 blocks, as ggml's reference quantizer.");
 
   m.def("vec_dot", [](int type_id, const py::array& w_row, const py::array& act, const std::string& isa) {
     const GgmlType type = type_arg(type_id);

@@ -44,7 +44,9 @@ def fake_parking(**options) -> tuple[DrafterParking, Recorder]:
     recorder = Recorder()
     base = SimpleNamespace(name="base", bytes_read_per_pass=500)
     parked = SimpleNamespace(name="parked", bytes_read_per_pass=200)  # a parked pass: 0.4 of the time
-    return DrafterParking(recorder, base, parked, recorder, [(0, 4096)], **options), recorder
+    head = SimpleNamespace(release=lambda: recorder.calls.append(("head", "release")),
+                           load=lambda: recorder.calls.append(("head", "load")))
+    return DrafterParking(recorder, base, parked, recorder, [(0, 4096)], head, **options), recorder
 
 
 def test_parks_when_the_trie_would_beat_the_model_and_comes_back_when_it_does_not():
@@ -56,8 +58,8 @@ def test_parks_when_the_trie_would_beat_the_model_and_comes_back_when_it_does_no
     assert not parking.parked and recorder.calls == []  # not before min_rounds
     parking.observe_model_round(tokens=20, seconds=1.0, trie_passes=3, pass_seconds=0.5)
     assert parking.parked
-    # The drafter's pages leave before the target's layers come in.
-    assert recorder.calls == [("release", [(0, 4096)]), ("replan", "parked")]
+    # The drafter's pages and its head's rows leave before the target's layers come in.
+    assert recorder.calls == [("release", [(0, 4096)]), ("head", "release"), ("replan", "parked")]
     # Parked, the trie emits 2 tokens per 0.25 s round: 8 a second, under the model's
     # 20. The first round paid for the switch and is not counted; then the parked
     # mean is long.
@@ -66,7 +68,7 @@ def test_parks_when_the_trie_would_beat_the_model_and_comes_back_when_it_does_no
     assert parking.parked and parking.trie_rate.rounds == 4
     parking.observe_trie_round(tokens=2, seconds=0.25)
     assert not parking.parked and parking.switches == 2
-    assert recorder.calls[2:] == [("replan", "base"), ("fetch", [(0, 4096)])]
+    assert recorder.calls[3:] == [("replan", "base"), ("fetch", [(0, 4096)]), ("head", "load")]
 
 
 def test_a_round_rate_weighs_its_first_rounds_alike_then_forgets_slowly():

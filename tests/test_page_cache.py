@@ -43,6 +43,17 @@ def test_rows_are_the_tensors_rows(embedding):
     np.testing.assert_array_equal(reader(ids), table[ids])
 
 
+def test_a_span_is_those_rows(embedding):
+    path, info = embedding
+    reader = TensorRowReader(path, info)
+    table = GGUFFile(path).tensor("token_embd.weight").data.reshape(info.shape[1], -1)
+    np.testing.assert_array_equal(reader.span(200, 250), table[200:250])
+    np.testing.assert_array_equal(reader.span(0, info.shape[1]), table)
+    for start, stop in ((5, 5), (-1, 2), (0, info.shape[1] + 1)):
+        with pytest.raises(IndexError, match="outside"):
+            reader.span(start, stop)
+
+
 def test_ids_outside_the_vocabulary_are_refused(embedding):
     path, info = embedding
     with pytest.raises(IndexError, match="outside the vocabulary"):
@@ -55,6 +66,8 @@ def test_a_file_cut_short_is_an_error(embedding, tmp_path):
     short.write_bytes(open(path, "rb").read()[:info.offset + 10])
     with pytest.raises(RuntimeError, match="unexpected end"):
         TensorRowReader(short, info)(np.array([3]))
+    with pytest.raises(RuntimeError, match="unexpected end"):
+        TensorRowReader(short, info).span(0, 4)
 
 
 def resident_pages(path, offset: int, length: int) -> np.ndarray:

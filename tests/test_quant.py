@@ -251,6 +251,23 @@ def test_quantize_q8_32_matches_llama_cpp(isa):
                                   theirs[:, :2].copy().view(np.float16)[:, 0].astype(np.float32))
 
 
+def test_quantize_q4_0_matches_gguf():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((40, 96)).astype(np.float32) * rng.uniform(0.01, 10, (40, 1)).astype(np.float32)
+    x[0] = 0.0                       # zero blocks: d = 0
+    x[1, :32] = np.tile([-2.0, 2.0], 16)  # ties of magnitude: the first wins
+    x[2, 32:64] = 1e-30              # d underflows f16
+    expected = gguf.quants.quantize(x, gguf.GGMLQuantizationType.Q4_0)
+    assert np.array_equal(_core.quantize_q4_0(x), expected.reshape(-1))
+
+
+def test_quantize_q4_0_bad_input():
+    with pytest.raises(ValueError, match="multiple of 32"):
+        _core.quantize_q4_0(np.zeros(40, dtype=np.float32))
+    with pytest.raises((ValueError, TypeError)):
+        _core.quantize_q4_0(np.zeros(64, dtype=np.float64))
+
+
 def test_quantize_act_bad_input():
     with pytest.raises(ValueError, match="multiple of 256"):
         _core.quantize_act("q8_256", np.zeros(100, np.float32))

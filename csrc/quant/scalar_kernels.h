@@ -33,4 +33,8 @@ DUET_DECLARE_VEC_DOT_PROMPT(q6_k)
 void quantize_q8_32(const float* x, void* dst, int64_t n);
 void quantize_q8_256(const float* x, void* dst, int64_t n);
 
+// Weights to Q4_0 as ggml's reference quantizer makes them (a drafter's head held
+// narrower at load, draft_head.py): not a hot path, so scalar only.
+void quantize_row_q4_0(const float* x, void* dst, int64_t n);
+
 }  // namespace duet::scalar

@@ -3,15 +3,16 @@ the text.
 
 Under a budget the small model's weights take room that would otherwise hold
 target layers: at 1 GiB with the default pair and a context of 1024, a pass
-streams 466 MiB with the drafter resident and 151 MiB with it parked, as much as
+streams 437 MiB with the drafter resident and 151 MiB with it parked, as much as
 with no drafter at all (`duet plan --budget 1GiB --trie -c 1024` prints both): the
 parked plan counts neither its weights nor its KV cache, whose rows MergedDrafter
 releases on parking and runs again on unparking. Where the answer copies the prompt (an
 edit task) the trie alone drafts most of it, and its cheap passes beat the small
 model's long trees (bench_trie at 1 GiB, session 11, before parking: trie alone
 4.0-4.4x target-only, the merged drafter 3.0-3.3x). Parked, the drafter's pages leave memory and the target
-keeps more layers resident; unparked, the target goes back to its first plan and
-the drafter's pages are read back ahead.
+keeps more layers resident, and the rows its partial head holds are given back;
+unparked, the target goes back to its first plan, the drafter's pages are read
+back ahead and its head's rows read again.
 
 When to switch is measured, in tokens per second of whole rounds:
   - drafter resident: each round also estimates the trie alone on its tokens:
@@ -69,12 +70,13 @@ class DrafterParking:
     the drafter resident, `parked` without it (more target layers resident), and
     the rates that decide it. Survives requests, as the fallback policy does."""
 
-    def __init__(self, layers, base, parked, draft_gguf, draft_ranges: list[tuple[int, int]],
+    def __init__(self, layers, base, parked, draft_gguf, draft_ranges: list[tuple[int, int]], draft_head=None,
                  margin: float = 0.2, min_rounds: int = 3, min_parked_rounds: int = 10):
         self.layers = layers            # weight_store.StreamedLayers of the target
         self.base, self.parked_plan = base, parked
         self.draft_gguf = draft_gguf
         self.draft_ranges = draft_ranges  # (offset, length) of the drafter's bytes read through its map
+        self.draft_head = draft_head      # a draft_head.DraftHead holding its rows in memory, or None
         self.margin = margin
         self.min_rounds = min_rounds
         self.min_parked_rounds = min_parked_rounds
@@ -113,12 +115,16 @@ class DrafterParking:
     def park(self) -> None:
         # The drafter's pages go first: memory holds one plan's weights or the other's.
         self.draft_gguf.release(self.draft_ranges)
+        if self.draft_head is not None:
+            self.draft_head.release()
         self.layers.replan(self.parked_plan)
         self._switched(parked=True)
 
     def unpark(self) -> None:
         self.layers.replan(self.base)
         self.draft_gguf.limit_cache(self.draft_ranges)  # the drafter's pages read back ahead
+        if self.draft_head is not None:
+            self.draft_head.load()
         self._switched(parked=False)
 
     def _pays_for_switch(self) -> bool:

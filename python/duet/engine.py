@@ -16,7 +16,7 @@ import numpy as np
 
 from duet import _core
 from duet.config import ModelConfig
-from duet.draft_head import DraftHead
+from duet.draft_head import DraftHead, held_layout
 from duet.drafter_parking import DrafterParking
 from duet.generate import DecodeStats, decode_tokens
 from duet.gguf_file import GGUFFile
@@ -204,20 +204,21 @@ class Engine:
 
     def _drafter_ranges(self) -> list[tuple[int, int]]:
         """(offset, length) of the drafter's bytes read through its map: every tensor
-        but the embedding table, and of the head only the draft vocabulary's rows."""
+        but the embedding table, and the head only when it is scored whole (a draft
+        vocabulary's rows are read once with pread, draft_head.py)."""
         head = self.draft_gguf.tensor(head_name(self.draft.config))
-        ranges = [(t.offset, t.n_bytes) for n, t in self.draft_gguf.tensors.items()
-                  if n not in ("token_embd.weight", head.name)]
-        n_rows = head.shape[1] if self.draft_vocab is None else min(self.draft_vocab, head.shape[1])
-        return ranges + [(head.offset, n_rows * (head.n_bytes // head.shape[1]))]
+        skipped = {"token_embd.weight"} | ({head.name} if self.draft_vocab is not None else set())
+        return [(t.offset, t.n_bytes) for n, t in self.draft_gguf.tensors.items() if n not in skipped]
 
     def _draft_head_bytes(self, head) -> int:
-        """The drafter's head as it will be read: the draft vocabulary's rows only
-        (its embedding rows are read with pread, a few KB per call)."""
+        """The drafter's head as it will be held: the draft vocabulary's rows only,
+        in draft_head's narrower type (its embedding rows are read with pread, a few
+        KB per call)."""
         if self.draft_vocab is None:
             return head.n_bytes
         n_vocab = head.shape[1]
-        return DraftHead.rows_nbytes(head.n_bytes // n_vocab, n_vocab, self.draft_vocab)
+        _, row_bytes = held_layout(head.type_id, head.n_bytes // n_vocab, head.shape[0])
+        return DraftHead.rows_nbytes(row_bytes, n_vocab, self.draft_vocab)
 
     def _make_plan(self) -> MemoryPlan:
         segments = layer_segments(self.target_gguf, self.target_config.n_layer)
@@ -229,7 +230,8 @@ class Engine:
         fixed = {k: v for k, v in self.plan.fixed.items() if not k.startswith("drafter")}
         segments = layer_segments(self.target_gguf, self.target_config.n_layer)
         parked = plan_memory(segments, self.budget, fixed, n_buffers=layers.n_buffers)
-        return DrafterParking(layers, self.plan, parked, self.draft_gguf, self._drafter_ranges())
+        return DrafterParking(layers, self.plan, parked, self.draft_gguf, self._drafter_ranges(),
+                              self.draft.draft_head)
 
     def describe_plan(self) -> str:
         """The memory plan in words: fixed costs, resident and streamed layers, expected pass time."""

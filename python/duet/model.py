@@ -88,10 +88,13 @@ class Model:
             self.output = tensor_entry(gguf.tensor(head), layers.load_tensor(gguf.tensor(head)))
             self.embedding_rows = TensorRowReader(gguf.path, gguf.tensor("token_embd.weight"))
 
-    def restrict_head(self, n_prefix: int, always=()) -> None:
+    def restrict_head(self, n_prefix: int, always=(), narrow: bool = True) -> None:
         """Scores only the first n_prefix token ids and the rarer ones this model is fed
-        (and `always`), for a drafter (see draft_head.py)."""
-        self.draft_head = DraftHead(self.output, n_prefix, always)
+        (and `always`), for a drafter; narrow: its rows held in a narrower type where
+        the file's is wider (see draft_head.py)."""
+        head = self.gguf.tensor(head_name(self.config))
+        self.draft_head = DraftHead(TensorRowReader(self.gguf.path, head), head.type_id, self.config.n_embd,
+                                    n_prefix, always, narrow)
 
     def new_cache(self, n_ctx: int, kv_type: str = "f16") -> KVCache:
         c = self.config

@@ -31,18 +31,25 @@ class TensorRowReader:
         for row in np.asarray(ids).tolist():
             if not 0 <= row < self.n_rows:
                 raise IndexError(f"token id {row} outside the vocabulary of {self.n_rows}")
-            data = os.pread(self.fd, self.row_bytes, self.offset + row * self.row_bytes)
-            if len(data) != self.row_bytes:
-                raise RuntimeError(f"unexpected end of {self.path} reading the row of token {row}")
-            rows.append(data)
-            self._drop(self.offset + row * self.row_bytes)
+            rows.append(self._read(row, row + 1))
         return np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), self.row_bytes)
 
-    def _drop(self, offset: int) -> None:
+    def span(self, start: int, stop: int) -> np.ndarray:
+        """Rows start..stop-1, in one read -> [stop - start, row_bytes]."""
+        if not 0 <= start < stop <= self.n_rows:
+            raise IndexError(f"rows {start}..{stop} outside the {self.n_rows} of the tensor")
+        return np.frombuffer(self._read(start, stop), dtype=np.uint8).reshape(stop - start, self.row_bytes)
+
+    def _read(self, start: int, stop: int) -> bytes:
+        offset, size = self.offset + start * self.row_bytes, (stop - start) * self.row_bytes
+        data = os.pread(self.fd, size, offset)
+        if len(data) != size:
+            raise RuntimeError(f"unexpected end of {self.path} reading rows {start}..{stop} of a tensor")
         if hasattr(os, "posix_fadvise"):
             # The kernel drops whole pages only: round out to them.
-            start, end = offset - offset % PAGE, -(-(offset + self.row_bytes) // PAGE) * PAGE
-            os.posix_fadvise(self.fd, start, end - start, os.POSIX_FADV_DONTNEED)
+            first, end = offset - offset % PAGE, -(-(offset + size) // PAGE) * PAGE
+            os.posix_fadvise(self.fd, first, end - first, os.POSIX_FADV_DONTNEED)
+        return data
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -14,6 +14,7 @@
 #include "ops/matmul.h"
 #include "quant/formats.h"
 #include "quant/kernels.h"
+#include "quant/scalar_kernels.h"
 
 using namespace duet;
 
@@ -321,7 +322,28 @@ void test_gemv(Isa isa, GgmlType type) {
 
 }  // namespace
 
+// Q4_0 weights as ggml's reference makes them: the value of largest magnitude
+// (the first of equal ones) maps to q = 0, so d = -max / 8; every weight comes
+// back within one step |d| (half a step, but for the far end, clipped at q = 15);
+// a zero block gives d = -0 and q = 8.
+void test_quantize_q4_0() {
+  float x[3 * QK32] = {};
+  for (int j = 0; j < QK32; ++j) x[j] = 0.25f * static_cast<float>(j - 12);  // max magnitude 4.75 at j = 31
+  x[QK32 + 3] = -2.0f, x[QK32 + 9] = 2.0f;                                     // ties: the first, negative, wins
+  BlockQ4_0 q[3];
+  scalar::quantize_row_q4_0(x, q, 3 * QK32);
+  check(q[0].d == fp32_to_fp16(4.75f / -8.0f), "quantize_q4_0: d from the signed max");
+  check(fp16_to_fp32(q[1].d) == 0.25f && (q[1].qs[3] & 0xf) == 0, "quantize_q4_0: the first of equal magnitudes");
+  check(fp16_to_fp32(q[2].d) == 0.0f && q[2].qs[0] == 0x88, "quantize_q4_0: a zero block");
+  float y[3 * QK32];
+  scalar::dequantize_row_q4_0(q, y, 3 * QK32);
+  bool close = true;
+  for (int i = 0; i < 3 * QK32; ++i) close &= std::fabs(y[i] - x[i]) <= std::fabs(fp16_to_fp32(q[i / QK32].d));
+  check(close, "quantize_q4_0: weights within a step");
+}
+
 int main() {
+  test_quantize_q4_0();
   ThreadPool pool(2);
   for (Isa isa : isa_runnable_list()) {
     const int checks_before = g_passed + g_failed;
