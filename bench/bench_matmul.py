@@ -18,7 +18,7 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
 from common import best_seconds  # noqa: E402
 from duet import _core  # noqa: E402
-from quant_blocks import ALL_TYPES, BLOCK, Q4_K, Q6_K, random_rows, row_bytes  # noqa: E402
+from quant_blocks import ALL_TYPES, BLOCK, Q4_K, Q6_K, Q8_0, random_rows, row_bytes  # noqa: E402
 
 MODEL = pathlib.Path("/root/.cache/duet/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf")
 TYPE_NAMES = {t: _core.type_traits(t)["name"] for t in ALL_TYPES}
@@ -70,12 +70,13 @@ def matrix_scaling(pool, isa, type_id, w, rows, cols, rng, repeats):
 
 
 def batch_scaling(pool, isas, repeats):
-    """(b) time for M activation rows relative to M = 1 on two model-shaped matrices,
-    as decoded rows (a tree: vec_dot's order) and as prompt rows (llama.cpp's
-    prompt-batch order, which K-quants compute in tiles), on each path."""
+    """(b) time for M activation rows relative to M = 1 on model-shaped matrices (the
+    1.5B's down projection and head, the 0.5B's head as its file has it), as decoded
+    rows (a tree: vec_dot's order) and as prompt rows (llama.cpp's prompt-batch
+    order, which K-quants compute in tiles), on each path."""
     rng = np.random.default_rng(1)
     results = []
-    for type_id, rows, cols in [(Q4_K, 1536, 8960), (Q6_K, 151936, 1536)]:
+    for type_id, rows, cols in [(Q4_K, 1536, 8960), (Q6_K, 151936, 1536), (Q8_0, 151936, 896)]:
         w = random_rows(type_id, rows, cols, rng).reshape(-1)
         for isa in isas:
             results += matrix_scaling(pool, isa, type_id, w, rows, cols, rng, repeats)

@@ -64,7 +64,9 @@ const uint8_t* activations_prepare(const KernelTable& kt, ActFormat format, cons
   return base;
 }
 
-bool decode_rows_by_gemv(const TypeKernels& k, int64_t n_rows) { return k.gemv != nullptr && n_rows <= kMaxGemvRows; }
+bool decode_rows_by_gemv(const TypeKernels& k, int64_t n_rows) {
+  return k.gemv != nullptr && n_rows >= k.gemv_min_rows && n_rows <= kMaxGemvRows;
+}
 
 // Fewest activation rows worth a tile: its gathers and unpacking are paid per
 // weight block, however few rows share them.

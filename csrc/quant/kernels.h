@@ -49,6 +49,8 @@ struct TypeKernels {
   // must have the bits vec_dot gives with n_act == 1, so that a row's result does
   // not depend on the batch size.
   GemvKernel* gemv;
+  // Fewer decoded rows than this take vec_dot row by row instead of gemv (0: any).
+  int gemv_min_rows;
   // Optional (null: prompt tokens take vec_dot). vec_dot in llama.cpp's prompt-batch
   // order, for prompt tokens: llama.cpp multiplies a batch of 8 or more tokens by
   // K-quant weights with its tiled matmul, whose float operations differ from

@@ -21,9 +21,9 @@ DUET_DECLARE_VEC_DOT(q5_k)
 DUET_DECLARE_VEC_DOT(q6_k)
 #undef DUET_DECLARE_VEC_DOT
 
-// The GEMVs (a few activation rows, vec_dot's bits): Q4_0 and Q5_0 from
+// The GEMVs (a few activation rows, vec_dot's bits): Q4_0, Q5_0 and Q8_0 from
 // block32_gemv.h, the K-quants AVX2's with vpdpwssd (vnni_dot.h).
-GemvKernel gemv_q4_0, gemv_q5_0, gemv_q4_k, gemv_q5_k, gemv_q6_k;
+GemvKernel gemv_q4_0, gemv_q5_0, gemv_q8_0, gemv_q4_k, gemv_q5_k, gemv_q6_k;
 
 TileKernel prompt_tile_q4_k, prompt_tile_q6_k, tile_q4_k, tile_q6_k, tile_q4_0, tile_q5_0, tile_q8_0;
 

@@ -1,6 +1,7 @@
 #include "quant/avx2/block32_dot.h"
 #include "quant/avx2/block32_unpack.h"
 #include "quant/avx512/avx512_kernels.h"
+#include "quant/avx512/block32_gemv.h"
 #include "quant/avx512/block32_tile.h"
 #include "quant/avx512/vnni_dot.h"
 
@@ -8,6 +9,11 @@ namespace duet::avx512 {
 
 void vec_dot_q8_0(int64_t n, const void* w, const void* act, size_t act_stride, int n_act, float* out) {
   avx2::block32_vec_dot<BlockQ8_0, avx2::q8_0_unpack, dot_i8_i8_vnni>(n, w, act, act_stride, n_act, out);
+}
+
+void gemv_q8_0(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const void* act, size_t act_stride, int n_act,
+               float* out, int64_t ldo) {
+  block32_gemv<Q8_0Unsigned>(n, w, w_stride, n_rows, act, act_stride, n_act, out, ldo);
 }
 
 void tile_q8_0(int64_t n, const void* w, size_t w_stride, const void* act, size_t act_stride, int n_act, float* y,
