@@ -112,8 +112,8 @@ KernelTable avx512_table() {
   // unpack-and-sum runs 2.7x faster than unpacking the block for the wide multiplies
   // (Q4_K, Zen 4). Q4_0 and Q5_0 decode with unsigned nibbles and mask registers,
   // Q8_0 with its bytes moved up by 128 (block32_gemv.h). Below four rows Q8_0 keeps
-  // vec_dot: on a 23130x4096 matrix (96 MB) its GEMV took 3.8 ms for one row
-  // against 2.0-2.5 ms; from four rows on it beats vec_dot on the 0.5B's
+  // vec_dot: on a 23130x4096 matrix (96 MB) its GEMV took 3.7-3.9 ms for one row
+  // against 2.0-2.7 ms; from four rows on it beats vec_dot on the 0.5B's
   // 151936x896 head (5.3 against 6.8 ms) and the tile on both (Zen 4, session 28).
   set_gemv(t, GgmlType::Q4_0, avx512::gemv_q4_0);
   set_gemv(t, GgmlType::Q5_0, avx512::gemv_q5_0);

@@ -54,6 +54,12 @@ def held_layout(type_id: int, row_bytes: int, n_embd: int, narrow: bool = True) 
     return type_id, row_bytes
 
 
+def _rows_nbytes(row_bytes: int, n_vocab: int, n_prefix: int) -> int:
+    """Bytes of the rows a head of n_vocab rows scoring n_prefix holds, at its largest."""
+    n_prefix = min(n_prefix, n_vocab)
+    return (n_prefix + min(MAX_EXTRA_ROWS, n_vocab - n_prefix)) * row_bytes
+
+
 class DraftHead:
     """Logits of the first n_prefix token ids plus chosen rarer ones; -inf elsewhere."""
 
@@ -97,15 +103,14 @@ class DraftHead:
             self._map.madvise(mmap.MADV_DONTNEED)
 
     @staticmethod
-    def rows_nbytes(row_bytes: int, n_vocab: int, n_prefix: int) -> int:
-        """Bytes of a head of n_vocab rows of row_bytes held that one of n_prefix
-        holds, at its largest."""
-        n_prefix = min(n_prefix, n_vocab)
-        return (n_prefix + min(MAX_EXTRA_ROWS, n_vocab - n_prefix)) * row_bytes
+    def held_nbytes(type_id: int, file_row_bytes: int, n_embd: int, n_vocab: int, n_prefix: int) -> int:
+        """Bytes that a head of n_vocab rows (of type_id, file_row_bytes each in the
+        file) scoring n_prefix holds at its largest, narrowed as held_layout says."""
+        return _rows_nbytes(held_layout(type_id, file_row_bytes, n_embd)[1], n_vocab, n_prefix)
 
     @property
     def nbytes(self) -> int:
-        return self.rows_nbytes(self.row_bytes, self.n_vocab, self.n_prefix)
+        return _rows_nbytes(self.row_bytes, self.n_vocab, self.n_prefix)
 
     def _held(self, rows: np.ndarray) -> np.ndarray:
         """[k, source row bytes] rows of the file -> [k, row_bytes] rows as held."""

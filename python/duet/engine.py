@@ -16,7 +16,7 @@ import numpy as np
 
 from duet import _core
 from duet.config import ModelConfig
-from duet.draft_head import DraftHead, held_layout
+from duet.draft_head import DraftHead
 from duet.drafter_parking import DrafterParking
 from duet.generate import DecodeStats, decode_tokens
 from duet.gguf_file import GGUFFile
@@ -216,9 +216,8 @@ class Engine:
         KB per call)."""
         if self.draft_vocab is None:
             return head.n_bytes
-        n_vocab = head.shape[1]
-        _, row_bytes = held_layout(head.type_id, head.n_bytes // n_vocab, head.shape[0])
-        return DraftHead.rows_nbytes(row_bytes, n_vocab, self.draft_vocab)
+        n_embd, n_vocab = head.shape
+        return DraftHead.held_nbytes(head.type_id, head.n_bytes // n_vocab, n_embd, n_vocab, self.draft_vocab)
 
     def _make_plan(self) -> MemoryPlan:
         segments = layer_segments(self.target_gguf, self.target_config.n_layer)

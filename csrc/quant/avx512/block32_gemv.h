@@ -1,4 +1,4 @@
-// One activation row against many weight rows (decode) for Q4_0, Q5_0 and Q8_0.
+// A few activation rows against many weight rows (decode) for Q4_0, Q5_0 and Q8_0.
 //
 // vec_dot unpacks a block into signed bytes (q - offset) and moves their signs onto
 // the activations for vpdpbusd; spreading Q5_0's fifth bits into bytes alone took
@@ -7,7 +7,7 @@
 // mask register, Q8_0's signed bytes moved up by 128 with one xor, and vpdpbusd
 // multiplies them by the signed activations directly.
 // The offset comes off through vpdpbusd's start value, -offset * (sum of each
-// lane's four activations), computed once per call for the activation row. Each
+// lane's four activations), computed once per call for each activation row. Each
 // lane's integer sum is then vec_dot's, and the float steps (the block's scale
 // times the activation's, one FMA per block, the same horizontal sum) are its
 // own, so every result has vec_dot's bits. Two weight rows go side by side: their
