@@ -24,7 +24,8 @@ constexpr int kMaxGemvRows = 8;
 // decoding step from 17-17.6 to 12.4-14.9 ms and the 1.5B's from 37.5 to 30-32 ms,
 // and 896-column Q5_0 GEMVs from about 20 to about 30 GB/s (alternated builds,
 // session 23; likely because a page of lines landing in L1 ahead evicts lines the
-// kernel still reads).
+// kernel still reads). Where a few activation rows share each block, every line
+// of it is asked for (session 29: avx2::weights_prefetch).
 constexpr size_t kWeightPrefetchBytes = 4096;
 
 // See TypeKernels::gemv and ::tile. Function types, so that each path declares its

@@ -298,7 +298,7 @@ void kquant_mins_rows(int64_t n, const void* w, const void* act, size_t act_stri
   KBlockUnpacked u;
   const int64_t n_blocks = n / QK_K;
   for (int64_t b = 0; b < n_blocks; ++b) {
-    weights_prefetch(blocks + b);
+    weights_prefetch(blocks + b, n_act > 1);
     const __m128 factors = kquant_factors_load(blocks + b);
     const ActQ8_256* a[kMaxActRows];
     act_blocks_gather(rows, act_stride, n_act, b, prefetch, a);
@@ -392,7 +392,7 @@ void q6_k_rows(int64_t n, const void* w, const void* act, size_t act_stride, int
   KBlockUnpacked u;
   const int64_t n_blocks = n / QK_K;
   for (int64_t b = 0; b < n_blocks; ++b) {
-    weights_prefetch(blocks + b);
+    weights_prefetch(blocks + b, n_act > 1);
     const __m256i scales_all = q6_k_scales_all(blocks[b]);
     const float d = f16_load(blocks[b].d);
     const ActQ8_256* a[kMaxActRows];
