@@ -25,7 +25,8 @@ are measured; streamed, a pass costs about its reading time whatever the tree,
 up to a point, and v is taken as 0); r per round and per step. With the target
 streamed, a round is mostly the pass's reading time, so tokens are dear and
 trees grow large; with the target resident a pass over a few more nodes costs
-a third of a step each (the 1.5B on two cores), so only confident chains pay.
+about a quarter of a step each (the 1.5B on two cores, session 29), so only
+confident chains pay.
 (Taking the whole pass as the value of a token, as if a round gave one, would
 let trees grow T times too deep.) Nodes the drafter adds while the target
 verifies cost no stall and face no floor.

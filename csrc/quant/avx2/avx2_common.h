@@ -20,6 +20,13 @@ inline float f16_load(uint16_t h) { return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi3
 // Asks for the cache line at `at` of a weight stream into L2, not L1 (why: kernels.h).
 inline void weight_line_prefetch(const void* at) { _mm_prefetch(static_cast<const char*>(at), _MM_HINT_T1); }
 
+// Every line of a Block that starts at `at` (it may straddle one more: the next
+// block's request covers that).
+template <typename Block>
+inline void block_lines_prefetch(const char* at) {
+  for (size_t line = 0; line < sizeof(Block); line += 64) weight_line_prefetch(at + line);
+}
+
 // The block's first line kWeightPrefetchBytes ahead, or with every_line each of its
 // lines (a K-quant block spans three or four). A GEMV over a few decoded rows
 // spends longer on each block than one row does, and with one line a block asked
@@ -31,11 +38,11 @@ inline void weight_line_prefetch(const void* at) { _mm_prefetch(static_cast<cons
 template <typename Block>
 inline void weights_prefetch(const Block* block, bool every_line = false) {
   const char* ahead = reinterpret_cast<const char*>(block) + kWeightPrefetchBytes;
-  if (!every_line) {
+  if (every_line) {
+    block_lines_prefetch<Block>(ahead);
+  } else {
     weight_line_prefetch(ahead);
-    return;
   }
-  for (size_t offset = 0; offset < sizeof(Block); offset += 64) weight_line_prefetch(ahead + offset);
 }
 
 // f(std::integral_constant<int, n_act>()) for 1 <= n_act <= kMaxGemvRows: code

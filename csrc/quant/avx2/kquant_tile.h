@@ -412,8 +412,7 @@ template <typename L, typename Block>
 inline void tile_blocks_prefetch(const uint8_t* w, size_t w_stride, int64_t b, int64_t n_blocks) {
   if (b + 2 >= n_blocks) return;
   for (int r = 0; r < L::kLanes; ++r) {
-    const char* ahead = reinterpret_cast<const char*>(w + r * w_stride + (b + 2) * sizeof(Block));
-    for (size_t line = 0; line < sizeof(Block); line += 64) weight_line_prefetch(ahead + line);
+    block_lines_prefetch<Block>(reinterpret_cast<const char*>(w + r * w_stride + (b + 2) * sizeof(Block)));
   }
 }
 
