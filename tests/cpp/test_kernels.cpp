@@ -213,14 +213,15 @@ void weights_saturate(GgmlType type, std::vector<uint8_t>& w) {
 // A path's tiles against its row-by-row kernels (prompt_tile: vec_dot_prompt;
 // tile: vec_dot): equal bits for each weight row of the tile and each activation
 // row, for batches from 1 to the most a call takes, with weight rows padded apart;
-// also at the integer extremes.
+// also at the integer extremes. 37 blocks: more than two of the chunks a tile
+// unpacks at a time (16 blocks of a 32-element format), and a part of one.
 void test_tiles(Isa isa, GgmlType type) {
   const TypeKernels& k = kernels_for(kernel_table(isa), type);
   const std::pair<TileKernel*, decltype(k.vec_dot)> pairs[] = {{k.prompt_tile, k.vec_dot_prompt},
                                                                      {k.tile, k.vec_dot}};
   const std::string label = std::string(isa_name(isa)) + " " + type_traits(type).name;
   std::mt19937 rng(2468 + static_cast<int>(type));
-  const int64_t n = cols_for(type), rows = k.tile_rows;
+  const int64_t n = type_traits(type).block_elems * 37, rows = k.tile_rows;
   const size_t packed_bytes = row_bytes(type, n), stride = packed_bytes + 64;
   for (const auto& [tile, row_kernel] : pairs) {
     if (tile == nullptr) continue;

@@ -178,7 +178,7 @@ void block_rows16(const Tile& t, const ActQ8_256* const a[], size_t act_stride, 
   rows_add<Digits>(t, c[0], c[1], a, st);
 }
 
-// TypeKernels::prompt_tile for n_act >= 16: tile_run's passes and unpacked blocks,
+// TypeKernels::prompt_tile for n_act >= 16: tile_run's unpacked blocks,
 // each block's weights in B tiles for whole tiles of 16 activation rows; the rows
 // past the last 16 take the VNNI tile's steps on the same unpacked block.
 template <typename Digits, bool kKeepQ>
