@@ -129,10 +129,17 @@ void block32_tile_run(int64_t n, const void* w_rows, size_t w_stride, const void
   Tile tiles[kChunk];
   avx2::EightLaneState<Lanes16> st[kMaxTileAct];
   for (int i = 0; i < n_act; ++i) st[i].clear();
+  // The first chunk's blocks at once, then each next chunk's while this one is
+  // unpacked: a chunk is unpacked back to back, with no arithmetic between its
+  // blocks to hide a prefetch two blocks ahead (16 rows of the 0.5B's Q8_0 head,
+  // from memory, ran 13% slower so).
+  for (int64_t j = 0; j < kChunk && j < n_blocks; ++j) {
+    avx2::tile_blocks_prefetch<Lanes16, typename Tile::Block>(w, w_stride, j, n_blocks, 0);
+  }
   for (int64_t b0 = 0; b0 < n_blocks; b0 += kChunk) {
     const int n_tiles = static_cast<int>(n_blocks - b0 < kChunk ? n_blocks - b0 : kChunk);
     for (int j = 0; j < n_tiles; ++j) {
-      avx2::tile_blocks_prefetch<Lanes16, typename Tile::Block>(w, w_stride, b0 + j, n_blocks);
+      avx2::tile_blocks_prefetch<Lanes16, typename Tile::Block>(w, w_stride, b0 + j, n_blocks, kChunk);
       tiles[j].unpack(w + (b0 + j) * sizeof(typename Tile::Block), w_stride);
     }
     const ActQ8_32* a[kMaxTileAct];
