@@ -59,16 +59,14 @@ struct Q5_0Lanes {
   }
 };
 
-// A block of 16 weight rows of a 32-element format, unpacked (avx2::tile_run's
-// Tile). vpdpbusd multiplies unsigned by signed bytes: the activations go in offset
-// by 128 (a ^ 0x80 as a byte is a + 128), and each group's sum starts from
-// -128 * sum(q), so that the int32 result is the signed dot product, exactly.
+// A block of 16 weight rows of a 32-element format, unpacked (one of
+// block32_tile_run's chunk). vpdpbusd multiplies unsigned by signed bytes: the
+// activations go in offset by 128 (a ^ 0x80 as a byte is a + 128), and each group's
+// sum starts from -128 * sum(q), so that the int32 result is the signed dot
+// product, exactly.
 template <typename Format>
 struct Block32Tile {
-  using Lanes = Lanes16;
   using Block = typename Format::Block;
-  using Act = ActQ8_32;
-  static constexpr int kBlockElems = QK32;
   __m512i q[8];      // [group g]: elements 4g..4g+3, signed
   __m512i start[8];  // [group g]: -128 * the sum of q[g]'s four weights
   __m512 d;
