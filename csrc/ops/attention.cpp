@@ -19,7 +19,8 @@ namespace duet {
 const AttentionKernels& attention_kernels(Isa isa) {
   if (!isa_runnable(isa)) throw std::invalid_argument(std::string("ISA ") + isa_name(isa) + " cannot run here");
 #if defined(DUET_X86)
-  if (isa == Isa::Avx2 || isa_has_avx512(isa)) return attention_kernels_avx2();
+  if (isa_has_avx512(isa)) return attention_kernels_avx512();
+  if (isa == Isa::Avx2) return attention_kernels_avx2();
 #endif
   return attention_kernels_scalar();
 }
@@ -86,6 +87,11 @@ void attend_item(const AttentionKernels& kernels, const AttentionShape& s, KvTyp
     float* head_weights = weights + h * n_visible;
     const double sum = kernels.softmax_numerators(head_weights, n_visible, item.width);
     kernels.scale_weights(head_weights, n_visible, static_cast<float>(1.0 / sum), kv_type == KvType::F16);
+  }
+  if (kernels.attend_values != nullptr &&
+      kernels.attend_values(weights, n_visible, item.n_heads, item.v, kv_type, row_stride, visible, n_visible, hd,
+                            item.n_lanes, item.out)) {
+    return;
   }
   float* lanes = scratch.lanes.data();
   for (int h = 0; h < item.n_heads; ++h) {  // only the lanes this order uses (a quarter for a prompt token)

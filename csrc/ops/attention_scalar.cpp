@@ -90,7 +90,7 @@ const AttentionKernels& attention_kernels_scalar() {
   static const AttentionKernels kernels{gather_f32,           gather_f16,
                                         score_tile_scalar,    softmax_numerators_scalar,
                                         scale_weights_scalar, accumulate_tile_scalar,
-                                        reduce_lanes_scalar};
+                                        reduce_lanes_scalar,  nullptr};
   return kernels;
 }
 

@@ -225,7 +225,8 @@ const AttentionKernels& attention_kernels_avx2() {
                                         softmax_numerators_avx2,
                                         scale_weights_avx2,
                                         accumulate_tile_avx2,
-                                        reduce_lanes_avx2};
+                                        reduce_lanes_avx2,
+                                        nullptr};
   return kernels;
 }
 
