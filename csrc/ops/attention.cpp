@@ -93,6 +93,8 @@ void attend_item(const AttentionKernels& kernels, const AttentionShape& s, KvTyp
                             item.n_lanes, item.out)) {
     return;
   }
+  // Sized here, not per call: with attend_values the lanes are never used.
+  scratch.lanes.resize(static_cast<size_t>(item.n_heads) * kMaxLanes * hd);
   float* lanes = scratch.lanes.data();
   for (int h = 0; h < item.n_heads; ++h) {  // only the lanes this order uses (a quarter for a prompt token)
     float* head_lanes = lanes + static_cast<int64_t>(h) * kMaxLanes * hd;
@@ -160,7 +162,6 @@ void attention(const AttentionShape& s, const float* q, const void* k, const voi
     sc.visible.resize(static_cast<size_t>(s.n_kv));
     sc.tile.resize(static_cast<size_t>(kTileRows) * s.head_dim);
     sc.weights.resize(static_cast<size_t>(split.chunk_heads) * s.n_kv);
-    sc.lanes.resize(static_cast<size_t>(split.chunk_heads) * kMaxLanes * s.head_dim);
   }
 
   const int64_t n_items = s.n_query * s.n_head_kv * split.chunks_per_group;
