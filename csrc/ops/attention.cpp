@@ -1,6 +1,7 @@
 // Grouped-query attention with a visibility mask. A work item is one query and a
 // chunk of the query heads that share one kv head: the visible cache rows are
-// gathered once into f32 tiles and reused by every head of the chunk. Each head's
+// gathered once into f32 tiles and reused by every head of the chunk (a path's
+// attend_values may instead read the value rows from the cache). Each head's
 // result is computed start to finish by one thread, with an operation sequence fixed
 // by its own query's mask alone, so a query's output is independent of the batch and
 // of how heads are chunked or threads are scheduled.

@@ -73,7 +73,8 @@ struct AttentionKernels {
   void (*accumulate_tile)(const float* weights, int64_t weight_stride, int n_heads, const float* tile, int n,
                           int head_dim, float* lanes, int n_lanes);
   // out[h][d] = lanes_reduce over lanes[h][.][d]. out: [n_heads, head_dim].
-  void (*reduce_lanes)(const float* lanes, int n_heads, int head_dim, int n_lanes, float* out);  // What accumulate_tile over every tile and then reduce_lanes give, with the value
+  void (*reduce_lanes)(const float* lanes, int n_heads, int head_dim, int n_lanes, float* out);
+  // What accumulate_tile over every tile and then reduce_lanes give, with the value
   // rows read straight from the cache: rows visible[i] for i < n_visible (row j at
   // element j * row_stride of v). Returns false, having written nothing, where this
   // path has no such kernel for n_lanes and head_dim (nullptr: none at all).
