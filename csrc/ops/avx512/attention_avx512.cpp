@@ -18,17 +18,6 @@ namespace {
 constexpr int kDecodeLanes = 4 * kGgmlWidth16;
 constexpr int kRowBlock = 16;  // rows scored together, one per lane of a vector
 
-void gather_f16_avx512(const void* base, int64_t row_stride, const int32_t* rows, int n, int head_dim, float* tile) {
-  if (head_dim % 16 != 0) return attention_kernels_avx2().gather_f16(base, row_stride, rows, n, head_dim, tile);
-  for (int i = 0; i < n; ++i) {
-    const uint16_t* row = static_cast<const uint16_t*>(base) + rows[i] * row_stride;
-    float* out = tile + i * head_dim;
-    for (int d = 0; d < head_dim; d += 16) {
-      _mm512_storeu_ps(out + d, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + d))));
-    }
-  }
-}
-
 // One row's dot in the 64 lanes (lane l of accumulator j is lane 16j + l; element d
 // goes to lane d % 64, in order of d), the four vectors folded as lanes_reduce
 // folds them: (0 + 2) + (1 + 3). Lane l of the result is lanes_reduce's vec[l].
@@ -159,7 +148,7 @@ bool attend_values_avx512(const float* weights, int64_t weight_stride, int n_hea
 
 const AttentionKernels& attention_kernels_avx512() {
   const AttentionKernels& avx2 = attention_kernels_avx2();
-  static const AttentionKernels kernels{avx2.gather_f32,    gather_f16_avx512,  score_tile_avx512,
+  static const AttentionKernels kernels{avx2.gather_f32,    avx2.gather_f16,  score_tile_avx512,
                                         avx2.softmax_numerators, avx2.scale_weights, avx2.accumulate_tile,
                                         avx2.reduce_lanes,   attend_values_avx512};
   return kernels;
