@@ -303,3 +303,17 @@ def test_leaves_join_undrafted_only_where_their_verification_pays(models):
     free, priced = trees
     assert len(priced) < len(free)
     assert all(priced.cumulative[n] >= 0.9 for n in range(1, len(priced)))
+
+
+def test_draft_softmax_matches_float64_and_gives_unscored_tokens_nothing():
+    from duet.speculative import softmax
+    rng = np.random.default_rng(3)
+    logits = np.full(151936, -np.inf, dtype=np.float32)  # a partial draft head: most tokens unscored
+    logits[:65536] = rng.normal(0, 4, 65536).astype(np.float32)
+    logits[7] = 40.0
+    probs = softmax(logits)
+    exact = np.exp(logits.astype(np.float64) - 40.0)
+    exact /= exact.sum()
+    assert probs.dtype == np.float32 and np.all(probs[65536:] == 0)
+    np.testing.assert_allclose(probs, exact, rtol=1e-5, atol=1e-9)
+    assert probs.sum() == pytest.approx(1.0, abs=1e-6) and int(np.argmax(probs)) == 7

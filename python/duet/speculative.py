@@ -53,9 +53,12 @@ class SpeculativeStats:
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64) - np.max(logits)
-    e = np.exp(z)
-    return e / e.sum()
+    # In the logits' float32: the probabilities only shape the tree, and float64
+    # over a 152k vocabulary (a partial draft head's -inf rows included) took about
+    # 1 ms, a sixteenth of the drafter's step.
+    e = np.exp(logits - np.max(logits))
+    e /= e.sum()
+    return e
 
 
 def priced_step(policy: FallbackPolicy | None, step: Callable[[], np.ndarray]) -> np.ndarray:
