@@ -14,7 +14,8 @@ from duet.gguf_file import GGUFFile
 from duet.model import Model
 from duet.policy import FallbackPolicy
 from duet.sampling import Sampler
-from duet.speculative import SpeculativeStats, TreeDrafter, TreeVerifier, sampled_choice, speculative_generate
+from duet.speculative import (SpeculativeStats, TreeDrafter, TreeVerifier, sampled_choice, softmax,
+                              speculative_generate)
 from duet.token_tree import TokenTree, verify_greedy, verify_sampled
 from tiny_models import write_tiny_model
 
@@ -306,7 +307,6 @@ def test_leaves_join_undrafted_only_where_their_verification_pays(models):
 
 
 def test_draft_softmax_matches_float64_and_gives_unscored_tokens_nothing():
-    from duet.speculative import softmax
     rng = np.random.default_rng(3)
     logits = np.full(151936, -np.inf, dtype=np.float32)  # a partial draft head: most tokens unscored
     logits[:65536] = rng.normal(0, 4, 65536).astype(np.float32)

@@ -54,8 +54,8 @@ class SpeculativeStats:
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     # In the logits' float32: the probabilities only shape the tree, and float64
-    # over a 152k vocabulary (a partial draft head's -inf rows included) took about
-    # 1 ms, a sixteenth of the drafter's step.
+    # over a 152k vocabulary (a partial draft head's -inf rows included) took
+    # 0.65-0.85 ms of a 12-15 ms draft step (session 32).
     e = np.exp(logits - np.max(logits))
     e /= e.sum()
     return e
