@@ -59,7 +59,7 @@ struct Q5_0Lanes {
   }
 };
 
-// A block of 16 weight rows of a 32-element format, unpacked (one of
+// A block of 16 weight rows of a 32-element format, unpacked (one block of
 // block32_tile_run's chunk). vpdpbusd multiplies unsigned by signed bytes: the
 // activations go in offset by 128 (a ^ 0x80 as a byte is a + 128), and each group's
 // sum starts from -128 * sum(q), so that the int32 result is the signed dot
