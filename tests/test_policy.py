@@ -104,4 +104,26 @@ def test_a_request_starts_with_a_round_even_where_solo_pays():
     policy.observe_round(1.0, 1, 2, 0.5)
     assert not policy.drafting()
     policy.start_request()
-    assert policy.drafting() and not policy.drafting()
+    assert policy.drafting()
+    policy.observe_round(1.0, 1, 2, 0.5)
+    assert not policy.drafting()
+
+
+def test_a_request_restarts_the_probe_schedule_an_earlier_request_stretched():
+    policy = FallbackPolicy(solo_fallback=True, probe_tokens=4, max_probe_tokens=64, smoothing=1.0)
+    policy.observe_solo(0.05)
+    policy.observe_round(0.3, 3, 4, 0.1)     # solo pays
+    for _ in range(200):                     # probes that change nothing stretch the interval to 64
+        if policy.drafting():
+            policy.observe_round(0.3, 3, 4, 0.1)
+        else:
+            policy.observe_solo(0.05)
+    policy.start_request()
+    assert policy.drafting()
+    policy.observe_round(0.3, 3, 4, 0.1)     # the new text's first round is poor too
+    modes = []
+    for _ in range(5):
+        modes.append(policy.drafting())
+        policy.observe_solo(0.05)
+    # The next probe comes after probe_tokens, not after the 64 the last request reached.
+    assert modes == [False] * 4 + [True]

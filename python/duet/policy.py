@@ -43,7 +43,10 @@ change in the text (or in the machine's load) moves the choice back. A probe
 that changes nothing doubles the interval to the next one (a probe of drafting
 after solo steps first runs those tokens through the drafter, which costs about
 as much as drafting them did); one that changes the choice resets it. A later
-request starts with a round: its text is new.
+request starts with a round, and that round starts the probes' schedule afresh
+(the interval back to probe_tokens): its text is new, so an interval doubled up
+to max_probe_tokens over an earlier request would leave a whole request in a
+mode that one poor round chose.
 """
 from __future__ import annotations
 
@@ -67,7 +70,7 @@ class FallbackPolicy:
     _solo: float = 0.0        # seconds per target-only step, running mean
     _unprobed: int = 0        # tokens emitted since the mode not in use last ran
     _probe_interval: int = 0  # tokens from one probe to the next (0: probe_tokens)
-    _draft_next: bool = False  # the next round drafts whatever the rates (a new request)
+    _draft_next: bool = False  # the next round drafts whatever the rates, and restarts the probes (a new request)
 
     def __post_init__(self):
         if not 0 < self.alpha < 1:
@@ -93,7 +96,6 @@ class FallbackPolicy:
         if not self._solo:
             return False  # a step's price first, for the rate and the pass a node adds to
         if not self._round or self._draft_next:
-            self._draft_next = False
             return True
         return self.drafting_pays() != (self._unprobed >= (self._probe_interval or self.probe_tokens))
 
@@ -110,7 +112,8 @@ class FallbackPolicy:
     def observe_round(self, round_seconds: float, tokens: int, nodes: int, pass_seconds: float) -> None:
         """Folds in one round: its wall time (draft and verification together), the
         tokens it emitted, and its tree's nodes (root included) with the pass's time."""
-        preferred = self._was_preferred(True)
+        preferred = None if self._draft_next else self._was_preferred(True)
+        self._draft_next = False
         if self._solo and nodes > 1:
             self._node_pass = self._mean(self._node_pass, max(pass_seconds - self._solo, 0.0) / (nodes - 1))
         self._round = self._mean(self._round, round_seconds)
@@ -128,7 +131,7 @@ class FallbackPolicy:
 
     def _count_probe(self, preferred: bool | None, drafted: bool, tokens: int) -> None:
         """After a measurement of one mode: preferred, whether that mode was the one
-        in use before it (None: its first measurement)."""
+        in use before it (None: its first measurement, or a request's first round)."""
         if preferred:
             self._unprobed += tokens
             return
