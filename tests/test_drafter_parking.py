@@ -223,9 +223,9 @@ class CountingModel:
         self.calls += 1
         return self.model.forward(*args, **kwargs)
 
-    def prefill(self, tokens, cache, block=256):
+    def prefill(self, tokens, cache, **kwargs):
         self.calls += 1
-        return self.model.prefill(tokens, cache, block)
+        return self.model.prefill(tokens, cache, **kwargs)
 
 
 def counted_merged_drafter(wide_pair, parking) -> tuple[Model, CountingModel, MergedDrafter, list[int]]:

@@ -148,6 +148,18 @@ def test_prompt_tokens_run_as_prompt_tokens_on_every_path(models, monkeypatch, p
     assert all(tree.flags[position] == {int(position < len(PROMPT))} for position in tree.flags)
 
 
+def test_drafter_runs_the_prompt_as_a_prompt_and_round_starts_as_decoded_tokens(models, monkeypatch):
+    """A round starts by running the committed tokens the drafter lacks (the root,
+    leaves it did not run): few rows, which the decode order's GEMV reads the
+    weights once for, where the prompt order's kernels do not."""
+    target, draft = models
+    drafted = FlagRecorder(draft, monkeypatch)
+    list(speculative_generate(TreeVerifier(target, target.new_cache(256)), TreeDrafter(draft, draft.new_cache(256)),
+                              PROMPT, N_TOKENS, FallbackPolicy(), lambda t: False))
+    assert all(drafted.flags[position] == {int(position < len(PROMPT))} for position in drafted.flags)
+    assert len(drafted.flags) >= len(PROMPT) + N_TOKENS - 1
+
+
 def test_prefilled_prefix_is_continued(models):
     target, draft = models
     t_cache, d_cache = target.new_cache(256), draft.new_cache(256)

@@ -170,8 +170,9 @@ class Model:
             rows = np.asarray(logits_rows, dtype=np.int64)
         return self.logits(x[rows], None if flags is None else np.ascontiguousarray(flags[rows]))
 
-    def prefill(self, tokens, cache: KVCache, block: int = PREFILL_BLOCK) -> np.ndarray:
-        """Processes a prompt in blocks of `block` tokens; returns the last token's logits [n_vocab]."""
+    def prefill(self, tokens, cache: KVCache, block: int = PREFILL_BLOCK, prompt: bool = True) -> np.ndarray:
+        """Processes a prompt in blocks of `block` tokens; returns the last token's logits [n_vocab].
+        prompt: whether the tokens sum in the prompt order (see forward)."""
         tokens = np.asarray(tokens, dtype=np.int32)
         if tokens.size == 0:
             raise ValueError("the prompt is empty")
@@ -182,5 +183,5 @@ class Model:
         for start in range(0, tokens.size, block):
             is_last = start + block >= tokens.size
             logits = self.forward(tokens[start:start + block], cache, logits_rows="last" if is_last else None,
-                                  prompt=True)
+                                  prompt=prompt)
         return logits[0]
