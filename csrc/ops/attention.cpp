@@ -117,8 +117,12 @@ void check_shape(const AttentionShape& s) {
 }
 
 // How the query heads of one kv group are split into work items: whole groups when
-// there are enough of them to keep every thread busy, smaller chunks otherwise (decode
-// has one query and few kv heads). Chunking never changes a head's result.
+// there are at least as many as threads, smaller chunks otherwise (decode has one
+// query and few kv heads). Each item gathers its kv head's rows, so a group split
+// with no thread to take the part gathers them twice for nothing: the 0.5B's decode
+// attention (2 kv heads, 2 threads) took 26 us instead of 28, the 1.5B's 42.5
+// instead of 48, in four items rather than two. Chunking never changes a head's
+// result.
 struct HeadSplit {
   int group;             // query heads per kv head
   int chunk_heads;       // query heads per work item (the last chunk may have fewer)
@@ -128,7 +132,7 @@ struct HeadSplit {
 HeadSplit split_heads(const AttentionShape& s, int n_threads) {
   const int group = s.n_head / s.n_head_kv;
   const int64_t n_groups = s.n_query * s.n_head_kv;
-  const int64_t wanted = n_groups > 0 ? (2 * n_threads + n_groups - 1) / n_groups : 1;
+  const int64_t wanted = n_groups > 0 ? (n_threads + n_groups - 1) / n_groups : 1;
   const int chunks = static_cast<int>(std::clamp<int64_t>(wanted, 1, group));
   const int chunk_heads = (group + chunks - 1) / chunks;
   return {group, chunk_heads, (group + chunk_heads - 1) / chunk_heads};
