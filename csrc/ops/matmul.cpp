@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <stdexcept>
 #include <vector>
 
 namespace duet {
@@ -27,6 +28,8 @@ constexpr size_t kChunkBytesInL2 = 128 * 1024;
 
 constexpr size_t kCacheLine = 64;
 
+constexpr int kActFormats = 3;  // ActFormat's values
+
 // Distance between quantized activation rows. vec_dot walks up to kMaxActRows rows
 // in lockstep; a stride near a multiple of 2 KB would put them all in the same few
 // L1 sets (8-way, 64 sets), so the stride is padded to 8 lines more than a
@@ -43,13 +46,15 @@ size_t act_stride_padded(size_t row_bytes) {
 constexpr int64_t kMinParallelQuantize = 32768;
 
 // Quantized activation rows in the weight type's activation format, row m at
-// m * stride, cache-line aligned; f32 activations are used in place. The buffer
-// is kept per calling thread to avoid an allocation per call. Each row is quantized
-// by one thread, so the bytes do not depend on the split.
+// m * stride, cache-line aligned; f32 activations are used in place. The buffers
+// are kept per calling thread and format (the products of one call may take two)
+// to avoid an allocation per call. Each row is quantized by one thread, so the
+// bytes do not depend on the split.
 const uint8_t* activations_prepare(const KernelTable& kt, ActFormat format, const float* x, int64_t n_rows,
                                    int64_t cols, size_t stride, ThreadPool& pool) {
   if (format == ActFormat::F32) return reinterpret_cast<const uint8_t*>(x);
-  thread_local std::vector<uint8_t> buffer;
+  thread_local std::vector<uint8_t> buffers[kActFormats];
+  std::vector<uint8_t>& buffer = buffers[static_cast<int>(format)];
   buffer.resize(stride * static_cast<size_t>(n_rows) + kCacheLine);
   uint8_t* base = buffer.data() + (kCacheLine - reinterpret_cast<uintptr_t>(buffer.data()) % kCacheLine);
   auto quantize = format == ActFormat::Q8_32 ? kt.quantize_q8_32 : kt.quantize_q8_256;
@@ -88,20 +93,28 @@ struct ActRun {
   decltype(TypeKernels::vec_dot) vec_dot;
 };
 
+// One product of a matmul_many call: its kernels, its activations and its chunks.
+struct MatmulPlan {
+  const TypeKernels* kernels;
+  size_t w_row_bytes;
+  const uint8_t* act;   // the activations in its type's format, a row every act_stride bytes
+  size_t act_stride;
+  int64_t grain;        // weight rows per chunk
+  int64_t first_chunk;  // the call's chunks [first_chunk, first_chunk + ceil(rows / grain)) are its
+};
+
 // The activation rows cut where the kernel changes: a prompt row takes the type's
 // prompt-order kernel when it has one. Usually one run (a prompt, or decoded tokens).
-// Kept per calling thread, as the activations are, so a decode step allocates nothing.
-const std::vector<ActRun>& act_runs(const TypeKernels& k, const uint8_t* prompt, int64_t n_rows_x) {
+// Into runs, which the caller keeps, so that a decode step allocates nothing.
+void act_runs_fill(const TypeKernels& k, const uint8_t* prompt, int64_t n_rows_x, std::vector<ActRun>& runs) {
   auto kernel = [&](int64_t m) {
     return prompt != nullptr && prompt[m] && k.vec_dot_prompt != nullptr ? k.vec_dot_prompt : k.vec_dot;
   };
-  thread_local std::vector<ActRun> runs;
   runs.clear();
   for (int64_t m = 0; m < n_rows_x; ++m) {
     if (runs.empty() || runs.back().vec_dot != kernel(m)) runs.push_back({m, m, kernel(m)});
     runs.back().end = m + 1;
   }
-  return runs;
 }
 
 // The tile a run takes, if any: one that has the run's kernel's bits.
@@ -159,19 +172,55 @@ void matmul_rows(const TypeKernels& k, const std::vector<ActRun>& runs, const We
 
 }  // namespace
 
+void matmul_many(const KernelTable& kt, const MatmulOut* outs, int n_outs, const float* x, int64_t n_rows_x,
+                 ThreadPool& pool, const uint8_t* prompt) {
+  if (n_outs < 1) return;
+  const int64_t cols = outs[0].w.cols;
+  for (int i = 1; i < n_outs; ++i) {
+    if (outs[i].w.cols != cols) throw std::invalid_argument("matmul_many: the matrices take inputs of different widths");
+  }
+  // Kept per calling thread (a decode step allocates nothing); the workers reach
+  // them through these references, not through their own thread's copies.
+  thread_local std::vector<MatmulPlan> plans_kept;
+  thread_local std::vector<std::vector<ActRun>> runs_kept;
+  std::vector<MatmulPlan>& plans = plans_kept;
+  std::vector<std::vector<ActRun>>& runs = runs_kept;
+  plans.resize(n_outs);
+  if (runs.size() < static_cast<size_t>(n_outs)) runs.resize(n_outs);
+  const uint8_t* prepared[kActFormats] = {};
+  int64_t n_chunks = 0;
+  for (int i = 0; i < n_outs; ++i) {
+    const WeightView& w = outs[i].w;
+    const ActFormat format = type_traits(w.type).act_format;
+    MatmulPlan& plan = plans[i];
+    plan.kernels = &kernels_for(kt, w.type);
+    plan.w_row_bytes = row_bytes(w.type, cols);
+    plan.act_stride = format == ActFormat::F32 ? act_row_bytes(ActFormat::F32, cols)
+                                                : act_stride_padded(act_row_bytes(format, cols));
+    const uint8_t*& act = prepared[static_cast<int>(format)];
+    if (act == nullptr) act = activations_prepare(kt, format, x, n_rows_x, cols, plan.act_stride, pool);
+    plan.act = act;
+    act_runs_fill(*plan.kernels, prompt, n_rows_x, runs[i]);
+    plan.grain = rows_per_chunk(*plan.kernels, w.rows, plan.w_row_bytes, n_rows_x, pool.size());
+    plan.first_chunk = n_chunks;
+    n_chunks += (w.rows + plan.grain - 1) / plan.grain;
+  }
+  pool.parallel_for(n_chunks, 1, [&](int64_t begin, int64_t end, int) {
+    for (int64_t chunk = begin; chunk < end; ++chunk) {
+      int i = 0;
+      while (i + 1 < n_outs && plans[i + 1].first_chunk <= chunk) ++i;
+      const MatmulPlan& plan = plans[i];
+      const int64_t row_begin = (chunk - plan.first_chunk) * plan.grain;
+      matmul_rows(*plan.kernels, runs[i], outs[i].w, plan.w_row_bytes, plan.act, plan.act_stride, outs[i].y,
+                  outs[i].ldy, row_begin, std::min(row_begin + plan.grain, outs[i].w.rows));
+    }
+  });
+}
+
 void matmul(const KernelTable& kt, const WeightView& w, const float* x, int64_t n_rows_x, float* y, int64_t ldy,
             ThreadPool& pool, const uint8_t* prompt) {
-  const TypeTraits& traits = type_traits(w.type);
-  const size_t w_row_bytes = row_bytes(w.type, w.cols);
-  const size_t act_stride = traits.act_format == ActFormat::F32
-                                ? act_row_bytes(ActFormat::F32, w.cols)
-                                : act_stride_padded(act_row_bytes(traits.act_format, w.cols));
-  const uint8_t* act = activations_prepare(kt, traits.act_format, x, n_rows_x, w.cols, act_stride, pool);
-  const TypeKernels& kernels = kernels_for(kt, w.type);
-  const std::vector<ActRun>& runs = act_runs(kernels, prompt, n_rows_x);
-  pool.parallel_for(w.rows, rows_per_chunk(kernels, w.rows, w_row_bytes, n_rows_x, pool.size()), [&](int64_t begin, int64_t end, int) {
-    matmul_rows(kernels, runs, w, w_row_bytes, act, act_stride, y, ldy, begin, end);
-  });
+  const MatmulOut out{w, y, ldy};
+  matmul_many(kt, &out, 1, x, n_rows_x, pool, prompt);
 }
 
 }  // namespace duet

@@ -25,4 +25,20 @@ struct WeightView {
 void matmul(const KernelTable& kt, const WeightView& w, const float* x, int64_t n_rows_x, float* y, int64_t ldy,
             ThreadPool& pool, const uint8_t* prompt);
 
+// One product of matmul_many: a weight matrix and where its rows go (matmul's y, ldy).
+struct MatmulOut {
+  WeightView w;
+  float* y;
+  int64_t ldy;
+};
+
+// matmul of each outs[i].w with the same x (every matrix as wide as x's rows), in one
+// pass of the pool: each product is split into the chunks matmul would give it, and
+// a thread done with one product's chunks takes the next product's without waiting
+// for the others (a decoded token's Q, K and V: three small products, one pass).
+// Each output element is the one matmul computes. Throws std::invalid_argument if
+// the matrices differ in width.
+void matmul_many(const KernelTable& kt, const MatmulOut* outs, int n_outs, const float* x, int64_t n_rows_x,
+                 ThreadPool& pool, const uint8_t* prompt);
+
 }  // namespace duet

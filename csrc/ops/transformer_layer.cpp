@@ -46,9 +46,8 @@ void transformer_layer_forward(const KernelTable& kt, const LayerShape& s, const
 
   // Attention block.
   rms_norm(x, w.attn_norm, h.data(), n_tokens, s.n_embd, s.rms_eps);
-  matmul(kt, w.wq, h.data(), n_tokens, q.data(), q_width, pool, prompt);
-  matmul(kt, w.wk, h.data(), n_tokens, k.data(), kv_width, pool, prompt);
-  matmul(kt, w.wv, h.data(), n_tokens, v.data(), kv_width, pool, prompt);
+  const MatmulOut qkv[] = {{w.wq, q.data(), q_width}, {w.wk, k.data(), kv_width}, {w.wv, v.data(), kv_width}};
+  matmul_many(kt, qkv, 3, h.data(), n_tokens, pool, prompt);
   if (w.bq) add_bias(q.data(), w.bq, n_tokens, q_width);
   if (w.bk) add_bias(k.data(), w.bk, n_tokens, kv_width);
   if (w.bv) add_bias(v.data(), w.bv, n_tokens, kv_width);
@@ -76,8 +75,8 @@ void transformer_layer_forward(const KernelTable& kt, const LayerShape& s, const
 
   // Feed-forward block.
   rms_norm(x, w.ffn_norm, h.data(), n_tokens, s.n_embd, s.rms_eps);
-  matmul(kt, w.w_gate, h.data(), n_tokens, gate.data(), s.n_ff, pool, prompt);
-  matmul(kt, w.w_up, h.data(), n_tokens, up.data(), s.n_ff, pool, prompt);
+  const MatmulOut gate_up[] = {{w.w_gate, gate.data(), s.n_ff}, {w.w_up, up.data(), s.n_ff}};
+  matmul_many(kt, gate_up, 2, h.data(), n_tokens, pool, prompt);
   swiglu(gate.data(), up.data(), n_tokens * s.n_ff, kt.isa);
   matmul(kt, w.w_down, gate.data(), n_tokens, proj.data(), s.n_embd, pool, prompt);
   add_inplace(x, proj.data(), n_tokens * s.n_embd);

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -280,6 +281,50 @@ void test_matmul_batch_invariance(Isa isa, GgmlType type, ThreadPool& pool) {
   check(invariant, std::string(isa_name(isa)) + " " + type_traits(type).name + " matmul batch invariant");
 }
 
+// matmul_many over matrices of different types, sizes and activation formats, with
+// prompt and decoded rows mixed: every product equals matmul's, bit for bit, and
+// matrices of different widths are refused.
+void test_matmul_many(Isa isa, ThreadPool& pool) {
+  const KernelTable& kt = kernel_table(isa);
+  std::mt19937 rng(7);
+  const int64_t n = 2 * QK_K, max_m = 17;
+  const std::pair<GgmlType, int64_t> products[] = {
+      {GgmlType::Q5_0, 200}, {GgmlType::Q4_K, 33}, {GgmlType::Q6_K, 130}, {GgmlType::Q8_0, 64}, {GgmlType::F32, 5}};
+  std::vector<std::vector<uint8_t>> weights;
+  for (const auto& [type, rows] : products) weights.push_back(random_rows(type, rows, n, rng));
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(max_m * n);
+  for (float& v : x) v = normal(rng);
+  std::vector<uint8_t> prompt(max_m);
+  for (int64_t m = 0; m < max_m; ++m) prompt[m] = m % 3 == 0;
+  bool equal = true;
+  for (int64_t m_rows : {1, 3, 9, 17}) {
+    std::vector<MatmulOut> outs;
+    std::vector<std::vector<float>> fused, alone;
+    for (size_t i = 0; i < weights.size(); ++i) {
+      const int64_t rows = products[i].second;
+      fused.emplace_back(m_rows * rows, -1.0f);
+      alone.emplace_back(m_rows * rows, -2.0f);
+      const WeightView view{weights[i].data(), products[i].first, rows, n};
+      matmul(kt, view, x.data(), m_rows, alone[i].data(), rows, pool, prompt.data());
+      outs.push_back({view, fused[i].data(), rows});
+    }
+    matmul_many(kt, outs.data(), static_cast<int>(outs.size()), x.data(), m_rows, pool, prompt.data());
+    for (size_t i = 0; i < weights.size(); ++i) equal = equal && fused[i] == alone[i];
+  }
+  check(equal, std::string(isa_name(isa)) + " matmul_many equals matmul per product");
+  std::vector<float> y(64);
+  const MatmulOut mixed[] = {{{weights[0].data(), GgmlType::Q5_0, 1, n}, y.data(), 1},
+                             {{weights[1].data(), GgmlType::Q4_K, 1, QK_K}, y.data() + 1, 1}};
+  bool refused = false;
+  try {
+    matmul_many(kt, mixed, 2, x.data(), 1, pool, nullptr);
+  } catch (const std::invalid_argument&) {
+    refused = true;
+  }
+  check(refused, std::string(isa_name(isa)) + " matmul_many refuses matrices of different widths");
+}
+
 // A path's GEMV (a few activation rows, many weight rows) against its vec_dot with
 // one activation row: equal bits for every weight row and activation row, over any
 // run of weight rows (counts that are not multiples of a kernel's row group), any
@@ -355,6 +400,7 @@ int main() {
       test_tiles(isa, type);
       test_matmul_batch_invariance(isa, type, pool);
     }
+    test_matmul_many(isa, pool);
     std::printf("isa %s: %d checks\n", isa_name(isa), g_passed + g_failed - checks_before);
   }
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
