@@ -14,8 +14,8 @@ from duet.gguf_file import GGUFFile
 from duet.model import Model
 from duet.policy import FallbackPolicy
 from duet.sampling import Sampler
-from duet.speculative import (SpeculativeStats, TreeDrafter, TreeVerifier, sampled_choice, softmax,
-                              speculative_generate)
+from duet.speculative import (HEAD_BATCH, SpeculativeStats, TreeDrafter, TreeLogits, TreeVerifier, greedy_choice,
+                              sampled_choice, softmax, speculative_generate)
 from duet.token_tree import TokenTree, verify_greedy, verify_sampled
 from tiny_models import write_tiny_model
 
@@ -225,6 +225,57 @@ def test_sampled_choice_computes_only_the_rows_it_walks_and_draws_as_with_all_of
         counting = SimpleNamespace(rng=lazy.rng, probabilities=lambda row: rows.append(row) or lazy.probabilities(row))
         assert sampled_choice(counting)(tree, logits) == expected
         assert len(rows) <= len(expected.accepted_nodes) + 1  # a row per node walked (the last twice at worst)
+
+
+def test_tree_logits_computes_a_missed_node_with_its_likeliest_descendants():
+    tree = TokenTree(root_token=1)
+    chain = [tree.add(10, 0, 0.9)]
+    for depth in range(1, 9):
+        chain.append(tree.add(10 + depth, chain[-1], 0.9))
+    side = [tree.add(50 + i, chain[i], 0.05) for i in range(6)]  # one unlikely sibling below each of the first nodes
+    batches = []
+    head = SimpleNamespace(logits=lambda h: batches.append(h[:, 0].astype(int).tolist()) or h * 2.0)
+    logits = TreeLogits(head, np.arange(len(tree), dtype=np.float32)[:, None].repeat(3, axis=1), tree)
+    assert logits[0].tolist() == [0.0, 0.0, 0.0] and batches == [[0] + chain[:HEAD_BATCH - 1]]
+    assert logits[chain[2]][0] == 2.0 * chain[2] and len(batches) == 1  # computed with the root
+    assert logits[side[3]][0] == 2.0 * side[3]  # a leaf off the batch: its subtree is itself
+    assert batches[1] == [side[3]]
+    assert logits[chain[HEAD_BATCH - 1]][0] == 2.0 * chain[HEAD_BATCH - 1]
+    assert batches[2] == chain[HEAD_BATCH - 1:]  # the rest of the chain; the side leaves above it are not below it
+    assert len(logits) == len(tree) and len(logits.rows) == sum(map(len, batches))
+
+
+@pytest.mark.parametrize("follow", [0, 5, 12])
+def test_tree_verification_computes_the_rows_its_walk_reads_with_the_bits_of_all_rows(models, monkeypatch, follow):
+    """A tree of the target's own greedy tokens, followed for `follow` nodes, with
+    an unlikely sibling at every depth: the verdict and each computed row equal
+    those of the whole tree's logits, and the head runs on fewer rows than the tree."""
+    target, _ = models
+    expected_tokens = reference(target)
+    tree = TokenTree(root_token=PROMPT[-1])
+    node = 0
+    for depth, token in enumerate(expected_tokens[:13]):
+        tree.add((token + 1) % target.config.n_vocab, node, 0.1)
+        node = tree.add(token if depth < follow else (token + 2) % target.config.n_vocab, node, 0.9)
+    past = len(PROMPT) - 1
+    whole_cache, lazy_cache = target.new_cache(64), target.new_cache(64)
+    for cache in (whole_cache, lazy_cache):
+        target.prefill(PROMPT[:-1], cache)
+    whole = target.forward(tree.tokens, whole_cache, positions=tree.positions(past), mask=tree.mask(past),
+                           logits_rows="all")
+    rows_run = []
+    model_logits = target.logits
+    monkeypatch.setattr(target, "logits", lambda h, prompt=None: rows_run.append(len(h)) or model_logits(h, prompt))
+    seen = {}
+    def choose(tree, logits):
+        seen["logits"] = logits
+        return greedy_choice(tree, logits)
+    verdict = TreeVerifier(target, lazy_cache).verify(tree, choose)
+    assert verdict == greedy_choice(tree, whole)
+    assert verdict.tokens == expected_tokens[:1 + follow]
+    assert 0 < sum(rows_run) < len(tree) and all(n <= HEAD_BATCH for n in rows_run)
+    for node, row in seen["logits"].rows.items():
+        assert np.array_equal(row, whole[node])
 
 
 def test_verify_sampled_follows_the_target_distribution():

@@ -149,6 +149,20 @@ class Model:
               follows the orders its kind gets there, whatever batch it comes in, so
               that every path through the engine agrees.
         """
+        x, flags = self.hidden_states(tokens, cache, positions, mask, prompt)
+        if logits_rows is None:
+            return None
+        n = x.shape[0]
+        if isinstance(logits_rows, str):
+            rows = slice(n - 1, n) if logits_rows == "last" else slice(0, n)
+        else:
+            rows = np.asarray(logits_rows, dtype=np.int64)
+        return self.logits(x[rows], None if flags is None else np.ascontiguousarray(flags[rows]))
+
+    def hidden_states(self, tokens, cache: KVCache, positions=None, mask: np.ndarray | None = None,
+                      prompt=False) -> tuple[np.ndarray, np.ndarray | None]:
+        """forward without the LM head: appends `tokens` to the cache and returns the
+        last layer's output [n, n_embd] and the prompt flags for logits (None: none)."""
         tokens = np.ascontiguousarray(tokens, dtype=np.int32)
         n = tokens.shape[0]
         if n == 0:
@@ -162,13 +176,7 @@ class Model:
             self.draft_head.see(tokens)
         flags = None if prompt is False else np.broadcast_to(np.asarray(prompt, dtype=np.uint8), (n,)).copy()
         self.run_layers(x, np.ascontiguousarray(positions, dtype=np.int32), cache, mask, flags)
-        if logits_rows is None:
-            return None
-        if isinstance(logits_rows, str):
-            rows = slice(n - 1, n) if logits_rows == "last" else slice(0, n)
-        else:
-            rows = np.asarray(logits_rows, dtype=np.int64)
-        return self.logits(x[rows], None if flags is None else np.ascontiguousarray(flags[rows]))
+        return x, flags
 
     def prefill(self, tokens, cache: KVCache, block: int = PREFILL_BLOCK, prompt: bool = True) -> np.ndarray:
         """Processes a prompt in blocks of `block` tokens; returns the last token's logits [n_vocab].

@@ -108,7 +108,8 @@ class Verdict:
 
 def verify_greedy(tree: TokenTree, target_choice: np.ndarray) -> Verdict:
     """Walks down from the root while a child holds the target's choice at its
-    parent. target_choice[i] is the target's argmax after node i."""
+    parent. target_choice[i] is the target's argmax after node i (an array, or
+    anything that gives a node's by index, read as the walk reaches the node)."""
     node, accepted = 0, [0]
     while True:
         nxt = tree.child(node, int(target_choice[node]))
