@@ -69,8 +69,24 @@ const uint8_t* activations_prepare(const KernelTable& kt, ActFormat format, cons
   return base;
 }
 
-bool decode_rows_by_gemv(const TypeKernels& k, int64_t n_rows) {
-  return k.gemv != nullptr && n_rows >= k.gemv_min_rows && n_rows <= kMaxGemvRows;
+// Activation bytes a GEMV's rows may take and stay in L1 (32 KB) beside the weights.
+constexpr size_t kGemvActL1Bytes = 24 * 1024;
+
+// Most decoded rows that take a GEMV in two groups, where a group's activations
+// stay in L1 (rows of 1536 columns, not 8960): the second group reads the chunk's
+// weights from L2, and the GEMV beats the decode-order tile, whose eight float
+// accumulators per row and lane cost more than one row's unpacking saves. The
+// 1.5B's 8960x1536 Q4_K, 9 and 12 rows: 1.53-1.57 -> 1.17-1.27 ms and 1.81-1.85 ->
+// 1.54-1.72 ms; at 16 rows even, from 24 on slower (Zen 4, session 34).
+constexpr int64_t kMaxGemvSplitRows = 2 * kMaxGemvRows;
+
+// Groups of at most kMaxGemvRows rows that n_rows decoded rows take a GEMV in
+// (0: they take no GEMV).
+int64_t decode_gemv_groups(const TypeKernels& k, int64_t n_rows, size_t act_stride) {
+  if (k.gemv == nullptr || n_rows < k.gemv_min_rows) return 0;
+  if (n_rows <= kMaxGemvRows) return 1;
+  const bool short_rows = kMaxGemvRows * act_stride <= kGemvActL1Bytes;
+  return short_rows && n_rows <= kMaxGemvSplitRows ? (n_rows + kMaxGemvRows - 1) / kMaxGemvRows : 0;
 }
 
 // Fewest activation rows worth a tile: its gathers and unpacking are paid per
@@ -125,7 +141,8 @@ TileKernel* run_tile(const TypeKernels& k, const ActRun& run) {
 }
 
 // y[m * ldy + r] for weight rows r in [begin, end). A run of up to kMaxGemvRows
-// decoded rows of a type with a GEMV takes it once over the chunk: it sums each
+// decoded rows of a type with a GEMV takes it once over the chunk (a short-rowed
+// run of up to kMaxGemvSplitRows twice, half the rows each): it sums each
 // chunk of a weight block for all the rows as it unpacks it, and it has vec_dot's
 // one-row bits by contract. For up to 8 rows that beats the tile's unpacking
 // into L1 (Q4_K and Q6_K with vpdpwssd, Zen 4, 2 threads: 8 rows of the Q6_K LM
@@ -142,10 +159,13 @@ void matmul_rows(const TypeKernels& k, const std::vector<ActRun>& runs, const We
   const uint8_t* weights = static_cast<const uint8_t*>(w.data);
   float results[kMaxActRows];
   for (const ActRun& run : runs) {
-    if (run.vec_dot == k.vec_dot && decode_rows_by_gemv(k, run.end - run.begin)) {
-      k.gemv(w.cols, weights + static_cast<size_t>(begin) * w_row_bytes, w_row_bytes, end - begin,
-             act + run.begin * act_stride, act_stride, static_cast<int>(run.end - run.begin), y + run.begin * ldy + begin,
-             ldy);
+    const int64_t n_run = run.end - run.begin;
+    if (const int64_t groups = run.vec_dot == k.vec_dot ? decode_gemv_groups(k, n_run, act_stride) : 0) {
+      for (int64_t g = 0; g < groups; ++g) {
+        const int64_t m0 = run.begin + n_run * g / groups, m1 = run.begin + n_run * (g + 1) / groups;
+        k.gemv(w.cols, weights + static_cast<size_t>(begin) * w_row_bytes, w_row_bytes, end - begin,
+               act + m0 * act_stride, act_stride, static_cast<int>(m1 - m0), y + m0 * ldy + begin, ldy);
+      }
       continue;
     }
     int64_t tiled_end = begin;
