@@ -148,6 +148,26 @@ def test_limit_cache_waiting_maps_the_used_ranges_before_it_returns(tmp_path):
     assert n_pages >= 16 and faults() - before < n_pages // 4
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mincore and fadvise semantics of Linux")
+def test_a_resident_drafter_is_read_while_the_engine_loads(tmp_path):
+    """With no budget as with one, the drafter's layers are in memory once the engine
+    is built: the first request's drafting does not wait for the storage."""
+    from duet.engine import Engine
+
+    target = write_tiny_model(tmp_path / "target.gguf", n_layer=1, weight_type="Q8_0", seed=1)
+    draft = write_tiny_model(tmp_path / "draft.gguf", n_layer=2, n_embd=512, n_ff=1024, weight_type="F16", seed=1)
+    layers = [(name, t.offset, t.n_bytes) for name, t in GGUFFile(draft).tensors.items() if name.startswith("blk.")]
+    gc.collect()  # the parse's map, and the pages it holds, are gone
+    with open(draft, "rb") as f:
+        os.fsync(f.fileno())
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)  # cold
+    name, offset, n_bytes = max(layers, key=lambda layer: layer[2])
+    assert not resident_pages(draft, offset, n_bytes).all()
+    with Engine(target=str(target), draft=str(draft), threads=1, n_ctx=64):
+        for name, offset, n_bytes in layers:
+            assert resident_pages(draft, offset, n_bytes).all(), name
+
+
 def mapped_bytes(address: int) -> int:
     """Resident bytes of this process's mapping that holds address (smaps' Rss; the
     kernel may have merged it with anonymous neighbours)."""
