@@ -150,8 +150,8 @@ def test_limit_cache_waiting_maps_the_used_ranges_before_it_returns(tmp_path):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mincore and fadvise semantics of Linux")
 def test_a_resident_drafter_is_read_while_the_engine_loads(tmp_path):
-    """With no budget as with one, the drafter's layers are in memory once the engine
-    is built: the first request's drafting does not wait for the storage."""
+    """With no budget as with one, the drafter's layers are in the page cache once the
+    engine is built: the first request's drafting does not wait for the storage."""
     from duet.engine import Engine
 
     target = write_tiny_model(tmp_path / "target.gguf", n_layer=1, weight_type="Q8_0", seed=1)

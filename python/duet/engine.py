@@ -163,10 +163,12 @@ class Engine:
             self.draft.embedding_rows = TensorRowReader(self.draft_gguf.path, self.draft_gguf.tensor("token_embd.weight"))
             self.draft_gguf.limit_cache(self._drafter_ranges(), wait=True)
         elif self.draft is not None:
-            # Read now, not faulted in by the first request's drafting, after its first
-            # token: a short answer then paid for it (HumanEval 1, 28 tokens after the
-            # first, cold: 18.5 tok/s against target-only's 27.3, session 34).
-            self.draft_gguf.read_in(self._drafter_ranges())
+            # Read now, not from the storage by the first request's drafting, after its
+            # first token: a short answer paid for it (HumanEval 1, 28 tokens after the
+            # first, drafter cold: 14.8-18.0 tok/s, 18.6-20.4 with this; session 34).
+            # Into the page cache only: mapped, its pages would count as the runtime's
+            # in fixed_costs.
+            self.draft_gguf.fetch(self._drafter_ranges())
         # The depth cap is the size cap: where acceptance runs long (HumanEval edits at
         # 1 GiB: 16 accepted per pass at a depth cap of 16, 20 at 24) a chain as deep
         # as the tree may be pays; the cost floor stops poorer chains sooner anyway.

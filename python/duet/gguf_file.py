@@ -150,17 +150,19 @@ class GGUFFile:
             position = max(position, stop)
         self._uncache(gaps)
         if wait:
-            self.read_in(used)
+            self.fetch(used)
+            for start, stop in spans:
+                int(self._bytes[start:stop:mmap.PAGESIZE].max())  # a byte of each page maps it
             return
         for start, stop in spans:
             self._map.madvise(mmap.MADV_WILLNEED, start, stop - start)
 
-    def read_in(self, used: list[tuple[int, int]]) -> None:
+    def fetch(self, used: list[tuple[int, int]]) -> None:
         """Reads the byte ranges (offset, length) into the page cache in large
-        sequential reads, then maps them in, before it returns: a model kept
-        resident is read while the engine loads. Faulted in one page at a time
-        (the map reads no more than its page), 300 MiB took 1.3 s, about a
-        quarter of the storage's speed."""
+        sequential reads, before it returns: a model kept resident is read while
+        the engine loads. Faulted in through a map that reads no more than its
+        page (limit_cache), 300 MiB took 1.3 s, about a quarter of the storage's
+        speed."""
         spans = self._page_spans(used)
         chunk = bytearray(8 << 20)
         fd = os.open(self.path, os.O_RDONLY)
@@ -172,8 +174,6 @@ class GGUFFile:
                     os.preadv(fd, [memoryview(chunk)[:min(len(chunk), stop - offset)]], offset)
         finally:
             os.close(fd)
-        for start, stop in spans:
-            int(self._bytes[start:stop:mmap.PAGESIZE].max())  # a byte of each page maps it
 
     def release(self, used: list[tuple[int, int]]) -> None:
         """Drops the byte ranges (offset, length) from this process's memory and from
