@@ -165,7 +165,7 @@ class Engine:
         elif self.draft is not None:
             # Read now, not from the storage by the first request's drafting, after its
             # first token: a short answer paid for it (HumanEval 1, 28 tokens after the
-            # first, drafter cold: 14.8-18.0 tok/s, 18.6-20.4 with this; session 34).
+            # first, drafter cold: 17.9-18.4 tok/s, 19.3-20.5 with this; session 34).
             # Into the page cache only: mapped, its pages would count as the runtime's
             # in fixed_costs.
             self.draft_gguf.fetch(self._drafter_ranges())
