@@ -307,9 +307,6 @@ class TreeLogits:
         self.tree = tree
         self.rows: dict[int, np.ndarray] = {}  # node -> [n_vocab] logits, for the nodes computed
 
-    def __len__(self) -> int:
-        return len(self.tree)
-
     def __getitem__(self, node: int) -> np.ndarray:
         if node not in self.rows:
             batch = self.likeliest_below(node)
