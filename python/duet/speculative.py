@@ -315,11 +315,8 @@ class TreeLogits:
 
     def likeliest_below(self, node: int) -> list[int]:
         """node, then up to HEAD_BATCH - 1 of its descendants without logits, likeliest first."""
-        below = {node}
-        for i in range(node + 1, len(self.tree)):
-            if self.tree.parents[i] in below:
-                below.add(i)
-        below -= self.rows.keys() | {node}
+        _, mapping = self.tree.subtree(node)  # its keys: node and its descendants
+        below = mapping.keys() - self.rows.keys() - {node}
         return [node] + heapq.nsmallest(HEAD_BATCH - 1, below, key=lambda i: (-self.tree.cumulative[i], i))
 
 

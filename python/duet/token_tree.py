@@ -112,12 +112,13 @@ def verify_greedy(tree: TokenTree, target_choice: np.ndarray) -> Verdict:
     anything that gives a node's by index, read as the walk reaches the node)."""
     node, accepted = 0, [0]
     while True:
-        nxt = tree.child(node, int(target_choice[node]))
+        choice = int(target_choice[node])  # read once: it may be computed as it is read
+        nxt = tree.child(node, choice)
         if nxt is None:
             break
         node = nxt
         accepted.append(node)
-    tokens = [tree.tokens[i] for i in accepted[1:]] + [int(target_choice[node])]
+    tokens = [tree.tokens[i] for i in accepted[1:]] + [choice]
     return Verdict(accepted, tokens, branch_length(tree, node))
 
 
