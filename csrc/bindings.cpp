@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -246,13 +247,17 @@ py::array output_f32(const py::object& out, const std::vector<int64_t>& shape) {
   return arr;
 }
 
-// None, or one byte per token: nonzero marks a prompt token (attention.h).
+// None, or one RowOrder byte per token (ops/row_order.h).
 py::array_t<uint8_t, py::array::c_style | py::array::forcecast> prompt_flags(const py::object& prompt, int64_t n_tokens) {
   py::array_t<uint8_t, py::array::c_style | py::array::forcecast> flags;
   if (prompt.is_none()) return flags;
   flags = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>::ensure(prompt);
   if (!flags || flags.ndim() != 1 || flags.shape(0) != n_tokens) {
     throw py::value_error("prompt must be None or uint8 [" + std::to_string(n_tokens) + "], one flag per token");
+  }
+  const uint8_t* data = flags.data();
+  if (std::any_of(data, data + n_tokens, [](uint8_t f) { return f > kRowAnyOrder; })) {
+    throw py::value_error("prompt flags must be 0 (decoded), 1 (prompt) or 2 (any order)");
   }
   return flags;
 }
@@ -352,7 +357,7 @@ void bind_ops(py::module_& m) {
         py::arg("prompt") = py::none(), py::arg("width") = 0,
         "Grouped-query attention of q [T, n_head, hd] over cache rows 0..n_kv-1 of k, v [n_cap, n_head_kv, hd]\n"
         "(float32 or float16) with mask uint8 [T, n_kv] (nonzero = visible). Returns f32 [T, n_head, hd];\n"
-        "a query that sees nothing gets zeros. prompt: None or uint8 [T]; nonzero rows sum in llama.cpp's\n"
+        "a query that sees nothing gets zeros. prompt: None or uint8 [T]; rows flagged 1 sum in llama.cpp's\n"
         "prompt-batch order, the others in its one-token order; width: that of llama.cpp's build whose sums\n"
         "are followed (8: AVX2, 16: AVX-512; 0: the ISA's own).");
   m.def("ggml_width", [](const std::string& isa) { return ggml_width(isa_arg(isa)); }, py::arg("isa") = "",
@@ -403,7 +408,8 @@ void bind_matmul(py::module_& m) {
   }, py::arg("type_id"), py::arg("w"), py::arg("rows"), py::arg("cols"), py::arg("x"), py::arg("pool"),
      py::arg("isa") = "", py::arg("out") = py::none(), py::arg("prompt") = py::none(),
      "y[M, rows] = x[M, cols] @ W.T for W of `rows` rows of ggml type type_id. prompt: None or\n"
-     "uint8 [M], nonzero for prompt rows (llama.cpp's prompt-batch order where the type has one).");
+     "uint8 [M]: 1 for prompt rows (llama.cpp's prompt-batch order where the type has one), 2 for rows\n"
+     "that may take any order (ROW_ANY_ORDER: the fastest kernels for their batch, bits depending on it).");
 
   m.def("embedding", [](int type_id, const py::array& table, int64_t n_vocab, int64_t n_embd, const py::array& ids,
                         const std::string& isa) {
@@ -578,13 +584,15 @@ void bind_model(py::module_& m) {
            py::arg("x"), py::arg("pos"), py::arg("k_cache"), py::arg("v_cache"), py::arg("n_past"),
            py::arg("mask"), py::arg("pool"), py::arg("isa") = "", py::arg("prompt") = py::none(),
            "Runs the layer on x [n_tokens, n_embd] in place; writes K/V at slots n_past.. of the cache layers.\n"
-           "prompt: None or uint8 [n_tokens], nonzero for prompt tokens (llama.cpp's prompt summation order).");
+           "prompt: None or uint8 [n_tokens], as matmul's and attention's (1: prompt tokens, llama.cpp's\n"
+           "prompt summation order; 2: rows that may take any order).");
 }
 
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "duet's C++ kernels";
+  m.attr("ROW_ANY_ORDER") = static_cast<int>(kRowAnyOrder);
   bind_runtime(m);
   bind_quant(m);
   bind_matmul(m);

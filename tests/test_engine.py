@@ -13,6 +13,7 @@ from duet.memory import memory_usage, reset_peak
 from duet.model import Model, layer_shape
 from duet.policy import FallbackPolicy
 from duet.weight_store import BudgetTooSmallError, Segment, StreamedLayers, layer_segments, plan_memory
+from test_speculative import FlagRecorder
 from tiny_models import write_tiny_model
 
 PROMPT = "def below_zero(operations): balance = 0 for op in operations: balance += op if balance < 0:"
@@ -49,6 +50,18 @@ def test_collaborative_greedy_equals_target_only(tiny_pair, draft_kind):
     assert result.stats["passes"] >= 1 and result.stats["drafted"] > 0
     if draft_kind == "self":  # a drafter identical to the target is right on its likeliest branch
         assert result.stats["mean_accepted_per_pass"] > 2
+
+
+def test_the_drafter_runs_every_row_in_any_order(tiny_pair, monkeypatch):
+    """The drafter's rows only shape trees: all of them, prompt included, may take
+    the fastest kernels for their batch; the target's keep llama.cpp's orders."""
+    target, draft = tiny_pair
+    with Engine(target=target, draft=draft, threads=2, n_ctx=256) as engine:
+        drafted, verified = FlagRecorder(engine.draft, monkeypatch), FlagRecorder(engine.target, monkeypatch)
+        result = engine.generate(PROMPT, max_tokens=48)
+    assert result.tokens == target_only(target) and result.stats["drafted"] > 0
+    assert set().union(*drafted.flags.values()) == {_core.ROW_ANY_ORDER}
+    assert set().union(*verified.flags.values()) == {0, 1}
 
 
 def test_stream_yields_token_events_matching_generate(tiny_pair):

@@ -140,6 +140,24 @@ def reference_prompt_order(type_id, w, rows, cols, x):
     return out
 
 
+def reference_block_order(type_id, w, rows, cols, x):
+    """The block order of a 32-element format (any-order rows): per block the exact
+    integer dot product, then one FMA with d * the activation block's d into the
+    row's sum, blocks in order."""
+    block_bytes = row_bytes(type_id, 32)
+    d = w.reshape(rows, -1, block_bytes)[..., :2].copy().view(np.float16)[..., 0].astype(np.float32)
+    w_f = gguf.quants.dequantize(w.reshape(rows, -1), gguf.GGMLQuantizationType(type_id)).reshape(rows, -1, 32)
+    q = np.rint(np.divide(w_f, d[..., None], out=np.zeros_like(w_f), where=d[..., None] != 0)).astype(np.int64)
+    out = np.zeros((len(x), rows), np.float32)
+    for m, row in enumerate(x):
+        a = _core.quantize_act("q8_32", row, "scalar").reshape(-1, 36)
+        ad = a[:, :4].copy().view(np.float32)[:, 0]
+        sums = (q * a[:, 4:].copy().view(np.int8).astype(np.int64)).sum(-1)
+        for b in range(cols // 32):
+            out[m] = fma32(d[:, b] * ad[b], sums[:, b].astype(np.float32), out[m])
+    return out
+
+
 def assert_close_to_reference(got, ref, scale):
     # float32 accumulation of per-block products: error bounded relative to sum |w*x|.
     np.testing.assert_array_less(np.abs(got - ref), 2e-5 * scale + 1e-30)
@@ -396,6 +414,57 @@ def test_matmul_prompt_flags_are_checked():
     w = random_rows(Q4_K, 2, 256, np.random.default_rng(0))
     with pytest.raises(ValueError, match="prompt"):
         _core.matmul(Q4_K, w, 2, 256, np.zeros((3, 256), np.float32), _core.ThreadPool(1), prompt=np.ones(2, np.uint8))
+    with pytest.raises(ValueError, match="0 .decoded., 1 .prompt. or 2"):
+        _core.matmul(Q4_K, w, 2, 256, np.zeros((2, 256), np.float32), _core.ThreadPool(1), prompt=np.full(2, 3, np.uint8))
+
+
+# Paths with a block-order tile for the 32-element formats' any-order rows.
+BLOCK_ORDER_ISAS = {"avx512", "amx"}
+ANY_ORDER = np.uint8(_core.ROW_ANY_ORDER)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("type_id", ALL_TYPES)
+@pytest.mark.parametrize("m", [3, 12, 70])
+def test_any_order_rows_match_float64(type_id, isa, m):
+    """Any-order rows (a drafter's) take whichever kernels are fastest for their
+    batch: a GEMV, a tile in either llama.cpp order, or the block order. Each is
+    as close to the exact product as the others."""
+    rng = np.random.default_rng(90 + type_id + m)
+    rows, cols = 37, cols_for(type_id)
+    w = random_rows(type_id, rows, cols, rng)
+    x = activations(rng, m, cols)
+    got = _core.matmul(type_id, w, rows, cols, x, _core.ThreadPool(2), isa, prompt=np.full(m, ANY_ORDER))
+    ref, scale = reference_matmul(type_id, w, rows, cols, x)
+    assert_close_to_reference(got, ref, scale)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("type_id", [Q4_0, Q5_0, Q8_0])
+@pytest.mark.parametrize("m", [9, 70])
+def test_any_order_rows_of_32_element_formats_sum_in_block_order(type_id, isa, m):
+    """More any-order rows than a GEMV takes: on a path with the block-order tile,
+    the weight rows of whole tiles (16) sum block by block (and differ from vec_dot's
+    order somewhere), the last rows in the prompt order; elsewhere every row has the
+    prompt order's bits. Decoded rows beside them keep their own."""
+    rng = np.random.default_rng(110 + type_id + m)
+    rows, cols = 37, cols_for(type_id) * 3
+    w = random_rows(type_id, rows, cols, rng)
+    x = activations(rng, m + 2, cols)
+    pool = _core.ThreadPool(2)
+    flags = np.full(m + 2, ANY_ORDER)
+    flags[-2:] = 0
+    got = _core.matmul(type_id, w, rows, cols, x, pool, isa, prompt=flags)
+    prompt_order = _core.matmul(type_id, w, rows, cols, x, pool, isa, prompt=np.ones(m + 2, np.uint8))
+    tiled = 32 if isa in BLOCK_ORDER_ISAS else 0
+    expected = prompt_order[:m].copy()
+    if tiled:
+        expected[:, :tiled] = reference_block_order(type_id, w[:tiled], tiled, cols, x[:m])
+    np.testing.assert_array_equal(got[:m].view(np.uint32), expected.view(np.uint32))
+    decoded = _core.matmul(type_id, w, rows, cols, x[-2:], pool, isa)
+    np.testing.assert_array_equal(got[m:].view(np.uint32), decoded.view(np.uint32))
+    if tiled:
+        assert np.any(got[:m, :tiled] != prompt_order[:m, :tiled]), "the block order should differ somewhere"
 
 
 @pytest.mark.parametrize("isa", ISAS)

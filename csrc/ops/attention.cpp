@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "ops/attention_kernels.h"
+#include "ops/row_order.h"
 
 namespace duet {
 
@@ -150,7 +151,7 @@ AttentionItem item_at(const AttentionShape& s, const HeadSplit& split, const flo
   const int64_t qo_offset = (t * s.n_head + first_head) * s.head_dim;  // q and out: [T, n_head, hd]
   return {q + qo_offset, static_cast<const char*>(k) + kv_offset, static_cast<const char*>(v) + kv_offset,
           mask + t * s.n_kv, out + qo_offset, last_head - first_head,
-          prompt != nullptr && prompt[t] ? prompt_lanes(width) : decode_lanes(width), width};
+          prompt != nullptr && prompt[t] == kRowPrompt ? prompt_lanes(width) : decode_lanes(width), width};
 }
 
 }  // namespace

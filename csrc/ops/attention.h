@@ -21,8 +21,8 @@ struct AttentionShape {
 // q:      [n_query, n_head, head_dim] f32, RoPE already applied
 // k, v:   [n_kv, n_head_kv, head_dim] in kv_type (one layer of the cache)
 // mask:   [n_query, n_kv] bytes, nonzero = visible; a query that sees nothing gets zeros
-// prompt: [n_query] bytes or null (all zero): nonzero = the query is a prompt token and
-//         its sums follow llama.cpp's prompt-batch order, else its one-token order
+// prompt: [n_query] RowOrder bytes or null (all kRowDecoded): a kRowPrompt query's sums
+//         follow llama.cpp's prompt-batch order, the others its one-token order
 // out:    [n_query, n_head, head_dim] f32
 // Softmax in f32 with scale `scale`. A query's result depends only on its own row of
 // q, of the mask and of prompt, never on the other queries (batch invariance).

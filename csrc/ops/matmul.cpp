@@ -98,15 +98,18 @@ int64_t rows_per_chunk(const TypeKernels& k, int64_t rows, size_t row_bytes, int
   if (n_rows_x > kMaxActRows) grain = std::min<int64_t>(grain, kChunkBytesInL2 / row_bytes);
   grain = std::max(grain, kMinRowsPerChunk);
   // Whole tiles per chunk, so that only the matrix's last rows go one by one.
-  const bool tiled = (k.prompt_tile != nullptr || k.tile != nullptr) && n_rows_x >= kMinTileAct;
+  const bool tiled =
+      (k.prompt_tile != nullptr || k.tile != nullptr || k.any_order_tile != nullptr) && n_rows_x >= kMinTileAct;
   if (tiled) grain = (grain + k.tile_rows - 1) / k.tile_rows * k.tile_rows;
   return grain;
 }
 
-// Consecutive activation rows [begin, end) that share one kernel.
+// Consecutive activation rows [begin, end) that share their kernels.
 struct ActRun {
   int64_t begin, end;
-  decltype(TypeKernels::vec_dot) vec_dot;
+  decltype(TypeKernels::vec_dot) vec_dot;  // row by row: the rows after the last whole tile
+  TileKernel* tile;                        // over the whole tiles, or null
+  int64_t gemv_groups;                     // > 0: the run takes the GEMV instead, in this many groups
 };
 
 // One product of a matmul_many call: its kernels, its activations and its chunks.
@@ -119,35 +122,69 @@ struct MatmulPlan {
   int64_t first_chunk;  // the call's chunks [first_chunk, first_chunk + ceil(rows / grain)) are its
 };
 
-// The activation rows cut where the kernel changes: a prompt row takes the type's
-// prompt-order kernel when it has one. Usually one run (a prompt, or decoded tokens).
-// Into runs, which the caller keeps, so that a decode step allocates nothing.
-void act_runs_fill(const TypeKernels& k, const uint8_t* prompt, int64_t n_rows_x, std::vector<ActRun>& runs) {
-  auto kernel = [&](int64_t m) {
-    return prompt != nullptr && prompt[m] && k.vec_dot_prompt != nullptr ? k.vec_dot_prompt : k.vec_dot;
-  };
-  runs.clear();
-  for (int64_t m = 0; m < n_rows_x; ++m) {
-    if (runs.empty() || runs.back().vec_dot != kernel(m)) runs.push_back({m, m, kernel(m)});
-    runs.back().end = m + 1;
+// A run's kernels, for rows that sum with vec_dot (a tile then has its bits).
+void run_kernels_set(const TypeKernels& k, decltype(TypeKernels::vec_dot) vec_dot, size_t act_stride, ActRun& run) {
+  const int64_t n_run = run.end - run.begin;
+  const bool decoded = vec_dot == k.vec_dot;
+  run.vec_dot = vec_dot;
+  run.gemv_groups = decoded ? decode_gemv_groups(k, n_run, act_stride) : 0;
+  run.tile = n_run < kMinTileAct ? nullptr : decoded ? k.tile : k.prompt_tile;
+}
+
+// An any-order run's kernels: the type's any-order tile for more rows than one
+// GEMV takes (Q5_0 4864x896: even at 8 rows, 10 rows 0.43 against 0.45 ms, 16 rows
+// 0.51 against 0.84; Zen 4, session 35), else the decoded rows' where a GEMV takes
+// the run or a tile would not, else the prompt order's (faster than the decoded
+// rows' tile from 17 rows on: bench_matmul.py).
+void any_order_kernels_set(const TypeKernels& k, size_t act_stride, ActRun& run) {
+  const int64_t n_run = run.end - run.begin;
+  const auto prompt_vec_dot = k.vec_dot_prompt != nullptr ? k.vec_dot_prompt : k.vec_dot;
+  if (k.any_order_tile != nullptr && n_run > kMaxGemvRows) {
+    run.vec_dot = prompt_vec_dot;
+    run.tile = k.any_order_tile;
+    run.gemv_groups = 0;
+  } else if (n_run < kMinTileAct || decode_gemv_groups(k, n_run, act_stride) > 0) {
+    run_kernels_set(k, k.vec_dot, act_stride, run);
+  } else {
+    run_kernels_set(k, prompt_vec_dot, act_stride, run);
   }
 }
 
-// The tile a run takes, if any: one that has the run's kernel's bits.
-TileKernel* run_tile(const TypeKernels& k, const ActRun& run) {
-  if (run.end - run.begin < kMinTileAct) return nullptr;
-  if (run.vec_dot == k.vec_dot_prompt) return k.prompt_tile;
-  return run.vec_dot == k.vec_dot ? k.tile : nullptr;
+// The activation rows cut where the kernels change: a prompt row takes the type's
+// prompt-order kernel when it has one, an any-order row its own. Usually one run (a
+// prompt, or decoded tokens). Into runs, which the caller keeps, so that a decode
+// step allocates nothing.
+void act_runs_fill(const TypeKernels& k, const uint8_t* prompt, int64_t n_rows_x, size_t act_stride,
+                   std::vector<ActRun>& runs) {
+  // A row's kind: its row kernel, or null for an any-order row.
+  auto kind = [&](int64_t m) -> decltype(TypeKernels::vec_dot) {
+    const uint8_t order = prompt != nullptr ? prompt[m] : kRowDecoded;
+    if (order == kRowAnyOrder) return nullptr;
+    return order == kRowPrompt && k.vec_dot_prompt != nullptr ? k.vec_dot_prompt : k.vec_dot;
+  };
+  runs.clear();
+  for (int64_t m = 0; m < n_rows_x; ++m) {
+    if (runs.empty() || runs.back().vec_dot != kind(m)) runs.push_back({m, m, kind(m), nullptr, 0});
+    runs.back().end = m + 1;
+  }
+  for (ActRun& run : runs) {
+    if (run.vec_dot == nullptr) {
+      any_order_kernels_set(k, act_stride, run);
+    } else {
+      run_kernels_set(k, run.vec_dot, act_stride, run);
+    }
+  }
 }
 
-// y[m * ldy + r] for weight rows r in [begin, end). A run of up to kMaxGemvRows
-// decoded rows of a type with a GEMV takes it once over the chunk (a short-rowed
-// run of up to kMaxGemvSplitRows twice, half the rows each): it sums each
+// y[m * ldy + r] for weight rows r in [begin, end), each run with the kernels
+// act_runs_fill chose. A run of up to kMaxGemvRows decoded rows of a type with a
+// GEMV takes it once over the chunk (a short-rowed run of up to
+// kMaxGemvSplitRows twice, half the rows each): it sums each
 // chunk of a weight block for all the rows as it unpacks it, and it has vec_dot's
 // one-row bits by contract. For up to 8 rows that beats the tile's unpacking
 // into L1 (Q4_K and Q6_K with vpdpwssd, Zen 4, 2 threads: 8 rows of the Q6_K LM
 // head 21.6 -> 12.1 ms, 4 rows of a 8960x1536 Q4_K 0.62 -> 0.39 ms, session 24).
-// A run of a type with a tile for its kernel takes it over the chunk's whole
+// A run with a tile takes it over the chunk's whole
 // tiles, kMaxTileAct activation rows at a time (from L2, as the chunk's weights
 // after the first group); the tile multiplies a weight block by
 // all of them once unpacked, which a row-by-row kernel cannot. Other runs, and the
@@ -160,7 +197,7 @@ void matmul_rows(const TypeKernels& k, const std::vector<ActRun>& runs, const We
   float results[kMaxActRows];
   for (const ActRun& run : runs) {
     const int64_t n_run = run.end - run.begin;
-    if (const int64_t groups = run.vec_dot == k.vec_dot ? decode_gemv_groups(k, n_run, act_stride) : 0) {
+    if (const int64_t groups = run.gemv_groups) {
       for (int64_t g = 0; g < groups; ++g) {
         const int64_t m0 = run.begin + n_run * g / groups, m1 = run.begin + n_run * (g + 1) / groups;
         k.gemv(w.cols, weights + static_cast<size_t>(begin) * w_row_bytes, w_row_bytes, end - begin,
@@ -169,7 +206,7 @@ void matmul_rows(const TypeKernels& k, const std::vector<ActRun>& runs, const We
       continue;
     }
     int64_t tiled_end = begin;
-    if (TileKernel* const tile = run_tile(k, run)) {
+    if (TileKernel* const tile = run.tile) {
       tiled_end = begin + (end - begin) / k.tile_rows * k.tile_rows;
       for (int64_t m0 = run.begin; m0 < run.end; m0 += kMaxTileAct) {
         const int n_act = static_cast<int>(std::min<int64_t>(kMaxTileAct, run.end - m0));
@@ -220,7 +257,7 @@ void matmul_many(const KernelTable& kt, const MatmulOut* outs, int n_outs, const
     const uint8_t*& act = prepared[static_cast<int>(format)];
     if (act == nullptr) act = activations_prepare(kt, format, x, n_rows_x, cols, plan.act_stride, pool);
     plan.act = act;
-    act_runs_fill(*plan.kernels, prompt, n_rows_x, runs[i]);
+    act_runs_fill(*plan.kernels, prompt, n_rows_x, plan.act_stride, runs[i]);
     plan.grain = rows_per_chunk(*plan.kernels, w.rows, plan.w_row_bytes, n_rows_x, pool.size());
     plan.first_chunk = n_chunks;
     n_chunks += (w.rows + plan.grain - 1) / plan.grain;

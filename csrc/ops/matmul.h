@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 
+#include "ops/row_order.h"
 #include "quant/kernels.h"
 #include "runtime/thread_pool.h"
 
@@ -17,11 +18,13 @@ struct WeightView {
 };
 
 // y[m * ldy + r] = sum_k W[r, k] * x[m * cols + k] for m < n_rows_x, r < W.rows.
-// Each weight block is read from memory once for all rows of x. prompt: null or
-// [n_rows_x] flags; a prompt row sums in llama.cpp's prompt-batch order where the
-// type has one (TypeKernels::vec_dot_prompt). Row m's result depends only on row m
-// and its flag: bit-identical whatever n_rows_x is and wherever row m sits (batch
-// invariance).
+// Each weight block is read from memory once for all rows of x. prompt: null (all
+// decoded) or [n_rows_x] RowOrder flags; a prompt row sums in llama.cpp's
+// prompt-batch order where the type has one (TypeKernels::vec_dot_prompt). Row m's
+// result depends only on row m and its flag: bit-identical whatever n_rows_x is and
+// wherever row m sits (batch invariance). Except for any-order rows: a run of them
+// takes the decoded rows' kernels where a GEMV takes the run or it is too short for
+// a tile, else the type's any-order tile (or the prompt order's kernels).
 void matmul(const KernelTable& kt, const WeightView& w, const float* x, int64_t n_rows_x, float* y, int64_t ldy,
             ThreadPool& pool, const uint8_t* prompt);
 

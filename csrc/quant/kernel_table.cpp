@@ -107,6 +107,9 @@ KernelTable avx512_table() {
   set_tiles(t, GgmlType::Q4_0, nullptr, avx512::tile_q4_0, 16);
   set_tiles(t, GgmlType::Q5_0, nullptr, avx512::tile_q5_0, 16);
   set_tiles(t, GgmlType::Q8_0, nullptr, avx512::tile_q8_0, 16);
+  t.types[type_index(GgmlType::Q4_0)].any_order_tile = avx512::any_order_tile_q4_0;
+  t.types[type_index(GgmlType::Q5_0)].any_order_tile = avx512::any_order_tile_q5_0;
+  t.types[type_index(GgmlType::Q8_0)].any_order_tile = avx512::any_order_tile_q8_0;
   // The K-quants' GEMVs are AVX2's with vpdpwssd: the integer sums are exact and
   // the float steps the same, so they give these vec_dots' bits, and one row's fused
   // unpack-and-sum runs 2.7x faster than unpacking the block for the wide multiplies

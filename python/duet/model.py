@@ -73,6 +73,9 @@ class Model:
         self.layers = layers
         self.compute = NoToken()  # a ComputeToken when another model shares the cores
         self.urgent = True        # whether this model's calls go first under the token
+        # A drafter's rows may take any order (its logits only shape a tree that the
+        # target checks): every row then takes the fastest kernels for its batch.
+        self.any_order = False
         head = head_name(self.config)
         for name, shape in (("token_embd.weight", (self.config.n_embd, self.config.n_vocab)),
                             (head, (self.config.n_embd, self.config.n_vocab)),
@@ -111,7 +114,7 @@ class Model:
     def run_layers(self, x: np.ndarray, positions: np.ndarray, cache: KVCache, mask: np.ndarray | None,
                    prompt: np.ndarray | None = None) -> None:
         """Runs every layer on x [n, n_embd] in place, appending n rows to the cache.
-        prompt: None or uint8 [n], nonzero for prompt tokens (see forward)."""
+        prompt: None or uint8 [n] row orders (see forward)."""
         for index, layer in enumerate(self.layers):  # a streamed layer may wait here for its weights
             with self.compute.hold(self.urgent):
                 layer.forward(x, positions, cache.k[index], cache.v[index], cache.n, mask, self.pool, self.isa,
@@ -120,7 +123,7 @@ class Model:
 
     def logits(self, hidden: np.ndarray, prompt: np.ndarray | None = None) -> np.ndarray:
         """[n, n_embd] final hidden states -> [n, n_vocab] logits.
-        prompt: None or uint8 [n], nonzero for prompt tokens (see forward)."""
+        prompt: None or uint8 [n] row orders (see forward)."""
         h = _core.rms_norm(np.ascontiguousarray(hidden), self.output_norm, self.config.rms_eps)
         type_id, data, n_embd, n_vocab = self.output
         with self.compute.hold(self.urgent):
@@ -147,7 +150,7 @@ class Model:
               llama.cpp sums a prompt batch's attention, and its products with
               K-quant weights, in other orders than a decoded token's; each token
               follows the orders its kind gets there, whatever batch it comes in, so
-              that every path through the engine agrees.
+              that every path through the engine agrees. Ignored where any_order is set.
         """
         x, flags = self.hidden_states(tokens, cache, positions, mask, prompt)
         if logits_rows is None:
@@ -174,7 +177,10 @@ class Model:
         x = self.embed(tokens)
         if self.draft_head is not None:
             self.draft_head.see(tokens)
-        flags = None if prompt is False else np.broadcast_to(np.asarray(prompt, dtype=np.uint8), (n,)).copy()
+        if self.any_order:
+            flags = np.full(n, _core.ROW_ANY_ORDER, dtype=np.uint8)
+        else:
+            flags = None if prompt is False else np.broadcast_to(np.asarray(prompt, dtype=np.uint8), (n,)).copy()
         self.run_layers(x, np.ascontiguousarray(positions, dtype=np.int32), cache, mask, flags)
         return x, flags
 

@@ -27,4 +27,7 @@ GemvKernel gemv_q4_0, gemv_q5_0, gemv_q8_0, gemv_q4_k, gemv_q5_k, gemv_q6_k;
 
 TileKernel prompt_tile_q4_k, prompt_tile_q6_k, tile_q4_k, tile_q6_k, tile_q4_0, tile_q5_0, tile_q8_0;
 
+// The 32-element formats in the block order, for any-order rows (block32_tile.h).
+TileKernel any_order_tile_q4_0, any_order_tile_q5_0, any_order_tile_q8_0;
+
 }  // namespace duet::avx512

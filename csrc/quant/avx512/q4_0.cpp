@@ -18,7 +18,12 @@ void gemv_q4_0(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const 
 
 void tile_q4_0(int64_t n, const void* w, size_t w_stride, const void* act, size_t act_stride, int n_act, float* y,
                int64_t ldy) {
-  block32_tile_run<Q4_0Lanes>(n, w, w_stride, act, act_stride, n_act, y, ldy);
+  block32_tile_run<Q4_0Lanes, VecDotOrder>(n, w, w_stride, act, act_stride, n_act, y, ldy);
+}
+
+void any_order_tile_q4_0(int64_t n, const void* w, size_t w_stride, const void* act, size_t act_stride, int n_act,
+                        float* y, int64_t ldy) {
+  block32_tile_run<Q4_0Lanes, BlockOrder>(n, w, w_stride, act, act_stride, n_act, y, ldy);
 }
 
 }  // namespace duet::avx512
