@@ -164,7 +164,8 @@ void act_runs_fill(const TypeKernels& k, const uint8_t* prompt, int64_t n_rows_x
   };
   runs.clear();
   for (int64_t m = 0; m < n_rows_x; ++m) {
-    if (runs.empty() || runs.back().vec_dot != kind(m)) runs.push_back({m, m, kind(m), nullptr, 0});
+    const auto row_kind = kind(m);
+    if (runs.empty() || runs.back().vec_dot != row_kind) runs.push_back({m, m, row_kind, nullptr, 0});
     runs.back().end = m + 1;
   }
   for (ActRun& run : runs) {

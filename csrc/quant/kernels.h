@@ -68,11 +68,11 @@ struct TypeKernels {
   TileKernel* prompt_tile;
   TileKernel* tile;
   int tile_rows;
-  // Optional (null: such rows take the prompt order's kernels). A tile for rows
-  // flagged kRowAnyOrder (ops/row_order.h), whose bits follow no other kernel's: each block's integer
-  // dot product, scaled, is added to one float per row, block after block. A
-  // drafter's rows may take it: their logits only shape a tree that the target
-  // checks. Same shape as tile.
+  // Optional (null: such rows take the decoded or the prompt order's kernels,
+  // matmul.h). A tile for rows flagged kRowAnyOrder (ops/row_order.h), whose bits
+  // follow no other kernel's: each block's integer dot product, scaled, is added
+  // to one float per row, block after block. A drafter's rows may take it: their
+  // logits only shape a tree that the target checks. Same shape as tile.
   TileKernel* any_order_tile;
 };
 

@@ -165,7 +165,9 @@ class TreeDrafter:
         # order's kernels do not (the 0.5B after 300 tokens: one token 13.2 -> 11.9
         # ms, two 17.8 -> 15.0). The longer runs after trie-only rounds or parking
         # were no slower in it (64 tokens 249 -> 238 ms, 200: 807 -> 739). A
-        # drafter's order is free: its logits only shape the tree.
+        # drafter's order is free: its logits only shape the tree. (The engine's
+        # drafter is any_order, which overrides this and takes the GEMV for these
+        # few rows too; this is the order of a drafter left in llama.cpp's.)
         logits = priced_step(policy if len(tokens) == 1 else None,
                              lambda: self.model.prefill(tokens, self.cache, prompt=False))
         self.tree, self.slots, self.open = TokenTree(root_token), {0: self.cache.n - 1}, []
