@@ -419,7 +419,7 @@ def test_matmul_prompt_flags_are_checked():
 
 
 # Paths with a block-order tile for the 32-element formats' any-order rows.
-BLOCK_ORDER_ISAS = {"avx512", "amx"}
+BLOCK_ORDER_ISAS = {"avx2", "avx512", "amx"}
 ANY_ORDER = np.uint8(_core.ROW_ANY_ORDER)
 
 
@@ -444,9 +444,11 @@ def test_any_order_rows_match_float64(type_id, isa, m):
 @pytest.mark.parametrize("m", [9, 70])
 def test_any_order_rows_of_32_element_formats_sum_in_block_order(type_id, isa, m):
     """More any-order rows than a GEMV takes: on a path with the block-order tile,
-    the weight rows of whole tiles (16) sum block by block (and differ from vec_dot's
-    order somewhere), the last rows in the prompt order; elsewhere every row has the
-    prompt order's bits. Decoded rows beside them keep their own."""
+    the weight rows of whole tiles (16 on AVX-512, 8 on AVX2: 32 of the 37
+    either way) sum block by block, with the same bits on every such path (and
+    differ from vec_dot's order somewhere), the last rows in the prompt order;
+    elsewhere every row has the prompt order's bits. Decoded rows beside them keep
+    their own."""
     rng = np.random.default_rng(110 + type_id + m)
     rows, cols = 37, cols_for(type_id) * 3
     w = random_rows(type_id, rows, cols, rng)

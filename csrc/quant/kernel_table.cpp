@@ -44,6 +44,12 @@ void set_tiles(KernelTable& t, GgmlType type, TileKernel* prompt_tile, TileKerne
   t.types[type_index(type)].tile_rows = rows;
 }
 
+// rows: the weight rows one call covers, which the type's other tiles (if any) share.
+void set_any_order_tile(KernelTable& t, GgmlType type, TileKernel* tile, int rows) {
+  t.types[type_index(type)].any_order_tile = tile;
+  t.types[type_index(type)].tile_rows = rows;
+}
+
 KernelTable scalar_table() {
   KernelTable t{};
   t.isa = Isa::Scalar;
@@ -85,6 +91,9 @@ KernelTable avx2_table() {
   set_vec_dot_prompt(t, GgmlType::Q6_K, avx2::vec_dot_prompt_q6_k);
   set_tiles(t, GgmlType::Q4_K, avx2::prompt_tile_q4_k, avx2::tile_q4_k, 8);
   set_tiles(t, GgmlType::Q6_K, avx2::prompt_tile_q6_k, avx2::tile_q6_k, 8);
+  set_any_order_tile(t, GgmlType::Q4_0, avx2::any_order_tile_q4_0, 8);
+  set_any_order_tile(t, GgmlType::Q5_0, avx2::any_order_tile_q5_0, 8);
+  set_any_order_tile(t, GgmlType::Q8_0, avx2::any_order_tile_q8_0, 8);
   t.quantize_q8_32 = avx2::quantize_q8_32;
   t.quantize_q8_256 = avx2::quantize_q8_256;
   return t;
@@ -107,9 +116,9 @@ KernelTable avx512_table() {
   set_tiles(t, GgmlType::Q4_0, nullptr, avx512::tile_q4_0, 16);
   set_tiles(t, GgmlType::Q5_0, nullptr, avx512::tile_q5_0, 16);
   set_tiles(t, GgmlType::Q8_0, nullptr, avx512::tile_q8_0, 16);
-  t.types[type_index(GgmlType::Q4_0)].any_order_tile = avx512::any_order_tile_q4_0;
-  t.types[type_index(GgmlType::Q5_0)].any_order_tile = avx512::any_order_tile_q5_0;
-  t.types[type_index(GgmlType::Q8_0)].any_order_tile = avx512::any_order_tile_q8_0;
+  set_any_order_tile(t, GgmlType::Q4_0, avx512::any_order_tile_q4_0, 16);
+  set_any_order_tile(t, GgmlType::Q5_0, avx512::any_order_tile_q5_0, 16);
+  set_any_order_tile(t, GgmlType::Q8_0, avx512::any_order_tile_q8_0, 16);
   // The K-quants' GEMVs are AVX2's with vpdpwssd: the integer sums are exact and
   // the float steps the same, so they give these vec_dots' bits, and one row's fused
   // unpack-and-sum runs 2.7x faster than unpacking the block for the wide multiplies

@@ -255,6 +255,73 @@ void test_tiles(Isa isa, GgmlType type) {
   }
 }
 
+// Every weight of a 32-element format's blocks at its largest magnitude (Q4_0 -8,
+// Q5_0 -16, Q8_0 -128), the scales left as they are.
+void weights_extreme32(GgmlType type, std::vector<uint8_t>& w) {
+  const TypeTraits& t = type_traits(type);
+  for (size_t b = 0; b < w.size() / t.block_bytes; ++b) {
+    uint8_t* block = w.data() + b * t.block_bytes;
+    std::memset(block + 2, type == GgmlType::Q8_0 ? 0x80 : 0x00, t.block_bytes - 2);
+  }
+}
+
+// A path's any-order tile (the block order, for a drafter's rows) against a plain
+// model of that order: each block's exact integer dot product, then one FMA with
+// the product of the two blocks' scales into the row's sum, block after block. For
+// batches from 1 row to the most a call takes, weight rows padded apart, also at
+// the integer extremes (every product at its largest: -1 quantizes to -127).
+void test_any_order_tile(Isa isa, GgmlType type) {
+  const TypeKernels& k = kernels_for(kernel_table(isa), type);
+  if (k.any_order_tile == nullptr) return;
+  const std::string label = std::string(isa_name(isa)) + " " + type_traits(type).name + " any-order tile";
+  std::mt19937 rng(1357 + static_cast<int>(type));
+  const int64_t n = QK32 * 37, n_blocks = 37, rows = k.tile_rows;
+  const size_t packed_bytes = row_bytes(type, n), stride = packed_bytes + 64, block_bytes = packed_bytes / n_blocks;
+  const auto dequantize_row = kernels_for(kernel_table(Isa::Scalar), type).dequantize_row;
+  for (bool extreme : {false, true}) {
+    std::vector<uint8_t> packed = random_rows(type, rows, n, rng);
+    if (extreme) weights_extreme32(type, packed);
+    std::vector<uint8_t> w(rows * stride);
+    std::vector<int32_t> q(rows * n);  // the integer weights, q - offset
+    std::vector<float> d(rows * n_blocks), row(n);
+    for (int64_t r = 0; r < rows; ++r) {
+      const uint8_t* src = packed.data() + r * packed_bytes;
+      std::memcpy(w.data() + r * stride, src, packed_bytes);
+      dequantize_row(src, row.data(), n);
+      for (int64_t b = 0; b < n_blocks; ++b) {
+        uint16_t h;
+        std::memcpy(&h, src + b * block_bytes, 2);
+        d[r * n_blocks + b] = fp16_to_fp32(h);
+      }
+      for (int64_t i = 0; i < n; ++i) q[r * n + i] = static_cast<int32_t>(std::lrint(row[i] / d[r * n_blocks + i / QK32]));
+    }
+    std::normal_distribution<float> normal(0.0f, 2.0f);
+    std::vector<float> x(kMaxTileAct * n);
+    for (float& v : x) v = extreme ? -1.0f : normal(rng);
+    const Activations a = activations_quantize(kernel_table(isa), type, x, kMaxTileAct, n);
+    std::vector<float> want(kMaxTileAct * rows);  // [act row][weight row]
+    for (int m = 0; m < kMaxTileAct; ++m) {
+      const ActQ8_32* blocks = reinterpret_cast<const ActQ8_32*>(a.bytes.data() + m * a.stride);
+      for (int64_t r = 0; r < rows; ++r) {
+        float sum = 0.0f;
+        for (int64_t b = 0; b < n_blocks; ++b) {
+          int32_t dot = 0;
+          for (int i = 0; i < QK32; ++i) dot += q[r * n + b * QK32 + i] * blocks[b].qs[i];
+          sum = std::fma(d[r * n_blocks + b] * blocks[b].d, static_cast<float>(dot), sum);
+        }
+        want[m * rows + r] = sum;
+      }
+    }
+    bool equal = true;
+    for (int n_act : {1, 2, 3, 4, 5, 7, 16, 17, 33, 48, kMaxTileAct - 1, kMaxTileAct}) {
+      std::vector<float> got(n_act * rows);
+      k.any_order_tile(n, w.data(), stride, a.bytes.data(), a.stride, n_act, got.data(), rows);
+      equal = equal && bits_equal(got.data(), want.data(), n_act * rows);
+    }
+    check(equal, label + (extreme ? " at the extremes" : "") + " sums in the block order");
+  }
+}
+
 // Row m's result with flag prompt[m] equals that row alone with its flag, for any
 // batch size, with prompt and decoded rows mixed (a tree whose root is a prompt token).
 void test_matmul_batch_invariance(Isa isa, GgmlType type, ThreadPool& pool) {
@@ -398,6 +465,7 @@ int main() {
       test_gemv(isa, type);
       test_vec_dot_prompt(isa, type);
       test_tiles(isa, type);
+      test_any_order_tile(isa, type);
       test_matmul_batch_invariance(isa, type, pool);
     }
     test_matmul_many(isa, pool);

@@ -31,4 +31,7 @@ void quantize_q8_256(const float* x, void* dst, int64_t n);
 
 TileKernel prompt_tile_q4_k, prompt_tile_q6_k, tile_q4_k, tile_q6_k;
 
+// The 32-element formats in the block order, for any-order rows (block32_tile.h).
+TileKernel any_order_tile_q4_0, any_order_tile_q5_0, any_order_tile_q8_0;
+
 }  // namespace duet::avx2
