@@ -131,18 +131,14 @@ void run_kernels_set(const TypeKernels& k, decltype(TypeKernels::vec_dot) vec_do
   run.tile = n_run < kMinTileAct ? nullptr : decoded ? k.tile : k.prompt_tile;
 }
 
-// An any-order run's kernels: the type's any-order tile for more rows than one
-// GEMV takes (Q5_0 4864x896: even at 8 rows, 10 rows 0.43 against 0.45 ms, 16 rows
-// 0.51 against 0.84; Zen 4, session 35), or from kMinTileAct rows where the type has
-// no GEMV (AVX2's Q5_0 4864x896: 4 rows 0.28 against vec_dot's 0.36 ms, 8 rows 0.35
-// against 0.60; 3 rows even; Zen 4, session 36), else the decoded rows' where a GEMV
-// takes the run or a tile would not, else the prompt order's (faster than the
-// decoded rows' tile from 17 rows on: bench_matmul.py).
+// An any-order run's kernels: the type's any-order tile from as many rows as it
+// beats the others (kernel_table.cpp), else the decoded rows' where a GEMV takes
+// the run or a tile would not, else the prompt order's (faster than the decoded
+// rows' tile from 17 rows on: bench_matmul.py).
 void any_order_kernels_set(const TypeKernels& k, size_t act_stride, ActRun& run) {
   const int64_t n_run = run.end - run.begin;
   const auto prompt_vec_dot = k.vec_dot_prompt != nullptr ? k.vec_dot_prompt : k.vec_dot;
-  const int64_t tile_from = k.gemv != nullptr ? kMaxGemvRows + 1 : kMinTileAct;
-  if (k.any_order_tile != nullptr && n_run >= tile_from) {
+  if (k.any_order_tile != nullptr && n_run >= k.any_order_tile_min_rows) {
     run.vec_dot = prompt_vec_dot;
     run.tile = k.any_order_tile;
     run.gemv_groups = 0;

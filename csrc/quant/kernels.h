@@ -74,6 +74,7 @@ struct TypeKernels {
   // to one float per row, block after block. A drafter's rows may take it: their
   // logits only shape a tree that the target checks. Same shape as tile.
   TileKernel* any_order_tile;
+  int any_order_tile_min_rows;  // fewer any-order rows than this take the other kernels
 };
 
 // Most activation rows one tile call takes.

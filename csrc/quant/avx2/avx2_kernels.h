@@ -24,7 +24,8 @@ DUET_DECLARE_VEC_DOT(prompt_q5_k)
 DUET_DECLARE_VEC_DOT(prompt_q6_k)
 #undef DUET_DECLARE_VEC_DOT
 
-GemvKernel gemv_q4_k, gemv_q5_k, gemv_q6_k;
+// The GEMVs (a few activation rows, vec_dot's bits): Q4_0 and Q5_0 from block32_gemv.h.
+GemvKernel gemv_q4_0, gemv_q5_0, gemv_q4_k, gemv_q5_k, gemv_q6_k;
 
 void quantize_q8_32(const float* x, void* dst, int64_t n);
 void quantize_q8_256(const float* x, void* dst, int64_t n);

@@ -13,7 +13,7 @@ void vec_dot_q4_0(int64_t n, const void* w, const void* act, size_t act_stride, 
 
 void gemv_q4_0(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const void* act, size_t act_stride, int n_act,
                float* out, int64_t ldo) {
-  block32_gemv<Q4_0Unsigned>(n, w, w_stride, n_rows, act, act_stride, n_act, out, ldo);
+  avx2::block32_gemv<Q4_0Unsigned>(n, w, w_stride, n_rows, act, act_stride, n_act, out, ldo);
 }
 
 void tile_q4_0(int64_t n, const void* w, size_t w_stride, const void* act, size_t act_stride, int n_act, float* y,
