@@ -23,8 +23,9 @@ struct WeightView {
 // prompt-batch order where the type has one (TypeKernels::vec_dot_prompt). Row m's
 // result depends only on row m and its flag: bit-identical whatever n_rows_x is and
 // wherever row m sits (batch invariance). Except for any-order rows: a run of them
-// takes the decoded rows' kernels where a GEMV takes the run or it is too short for
-// a tile, else the type's any-order tile (or the prompt order's kernels).
+// takes the type's any-order tile from TypeKernels::any_order_tile_min_rows rows,
+// else the decoded rows' kernels where a GEMV takes the run or it is too short for
+// a tile, else the prompt order's.
 void matmul(const KernelTable& kt, const WeightView& w, const float* x, int64_t n_rows_x, float* y, int64_t ldy,
             ThreadPool& pool, const uint8_t* prompt);
 

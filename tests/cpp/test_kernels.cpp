@@ -293,7 +293,10 @@ void test_any_order_tile(Isa isa, GgmlType type) {
         std::memcpy(&h, src + b * block_bytes, 2);
         d[r * n_blocks + b] = fp16_to_fp32(h);
       }
-      for (int64_t i = 0; i < n; ++i) q[r * n + i] = static_cast<int32_t>(std::lrint(row[i] / d[r * n_blocks + i / QK32]));
+      for (int64_t i = 0; i < n; ++i) {
+        const float scale = d[r * n_blocks + i / QK32];  // 0: the block adds nothing, whatever q
+        q[r * n + i] = scale != 0.0f ? static_cast<int32_t>(std::lrint(row[i] / scale)) : 0;
+      }
     }
     std::normal_distribution<float> normal(0.0f, 2.0f);
     std::vector<float> x(kMaxTileAct * n);

@@ -21,26 +21,6 @@
 namespace duet::avx2 {
 namespace {
 
-// out[e] = dword e of in[0..8), in lane w for in[w]: an 8x8 transpose.
-inline void dwords_transpose8(const __m256i in[8], __m256i out[8]) {
-  __m256i pairs[8], quads[8];
-  for (int i = 0; i < 8; i += 2) {
-    pairs[i] = _mm256_unpacklo_epi32(in[i], in[i + 1]);
-    pairs[i + 1] = _mm256_unpackhi_epi32(in[i], in[i + 1]);
-  }
-  // quads[i + e], 128-bit half h: dword 4h + e of rows i..i+3.
-  for (int i = 0; i < 8; i += 4) {
-    quads[i] = _mm256_unpacklo_epi64(pairs[i], pairs[i + 2]);
-    quads[i + 1] = _mm256_unpackhi_epi64(pairs[i], pairs[i + 2]);
-    quads[i + 2] = _mm256_unpacklo_epi64(pairs[i + 1], pairs[i + 3]);
-    quads[i + 3] = _mm256_unpackhi_epi64(pairs[i + 1], pairs[i + 3]);
-  }
-  for (int e = 0; e < 4; ++e) {
-    out[e] = _mm256_permute2x128_si256(quads[e], quads[4 + e], 0x20);
-    out[4 + e] = _mm256_permute2x128_si256(quads[e], quads[4 + e], 0x31);
-  }
-}
-
 // A block of eight weight rows, unpacked: the signed weights (q - offset, as vec_dot
 // unpacks them), transposed so that lane w is row w.
 template <typename Block>
@@ -62,7 +42,7 @@ struct Block32Tile8 {
       rows[w] = unpack(block);
       scales[w] = f16_load(block.d);
     }
-    dwords_transpose8(rows, q);
+    lanes_transpose<Lanes8>(rows, q);
     for (int g = 0; g < 8; ++g) q_abs[g] = _mm256_sign_epi8(q[g], q[g]);
     d = _mm256_load_ps(scales);
   }

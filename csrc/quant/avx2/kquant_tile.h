@@ -92,6 +92,32 @@ inline int32_t load_i32(const void* p) {
   return v;
 }
 
+// out[k] = dword k of each of r[0..kLanes), lane w holding r[w]'s: a transpose of
+// kLanes x kLanes dwords in registers (r is overwritten).
+template <typename L>
+void lanes_transpose(typename L::I r[L::kLanes], typename L::I out[L::kLanes]) {
+  using I = typename L::I;
+  constexpr int n = L::kLanes, n_quads = L::kLanes / 4;
+  I t[n];
+  for (int i = 0; i < n; i += 2) {
+    t[i] = L::unpacklo32(r[i], r[i + 1]);
+    t[i + 1] = L::unpackhi32(r[i], r[i + 1]);
+  }
+  // r[4i + e], 128-bit lane l: dword 4l + e of rows 4i .. 4i + 3.
+  for (int i = 0; i < n; i += 4) {
+    r[i] = L::unpacklo64(t[i], t[i + 2]);
+    r[i + 1] = L::unpackhi64(t[i], t[i + 2]);
+    r[i + 2] = L::unpacklo64(t[i + 1], t[i + 3]);
+    r[i + 3] = L::unpackhi64(t[i + 1], t[i + 3]);
+  }
+  for (int e = 0; e < 4; ++e) {
+    I quads[n_quads], words[n_quads];
+    for (int i = 0; i < n_quads; ++i) quads[i] = r[4 * i + e];
+    L::lanes128_transpose(quads, words);
+    for (int l = 0; l < n_quads; ++l) out[4 * l + e] = words[l];
+  }
+}
+
 // out[j] = dword j of n_words consecutive dwords of each of the tile's weight rows
 // (row w's at row0 + w * stride), by loads and a transpose in registers: the tiles
 // ran 3-5% faster than with a gather per dword (the scales, a few words, are still
@@ -99,28 +125,10 @@ inline int32_t load_i32(const void* p) {
 template <typename L, int n_words>
 void row_words_load(const uint8_t* row0, size_t stride, typename L::I out[n_words]) {
   static_assert(n_words % L::kLanes == 0);
-  using I = typename L::I;
-  constexpr int n = L::kLanes, n_quads = L::kLanes / 4;
-  for (int j = 0; j < n_words; j += n) {
-    I r[n], t[n];
-    for (int i = 0; i < n; ++i) r[i] = L::loadu(row0 + 4 * j + i * stride);
-    for (int i = 0; i < n; i += 2) {
-      t[i] = L::unpacklo32(r[i], r[i + 1]);
-      t[i + 1] = L::unpackhi32(r[i], r[i + 1]);
-    }
-    // r[4i + e], 128-bit lane l: dword 4l + e of rows 4i .. 4i + 3.
-    for (int i = 0; i < n; i += 4) {
-      r[i] = L::unpacklo64(t[i], t[i + 2]);
-      r[i + 1] = L::unpackhi64(t[i], t[i + 2]);
-      r[i + 2] = L::unpacklo64(t[i + 1], t[i + 3]);
-      r[i + 3] = L::unpackhi64(t[i + 1], t[i + 3]);
-    }
-    for (int e = 0; e < 4; ++e) {
-      I quads[n_quads], words[n_quads];
-      for (int i = 0; i < n_quads; ++i) quads[i] = r[4 * i + e];
-      L::lanes128_transpose(quads, words);
-      for (int l = 0; l < n_quads; ++l) out[j + 4 * l + e] = words[l];
-    }
+  for (int j = 0; j < n_words; j += L::kLanes) {
+    typename L::I r[L::kLanes];
+    for (int i = 0; i < L::kLanes; ++i) r[i] = L::loadu(row0 + 4 * j + i * stride);
+    lanes_transpose<L>(r, out + j);
   }
 }
 
