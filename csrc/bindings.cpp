@@ -505,6 +505,12 @@ void check_kv(const py::array& cache, const LayerShape& s, KvType type, int64_t&
 }
 
 void bind_model(py::module_& m) {
+  py::class_<LayerScratch>(m, "LayerScratch",
+                           "A layer's working buffers, kept across the layers of a pass and across passes\n"
+                           "(one per model: not for two passes at once).")
+      .def(py::init<>())
+      .def_property_readonly("nbytes", &LayerScratch::nbytes)
+      .def("release", &LayerScratch::release, "Gives the buffers' memory back; they grow again as needed.");
   py::class_<PyTransformerLayer>(m, "TransformerLayer", "One qwen2/llama decoder layer over weights addressed in place.")
       .def(py::init([](const py::dict& shape, const py::dict& tensors) {
              PyTransformerLayer layer;
@@ -548,7 +554,7 @@ void bind_model(py::module_& m) {
            [](PyTransformerLayer& layer, py::array_t<float, py::array::c_style> x,
               py::array_t<int32_t, py::array::c_style | py::array::forcecast> pos, const py::array& k_cache,
               const py::array& v_cache, int64_t n_past, const py::object& mask, ThreadPool& pool,
-              const std::string& isa, const py::object& prompt) {
+              const std::string& isa, const py::object& prompt, LayerScratch* scratch) {
              const LayerShape& s = layer.shape;
              if (x.ndim() != 2 || x.shape(1) != s.n_embd) throw std::invalid_argument("x must be float32 [n_tokens, n_embd]");
              const int64_t n_tokens = x.shape(0);
@@ -577,15 +583,18 @@ void bind_model(py::module_& m) {
              KvLayer kv{const_cast<void*>(k_cache.data()), const_cast<void*>(v_cache.data()), type, cap_k};
              float* x_ptr = x.mutable_data();
              const int32_t* pos_ptr = pos.data();
+             LayerScratch own_scratch;
              py::gil_scoped_release release;
              transformer_layer_forward(kt, s, layer.weights, x_ptr, n_tokens, pos_ptr, kv, n_past, mask_ptr, prompt_ptr,
-                                       pool);
+                                       pool, scratch ? *scratch : own_scratch);
            },
            py::arg("x"), py::arg("pos"), py::arg("k_cache"), py::arg("v_cache"), py::arg("n_past"),
            py::arg("mask"), py::arg("pool"), py::arg("isa") = "", py::arg("prompt") = py::none(),
+           py::arg("scratch") = nullptr,
            "Runs the layer on x [n_tokens, n_embd] in place; writes K/V at slots n_past.. of the cache layers.\n"
            "prompt: None or uint8 [n_tokens], as matmul's and attention's (1: prompt tokens, llama.cpp's\n"
-           "prompt summation order; 2: rows that may take any order).");
+           "prompt summation order; 2: rows that may take any order).\n"
+           "scratch: a LayerScratch to keep the buffers in (default: made for this call).");
 }
 
 }  // namespace

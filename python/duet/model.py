@@ -16,6 +16,7 @@ from duet.tensor_rows import TensorRowReader
 
 ROPE_MODES = {"normal": 0, "neox": 2}
 PREFILL_BLOCK = 256  # tokens per prefill pass; a streamed pass reads its layers once per block
+SCRATCH_KEPT_ROWS = 64  # passes up to this many tokens (decoded steps, trees) keep their layer buffers
 
 
 def tensor_entry(info: TensorInfo, data: np.ndarray | None = None) -> tuple:
@@ -71,6 +72,7 @@ class Model:
         if layers is None:
             layers = [_core.TransformerLayer(shape, layer_tensors(gguf, i)) for i in range(self.config.n_layer)]
         self.layers = layers
+        self.scratch = _core.LayerScratch()  # the layers' buffers, kept across passes
         self.compute = NoToken()  # a ComputeToken when another model shares the cores
         self.urgent = True        # whether this model's calls go first under the token
         # A drafter's rows may take any order (its logits only shape a tree that the
@@ -118,8 +120,12 @@ class Model:
         for index, layer in enumerate(self.layers):  # a streamed layer may wait here for its weights
             with self.compute.hold(self.urgent):
                 layer.forward(x, positions, cache.k[index], cache.v[index], cache.n, mask, self.pool, self.isa,
-                              prompt)
+                              prompt, self.scratch)
         cache.n += x.shape[0]
+        if x.shape[0] > SCRATCH_KEPT_ROWS:
+            # A prompt block's buffers go back rather than stay through decoding, under
+            # the memory budget; the layers of one pass share them all the same.
+            self.scratch.release()
 
     def logits(self, hidden: np.ndarray, prompt: np.ndarray | None = None) -> np.ndarray:
         """[n, n_embd] final hidden states -> [n, n_vocab] logits.
