@@ -66,8 +66,8 @@ struct LayerScratch {
 // The new tokens' K/V go to slots [n_past, n_past + n_tokens); they attend over
 // slots [0, n_past + n_tokens) as `mask` allows ([n_tokens, n_past + n_tokens],
 // nonzero = visible), or causally (slot order) when mask is null. prompt: [n_tokens]
-// or null, nonzero for prompt tokens, whose attention sums in llama.cpp's prompt order
-// (see attention.h). scratch: the buffers, grown as needed.
+// RowOrder bytes or null (all decoded), as matmul and attention take them
+// (ops/row_order.h). scratch: the buffers, grown as needed.
 void transformer_layer_forward(const KernelTable& kt, const LayerShape& shape, const LayerWeights& w, float* x,
                                int64_t n_tokens, const int32_t* pos, const KvLayer& kv, int64_t n_past,
                                const uint8_t* mask, const uint8_t* prompt, ThreadPool& pool, LayerScratch& scratch);
